@@ -1,0 +1,1 @@
+"""NovaCron digital twin."""

@@ -1,0 +1,185 @@
+"""The event log: typed, append-only records that are the ground truth for every KPI.
+
+Each record is a frozen dataclass with a sequence number and a simulated time. The log exports
+as JSON Lines; its ``digest`` (sha256 of that export) identifies a run byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base record: ``seq`` orders records, ``t_s`` is simulated time in seconds."""
+
+    seq: int
+    t_s: float
+
+    @property
+    def type(self) -> str:
+        """Record type name used in exports."""
+        return _TYPE_NAMES[type(self)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with a ``type`` field, ready for JSON."""
+        d = asdict(self)
+        d["type"] = self.type
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRecord(Event):
+    """A fault injected: ground truth of what broke, where, when, and why."""
+
+    fault_id: int
+    kind: str
+    target: str
+    root_cause: str
+    warning_signs: bool
+    detail: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange(Event):
+    """A component changed state (instance down, host throttled, disk degraded, ...)."""
+
+    target: str
+    state: str
+    fault_id: int | None
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class FaultCleared(Event):
+    """A fault's effect ended: by a healing action, by repair, or by itself."""
+
+    fault_id: int
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord(Event):
+    """An action's lifecycle: ``phase`` is requested, rejected, started, succeeded or failed."""
+
+    action_id: int
+    kind: str
+    target: str
+    phase: str
+    reason: str
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord(Event):
+    """An alert raised by a detector, with the evidence that triggered it."""
+
+    alert_id: int
+    source: str
+    target: str
+    severity: str
+    evidence: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SloWindow(Event):
+    """Requests offered and served within SLO over one window ending at ``t_s``."""
+
+    window_s: float
+    requests: float
+    good: float
+    class_good_share: tuple[float, ...]
+
+
+_TYPE_NAMES: dict[type, str] = {
+    FaultRecord: "fault",
+    StateChange: "state",
+    FaultCleared: "fault_cleared",
+    ActionRecord: "action",
+    AlertRecord: "alert",
+    SloWindow: "slo",
+}
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+class EventLog:
+    """Append-only log of records; ``append`` assigns the sequence number."""
+
+    def __init__(self, records: Sequence[Event] = ()) -> None:
+        self._records: list[Event] = list(records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._records)
+
+    def __getitem__(self, index: int) -> Event:
+        return self._records[index]
+
+    @property
+    def next_seq(self) -> int:
+        """Sequence number the next record will get."""
+        return len(self._records)
+
+    def add(self, record: Event) -> Event:
+        """Append a record whose ``seq`` equals :attr:`next_seq`."""
+        if record.seq != len(self._records):
+            raise ValueError(f"record seq {record.seq} != next seq {len(self._records)}")
+        self._records.append(record)
+        return record
+
+    def since(self, seq: int = 0) -> list[Event]:
+        """Records with sequence number >= ``seq``."""
+        return self._records[seq:]
+
+    def of_type(self, kind: type[Event]) -> list[Event]:
+        """Records of one type."""
+        return [r for r in self._records if isinstance(r, kind)]
+
+    def copy(self) -> EventLog:
+        """Independent copy (records are immutable, so a shallow copy suffices)."""
+        return EventLog(self._records)
+
+    def lines(self) -> Iterator[str]:
+        """JSON Lines, floats rounded to 9 significant digits so the text is stable."""
+        for r in self._records:
+            yield json.dumps(_canonical(r.to_dict()), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """sha256 of the JSON Lines export."""
+        h = hashlib.sha256()
+        for line in self.lines():
+            h.update(line.encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def write_jsonl(self, path: str | Path) -> Path:
+        """Write the JSON Lines export to ``path``."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as fh:
+            for line in self.lines():
+                fh.write(line + "\n")
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Number of records per type name."""
+        out: dict[str, int] = {}
+        for r in self._records:
+            out[r.type] = out.get(r.type, 0) + 1
+        return out

@@ -1,0 +1,87 @@
+"""Telemetry: per-host and per-instance metric vectors in a bounded ring buffer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+HOST_FEATURES: tuple[str, ...] = (
+    "cpu_util", "mem_alloc", "power_w", "temp_c", "fan_rpm", "disk_util", "disk_latency_s",
+    "disk_wear", "net_util", "link_loss", "throttle", "up",
+)
+"""Columns of the host metric vector, in order (SI units; utilisations are fractions)."""
+
+INSTANCE_FEATURES: tuple[str, ...] = (
+    "cpu_util", "mem_util", "rps", "latency_s", "p99_latency_s", "error_rate", "queue_len",
+    "net_bps", "disk_latency_s", "temp_c", "up", "ready",
+)
+"""Columns of the instance metric vector, in order (SI units; utilisations are fractions)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a controller sees: the latest sample plus probe state and placement."""
+
+    t_s: float
+    host: np.ndarray
+    inst: np.ndarray
+    inst_used: np.ndarray
+    inst_service: np.ndarray
+    inst_host: np.ndarray
+    inst_live: np.ndarray
+    inst_ready: np.ndarray
+    service_names: tuple[str, ...]
+
+
+class TelemetryBuffer:
+    """Ring buffer of the last ``size`` samples (float32) of host and instance metrics."""
+
+    def __init__(self, size: int, n_hosts: int, n_inst: int, f_host: int, f_inst: int) -> None:
+        self.size = size
+        self.times_s = np.full(size, np.nan)
+        self.host = np.zeros((size, n_hosts, f_host), dtype=np.float32)
+        self.inst = np.zeros((size, n_inst, f_inst), dtype=np.float32)
+        self.count = 0
+
+    def push(self, t_s: float, host_rows: Sequence[np.ndarray], inst_rows: Sequence[np.ndarray]) -> None:
+        """Store one sample; the oldest is overwritten when the buffer is full."""
+        pos = self.count % self.size
+        self.times_s[pos] = t_s
+        h = self.host[pos]
+        for j, row in enumerate(host_rows):
+            h[:, j] = row
+        i = self.inst[pos]
+        for j, row in enumerate(inst_rows):
+            i[:, j] = row
+        self.count += 1
+
+    @property
+    def last_t_s(self) -> float:
+        """Time of the latest sample (NaN before the first)."""
+        return float(self.times_s[(self.count - 1) % self.size]) if self.count else float("nan")
+
+    def last_host(self) -> np.ndarray:
+        """Latest host sample, shape (hosts, features)."""
+        return self.host[(self.count - 1) % self.size].copy()
+
+    def last_inst(self) -> np.ndarray:
+        """Latest instance sample, shape (instance slots, features)."""
+        return self.inst[(self.count - 1) % self.size].copy()
+
+    def window(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``min(n, stored)`` samples, oldest first: times, host, instance."""
+        n = min(n, self.count, self.size)
+        idx = (np.arange(self.count - n, self.count)) % self.size
+        return self.times_s[idx], self.host[idx], self.inst[idx]
+
+    def copy(self) -> TelemetryBuffer:
+        """Independent copy."""
+        new = TelemetryBuffer.__new__(TelemetryBuffer)
+        new.size = self.size
+        new.times_s = self.times_s.copy()
+        new.host = self.host.copy()
+        new.inst = self.inst.copy()
+        new.count = self.count
+        return new

@@ -1,0 +1,986 @@
+"""The digital twin: vectorised fast-mode physics on a SimPy clock, forkable and deterministic.
+
+Dense work (workload, routing, compute, serving, memory, storage, network, power, thermal,
+probes, telemetry) is one vectorised :meth:`Twin._tick` over all hosts and instances every
+``tick_s``. SimPy carries only sparse events: fault arrivals, action executions, timed
+clearances. All pending sparse events are kept as data, so :meth:`Twin.fork` rebuilds a twin's
+SimPy processes from state instead of copying generators.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from sim.actions import ACTION_SPECS, Action, ActionResult, ResolvedTarget, check
+from sim.actions import _destination as destination_host
+from sim.config import TwinConfig
+from sim.events import (
+    ActionRecord,
+    Event,
+    EventLog,
+    FaultCleared,
+    FaultRecord,
+    SloWindow,
+    StateChange,
+)
+from sim.faults import (
+    FAULT_SPECS,
+    FaultKind,
+    draw_lifetimes_s,
+    exploit,
+    inject_faults,
+    strike,
+    wear_out,
+)
+from sim.physics.compute import contention_factor
+from sim.physics.network import link_latency_s
+from sim.physics.power import fan_power_w, linear_power_w
+from sim.physics.serving import fluid_queue_step, mmc_fluid_latency_s, timeout_fraction
+from sim.physics.storage import disk_hazard_per_s, disk_latency_s, wear_step
+from sim.physics.thermal import rc_step_temp_c, thermal_resistance_k_per_w, throttle_factor
+from sim.state import DISK_DEGRADED, DISK_FAILED, DISK_OK, ClusterState, initial_state
+from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation, TelemetryBuffer
+from sim.topology import Topology, build_topology
+from sim.workload import Workload
+
+_STREAMS = {
+    "topology": 1, "workload": 2, "faults": 3, "actions": 4, "lifetime": 5, "disk": 6,
+    "exploit": 7, "script": 8, "fork": 9,
+}
+DISK_BASE_HAZARD_PER_S = 0.01 / (365.25 * 86400.0)
+DISK_DEGRADED_WEAR = 0.8
+DISK_WEAR_OUT = 1.0
+DEGRADED_IOPS_FACTOR = 0.25
+LIVE_MIGRATION_PAUSE_S = 0.3
+SPARE_SLOT_FRACTION = 0.5
+READINESS_ERROR_LIMIT = 0.5
+PANIC_READY_SHARE = 0.5
+_INSTANCE_FAULTS = (FaultKind.SERVICE_CRASH, FaultKind.MEMORY_LEAK, FaultKind.VM_FAILURE)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAction:
+    """An accepted action in flight; ``success`` was drawn when it was accepted."""
+
+    action_id: int
+    kind: str
+    target: ResolvedTarget
+    start_s: float
+    done_at_s: float
+    success: bool
+    aux: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A scheduled clearance of a fault that ends by itself (a surge, a noisy neighbour)."""
+
+    at_s: float
+    fault_id: int
+    what: str
+    index: int
+
+
+class Twin:
+    """A digital twin of a cluster; implements the :class:`sim.plant.Plant` protocol.
+
+    Args:
+        config: validated configuration.
+        seed: integer seed; every random draw of the run comes from streams derived from it.
+    """
+
+    def __init__(self, config: TwinConfig, seed: int = 0) -> None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            from sim.errors import ConfigError
+
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        self.config = config
+        self.seed = seed
+        self._ss = np.random.SeedSequence(seed)
+        self.topo: Topology = build_topology(config, self.rng_for("topology"))
+        n_h = self.topo.n_hosts
+        faults = config.faults
+        lifetimes = (
+            draw_lifetimes_s(
+                self.rng_for("lifetime", 0), n_h, faults.annual_failure_rate, faults.weibull_shape
+            )
+            if faults.hardware_lifetimes
+            else np.full(n_h, np.inf)
+        )
+        spare = max(8, int(SPARE_SLOT_FRACTION * self.topo.initial_service.shape[0]))
+        self.state: ClusterState = initial_state(
+            self.topo,
+            config.topology.host.cores,
+            config.topology.host.mem_bytes,
+            self.rng_for("disk").exponential(1.0, n_h),
+            lifetimes,
+            spare,
+        )
+        self.workload = Workload(config.workload, n_h, self.rng_for("workload"))
+        self.log = EventLog()
+        self.telemetry = TelemetryBuffer(
+            config.telemetry_buffer, n_h, self.state.capacity, len(HOST_FEATURES),
+            len(INSTANCE_FEATURES),
+        )
+        self.fault_of: dict[str, int] = {}
+        self.active_faults: dict[int, tuple[FaultKind, str]] = {}
+        self.pending: dict[int, PendingAction] = {}
+        self.timers: list[Timer] = []
+        self._next_fault_id = 0
+        self._next_action_id = 0
+        self._script_pos = 0
+        self._next_tick_s = 0.0
+        self._next_probe_s = 0.0
+        self._next_sample_s = 0.0
+        self._next_window_s = config.slo_window_s
+        self._window_start_s = 0.0
+        self._tick_count = 0
+        self._action_rng = self.rng_for("actions")
+        self._energy_j = 0.0
+        self._action_cost_usd = 0.0
+        self._instance_seconds = 0.0
+        self._init_constants()
+        self.env = simpy.Environment()
+        self._start_processes(self.rng_for("faults"))
+
+    def _init_constants(self) -> None:
+        topo, cfg = self.topo, self.config
+        self._host = cfg.topology.host
+        self._uplink_capacity_bps = cfg.topology.uplink_bps * topo.n_spines
+        self._cross_rack = 1.0 - 1.0 / topo.n_racks
+        self._log_share = topo.class_share
+        self._inst_names: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ streams and names
+    def rng_for(self, stream: str, *keys: int) -> np.random.Generator:
+        """Independent generator for a named stream, derived from the run's seed."""
+        ss = np.random.SeedSequence(
+            entropy=self._ss.entropy,
+            spawn_key=(*self._ss.spawn_key, _STREAMS[stream], *keys),
+        )
+        return np.random.Generator(np.random.PCG64(ss))
+
+    @property
+    def now_s(self) -> float:
+        """Simulated time, seconds."""
+        return float(self.env.now)
+
+    def inst_name(self, inst: int) -> str:
+        """Name of an instance slot, e.g. ``inst-12``."""
+        return f"inst-{inst}"
+
+    def tor_up_of_host(self) -> np.ndarray:
+        """Whether each host's top-of-rack switch is up."""
+        return self.state.tor_up[self.topo.host_rack]
+
+    def busy(self, target: str) -> bool:
+        """Whether an action on ``target`` is in progress."""
+        return any(p.target.name == target for p in self.pending.values())
+
+    # ------------------------------------------------------------------ processes
+    def _start_processes(self, fault_rng: np.random.Generator) -> None:
+        env = self.env
+        env.process(self._ticker(self._next_tick_s - self.now_s))
+        hours_scale = self.topo.n_hosts / 100.0 / 86400.0
+        for i, (kind, rate) in enumerate(self.config.faults.rates_per_day_per_100_hosts):
+            if rate > 0:
+                stream = np.random.Generator(
+                    np.random.PCG64(fault_rng.bit_generator.seed_seq.spawn(i + 1)[-1])  # type: ignore[attr-defined]
+                )
+                env.process(inject_faults(env, self, FaultKind(kind), rate * hours_scale, stream))
+        if self._script_pos < len(self.config.scripted):
+            env.process(self._run_schedule())
+        for h in np.flatnonzero(np.isfinite(self.state.hw_fail_at_s) & ~self.state.host_hw_failed):
+            env.process(wear_out(env, self, int(h), int(self.state.hw_epoch[h])))
+        for s in np.flatnonzero(self.state.svc_exploit_hazard_per_s > 0):
+            fid = self.fault_of.get(f"svc-{self.topo.service_names[s]}", -1)
+            self.start_exploit(int(s), fid)
+        for timer in self.timers:
+            env.process(self._clear_later(timer))
+        for p in self.pending.values():
+            env.process(self._execute(p))
+
+    def _ticker(self, delay_s: float) -> Generator[simpy.Event, Any, None]:
+        dt = self.config.tick_s
+        if delay_s > 0:
+            yield self.env.timeout(delay_s)
+        while True:
+            self._tick(dt)
+            self._next_tick_s = self.now_s + dt
+            yield self.env.timeout(dt)
+
+    def _run_schedule(self) -> Generator[simpy.Event, Any, None]:
+        script = self.config.scripted
+        rng = self.rng_for("script", self._tick_count)
+        while self._script_pos < len(script):
+            item = script[self._script_pos]
+            if item.at_s > self.now_s:
+                yield self.env.timeout(item.at_s - self.now_s)
+            self._script_pos += 1
+            strike(self, FaultKind(item.kind), item.target, rng)
+
+    def start_exploit(self, service: int, fault_id: int) -> None:
+        """Start the exploitation hazard of a disclosed vulnerability."""
+        rng = self.rng_for("exploit", fault_id, self._tick_count)
+        self.env.process(exploit(self.env, self, service, fault_id, rng))
+
+    def schedule_clear(self, at_s: float, fault_id: int, what: str, index: int) -> None:
+        """Clear a self-limiting fault at ``at_s`` unless it was healed before."""
+        timer = Timer(at_s, fault_id, what, index)
+        self.timers.append(timer)
+        self.env.process(self._clear_later(timer))
+
+    def _clear_later(self, timer: Timer) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(max(0.0, timer.at_s - self.now_s))
+        if timer in self.timers:
+            self.timers.remove(timer)
+        if timer.fault_id not in self.active_faults:
+            return
+        if timer.what == "noisy_end":
+            self.state.noisy_cores[timer.index] = 0.0
+        self.clear_fault(timer.fault_id, "self-limiting")
+
+    # ------------------------------------------------------------------ records
+    def record_fault(
+        self,
+        kind: FaultKind,
+        target: str,
+        detail: dict[str, float],
+        *,
+        warning_signs: bool | None = None,
+    ) -> int:
+        """Write a ground-truth fault record and register the fault as active."""
+        spec = FAULT_SPECS[kind]
+        fid = self._next_fault_id
+        self._next_fault_id += 1
+        self.log.add(
+            FaultRecord(
+                self.log.next_seq, self.now_s, fid, kind.value, target, spec.root_cause,
+                spec.warning_signs if warning_signs is None else warning_signs, detail,
+            )
+        )
+        self.active_faults[fid] = (kind, target)
+        return fid
+
+    def record_state(
+        self, target: str, state: str, fault_id: int | None, cause: str, t_s: float | None = None
+    ) -> None:
+        """Write a state-change record (``t_s`` defaults to now)."""
+        self.log.add(
+            StateChange(
+                self.log.next_seq, self.now_s if t_s is None else t_s, target, state,
+                fault_id if fault_id is not None and fault_id >= 0 else None, cause,
+            )
+        )
+
+    def clear_fault(self, fault_id: int, by: str) -> None:
+        """Mark an active fault as cleared."""
+        kind_target = self.active_faults.pop(fault_id, None)
+        if kind_target is None:
+            return
+        if self.fault_of.get(kind_target[1]) == fault_id:
+            del self.fault_of[kind_target[1]]
+        self.log.add(FaultCleared(self.log.next_seq, self.now_s, fault_id, by))
+
+    def _clear_faults_on(self, target: str, kinds: Sequence[FaultKind], by: str) -> None:
+        fid = self.fault_of.get(target)
+        if fid is not None and self.active_faults[fid][0] in kinds:
+            self.clear_fault(fid, by)
+
+    # ------------------------------------------------------------------ state transitions
+    def take_instance_down(self, inst: int, fault_id: int | None, cause: str) -> None:
+        """Stop an instance: its queued requests are lost."""
+        st = self.state
+        if not st.inst_up[inst]:
+            return
+        st.inst_up[inst] = False
+        self._lose_requests(float(st.inst_backlog[inst]))
+        st.inst_backlog[inst] = 0.0
+        self.record_state(self.inst_name(inst), "down", fault_id, cause)
+
+    def _bring_instance_up(self, inst: int, cause: str) -> None:
+        st = self.state
+        svc = st.inst_service[inst]
+        st.inst_mem_bytes[inst] = self.topo.svc_mem_base_bytes[svc]
+        st.inst_leak_bps[inst] = 0.0
+        st.inst_backlog[inst] = 0.0
+        st.inst_probe_fails[inst] = 0
+        self._recompute_slowdown(inst)
+        if not st.inst_up[inst]:
+            st.inst_up[inst] = True
+            self.record_state(self.inst_name(inst), "up", None, cause)
+        self._clear_faults_on(self.inst_name(inst), _INSTANCE_FAULTS, cause)
+
+    def _recompute_slowdown(self, inst: int) -> None:
+        st = self.state
+        st.inst_slowdown[inst] = (0.8 if st.inst_cfg_error[inst] > 0 else 1.0) * (
+            0.4 if st.inst_compromised[inst] else 1.0
+        )
+
+    def take_host_down(self, host: int, fault_id: int | None, cause: str) -> None:
+        """Power a host off: every instance on it stops."""
+        st = self.state
+        if not st.host_up[host]:
+            return
+        st.host_up[host] = False
+        self.record_state(f"host-{host}", "down", fault_id, cause)
+        for inst in np.flatnonzero(st.inst_used & (st.inst_host == host)):
+            self.take_instance_down(int(inst), fault_id, f"host-{host} down")
+
+    def _bring_host_up(self, host: int, cause: str) -> None:
+        st = self.state
+        if st.host_up[host] or st.host_hw_failed[host] or st.disk_state[host] == DISK_FAILED:
+            return
+        st.host_up[host] = True
+        self.record_state(f"host-{host}", "up", None, cause)
+        for inst in np.flatnonzero(st.inst_used & (st.inst_host == host) & ~st.inst_isolated):
+            self._bring_instance_up(int(inst), f"host-{host} up")
+
+    def _lose_requests(self, n: float) -> None:
+        st = self.state
+        st.window_requests += n
+        st.requests_total += n
+
+    def _move_instance(self, inst: int, dest: int) -> None:
+        st = self.state
+        src = st.inst_host[inst]
+        st.host_free_cores[src] += st.inst_workers[inst]
+        st.host_free_mem_bytes[src] += st.inst_mem_limit_bytes[inst]
+        st.inst_host[inst] = dest
+
+    def _reserve(self, host: int, inst: int) -> None:
+        st = self.state
+        st.host_free_cores[host] -= st.inst_workers[inst]
+        st.host_free_mem_bytes[host] -= st.inst_mem_limit_bytes[inst]
+
+    def _release(self, host: int, inst: int) -> None:
+        st = self.state
+        st.host_free_cores[host] += st.inst_workers[inst]
+        st.host_free_mem_bytes[host] += st.inst_mem_limit_bytes[inst]
+
+    def scale_out_host(self, service: int) -> int:
+        """Host a new replica of ``service`` would be placed on; -1 if none fits."""
+        st = self.state
+        workers = self.topo.svc_workers[service]
+        mem = self.topo.svc_mem_limit_bytes[service]
+        ok = (
+            st.host_up & st.host_schedulable & (st.host_free_cores >= workers)
+            & (st.host_free_mem_bytes >= mem) & (st.disk_state == DISK_OK)
+            & self.tor_up_of_host() & (st.throttle >= 1.0)
+        )
+        cand = np.flatnonzero(ok)
+        if cand.size == 0:
+            return -1
+        holders = st.inst_host[st.inst_used & (st.inst_service == service)]
+        fresh = cand[~np.isin(cand, holders)]
+        pool = fresh if fresh.size else cand
+        return int(pool[np.argmax(st.host_free_cores[pool])])
+
+    # ------------------------------------------------------------------ Plant protocol
+    def observe(self) -> Observation:
+        """Latest telemetry sample with probe state and per-service aggregates."""
+        st = self.state
+        return Observation(
+            t_s=self.telemetry.last_t_s,
+            host=self.telemetry.last_host(),
+            inst=self.telemetry.last_inst(),
+            inst_used=st.inst_used.copy(),
+            inst_service=st.inst_service.copy(),
+            inst_host=st.inst_host.copy(),
+            inst_live=st.inst_live.copy(),
+            inst_ready=st.inst_ready.copy(),
+            service_names=self.topo.service_names,
+        )
+
+    def apply(self, action: Action) -> ActionResult:
+        """Submit an action; invalid ones are rejected with a reason and change nothing."""
+        checked = check(self, action)
+        kind = getattr(action, "kind", "?")
+        target = getattr(action, "target", "?")
+        if isinstance(checked, str):
+            self.log.add(
+                ActionRecord(self.log.next_seq, self.now_s, -1, str(kind), str(target),
+                             "rejected", checked, 0.0)
+            )
+            return ActionResult(False, -1, str(kind), str(target), checked, self.now_s)
+        spec, tgt = checked
+        aid = self._next_action_id
+        self._next_action_id += 1
+        success = bool(self._action_rng.random() < spec.success_prob)
+        done_at = self.now_s + spec.duration_s
+        aux = self._on_start(spec.kind, tgt)
+        pending = PendingAction(aid, spec.kind, tgt, self.now_s, done_at, success, aux)
+        self.pending[aid] = pending
+        self._action_cost_usd += spec.cost_usd
+        self.log.add(
+            ActionRecord(self.log.next_seq, self.now_s, aid, spec.kind, tgt.name, "started",
+                         spec.description, spec.cost_usd)
+        )
+        self.env.process(self._execute(pending))
+        return ActionResult(True, aid, spec.kind, tgt.name, "accepted", done_at)
+
+    def advance(self, dt_s: float) -> None:
+        """Run the twin for ``dt_s`` simulated seconds."""
+        if not math.isfinite(dt_s) or dt_s < 0:
+            raise ValueError(f"dt_s must be a finite non-negative number, got {dt_s!r}")
+        self.env.run(until=self.now_s + dt_s)
+
+    def events(self, since: int = 0) -> list[Event]:
+        """Event records with sequence number >= ``since``."""
+        return self.log.since(since)
+
+    # ------------------------------------------------------------------ actions
+    def _on_start(self, kind: str, tgt: ResolvedTarget) -> int:
+        st = self.state
+        i = tgt.index
+        if kind == "restart_instance":
+            self.take_instance_down(i, None, "restart")
+        elif kind in ("live_migrate", "cold_migrate"):
+            dest = destination_host(self, i)
+            self._reserve(dest, i)
+            if kind == "cold_migrate":
+                self.take_instance_down(i, None, "cold migration")
+            return dest
+        elif kind == "scale_out":
+            slot = int(np.flatnonzero(~st.inst_used)[0])
+            host = self.scale_out_host(i)
+            self._init_slot(slot, i, host)
+            return slot
+        elif kind == "scale_in":
+            members = np.flatnonzero(st.inst_used & (st.inst_service == i))
+            rank = st.inst_up[members].astype(float) * 2 + st.inst_ready[members]
+            victim = int(members[np.lexsort((-members, rank))[0]])
+            st.inst_in_rotation[victim] = False
+            return victim
+        elif kind == "drain_host":
+            st.host_schedulable[i] = False
+        elif kind in ("replace_disk", "reboot_host"):
+            self.take_host_down(i, None, kind)
+        return -1
+
+    def _init_slot(self, slot: int, service: int, host: int) -> None:
+        st, topo = self.state, self.topo
+        st.inst_used[slot] = True
+        st.inst_service[slot] = service
+        st.inst_host[slot] = host
+        st.inst_workers[slot] = topo.svc_workers[service]
+        st.inst_mem_limit_bytes[slot] = topo.svc_mem_limit_bytes[service]
+        st.inst_mem_bytes[slot] = topo.svc_mem_base_bytes[service]
+        st.inst_up[slot] = False
+        st.inst_in_rotation[slot] = False
+        st.inst_ready[slot] = False
+        st.inst_live[slot] = False
+        st.inst_isolated[slot] = False
+        st.inst_compromised[slot] = False
+        st.inst_vulnerable[slot] = bool(st.svc_exploit_hazard_per_s[service] > 0)
+        st.inst_config_version[slot] = st.svc_good_config_version[service]
+        st.inst_cfg_error[slot] = 0.0
+        st.inst_leak_bps[slot] = 0.0
+        st.inst_backlog[slot] = 0.0
+        st.inst_slowdown[slot] = 1.0
+        self._reserve(host, slot)
+
+    def _free_slot(self, slot: int) -> None:
+        st = self.state
+        self._release(int(st.inst_host[slot]), slot)
+        st.inst_used[slot] = False
+        st.inst_up[slot] = False
+        st.inst_in_rotation[slot] = False
+        st.inst_ready[slot] = False
+        st.inst_live[slot] = False
+        st.inst_rps[slot] = 0.0
+        st.inst_backlog[slot] = 0.0
+
+    def _execute(self, p: PendingAction) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(max(0.0, p.done_at_s - self.now_s))
+        self.pending.pop(p.action_id, None)
+        ok = p.success and self._on_done(p)
+        self.log.add(
+            ActionRecord(self.log.next_seq, self.now_s, p.action_id, p.kind, p.target.name,
+                         "succeeded" if ok else "failed", "" if ok else "action did not take",
+                         0.0)
+        )
+
+    def _on_done(self, p: PendingAction) -> bool:  # noqa: C901 - one branch per action kind
+        st, topo = self.state, self.topo
+        i, kind = p.target.index, p.kind
+        if not p.success:
+            if kind in ("live_migrate", "cold_migrate"):
+                self._release(p.aux, i)
+            elif kind == "scale_out":
+                self._free_slot(p.aux)
+            elif kind == "scale_in":
+                st.inst_in_rotation[p.aux] = True
+            elif kind == "drain_host":
+                st.host_schedulable[i] = True
+            return False
+        if kind == "restart_instance":
+            if not st.host_up[st.inst_host[i]]:
+                return False
+            self._bring_instance_up(i, "restart")
+        elif kind == "live_migrate":
+            self._lose_requests(float(st.inst_rps[i]) * LIVE_MIGRATION_PAUSE_S)
+            self._move_instance(i, p.aux)
+            self._clear_faults_on(self.inst_name(i), (FaultKind.VM_FAILURE,), "live_migrate")
+        elif kind == "cold_migrate":
+            self._move_instance(i, p.aux)
+            if st.inst_compromised[i]:
+                st.inst_compromised[i] = False
+                self.record_state(self.inst_name(i), "rebuilt", None, "cold_migrate")
+            if st.host_up[p.aux]:
+                self._bring_instance_up(i, "cold_migrate")
+        elif kind == "scale_out":
+            slot = p.aux
+            if not st.host_up[st.inst_host[slot]]:
+                self._free_slot(slot)
+                return False
+            st.inst_up[slot] = st.inst_in_rotation[slot] = st.inst_ready[slot] = True
+            st.inst_live[slot] = True
+            self.record_state(self.inst_name(slot), "up", None, "scale_out")
+        elif kind == "scale_in":
+            self._lose_requests(float(st.inst_backlog[p.aux]))
+            self._free_slot(p.aux)
+            self.record_state(self.inst_name(p.aux), "removed", None, "scale_in")
+        elif kind == "config_rollback":
+            mask = st.inst_used & (st.inst_service == i)
+            st.inst_config_version[mask] = st.svc_good_config_version[i]
+            st.inst_cfg_error[mask] = 0.0
+            for inst in np.flatnonzero(mask):
+                self._recompute_slowdown(int(inst))
+            self._clear_faults_on(p.target.name, (FaultKind.BAD_CONFIG,), kind)
+        elif kind == "reroute_traffic":
+            st.inst_in_rotation[i] = False
+        elif kind == "restore_traffic":
+            st.inst_in_rotation[i] = True
+        elif kind == "failover_rack":
+            st.inst_in_rotation[st.inst_used & (topo.host_rack[st.inst_host] == i)] = False
+        elif kind == "drain_host":
+            for inst in np.flatnonzero(st.inst_used & (st.inst_host == i)):
+                dest = destination_host(self, int(inst))
+                if dest >= 0:
+                    self._reserve(dest, int(inst))
+                    self._move_instance(int(inst), dest)
+        elif kind == "add_cpu":
+            st.inst_workers[i] += 2
+            st.host_free_cores[st.inst_host[i]] -= 2
+        elif kind == "add_memory":
+            extra = 0.5 * st.inst_mem_limit_bytes[i]
+            st.inst_mem_limit_bytes[i] += extra
+            st.host_free_mem_bytes[st.inst_host[i]] -= extra
+        elif kind == "rolling_patch":
+            mask = st.inst_used & (st.inst_service == i)
+            st.inst_vulnerable[mask] = False
+            st.svc_exploit_hazard_per_s[i] = 0.0
+            for inst in np.flatnonzero(mask & st.inst_compromised):
+                st.inst_compromised[inst] = False
+                self.record_state(self.inst_name(int(inst)), "rebuilt", None, kind)
+            for inst in np.flatnonzero(mask & st.inst_up):
+                self._bring_instance_up(int(inst), kind)
+            self._clear_faults_on(p.target.name, (FaultKind.SECURITY_VULNERABILITY,), kind)
+        elif kind == "quarantine_instance":
+            st.inst_isolated[i] = True
+            st.inst_in_rotation[i] = False
+        elif kind == "replace_disk":
+            st.disk_wear[i] = 0.0
+            st.disk_wear_rate_per_s[i] = 0.0
+            st.disk_hazard_acc[i] = 0.0
+            st.disk_fail_threshold[i] = float(self._action_rng.exponential(1.0))
+            if st.disk_state[i] != DISK_OK:
+                st.disk_state[i] = DISK_OK
+                self.record_state(p.target.name, "disk_ok", None, kind)
+            self._clear_faults_on(p.target.name, (FaultKind.DISK_DEGRADATION,), kind)
+            self._bring_host_up(i, kind)
+        elif kind == "reboot_host":
+            if st.temp_c[i] >= self._host.shutdown_c:
+                return False
+            self._bring_host_up(i, kind)
+        elif kind == "repair_host":
+            st.host_hw_failed[i] = False
+            st.hw_epoch[i] += 1
+            cfg = self.config.faults
+            if cfg.hardware_lifetimes:
+                rng = self.rng_for("lifetime", i + 1, int(st.hw_epoch[i]))
+                st.hw_fail_at_s[i] = self.now_s + float(
+                    draw_lifetimes_s(rng, 1, cfg.annual_failure_rate, cfg.weibull_shape)[0]
+                )
+                self.env.process(wear_out(self.env, self, i, int(st.hw_epoch[i])))
+            st.fan_health[i], st.fan_decay_per_s[i] = 1.0, 0.0
+            st.disk_wear[i] = st.disk_wear_rate_per_s[i] = st.disk_hazard_acc[i] = 0.0
+            st.disk_state[i] = DISK_OK
+            st.temp_c[i] = topo.host_inlet_c[i]
+            self._clear_faults_on(
+                p.target.name,
+                (FaultKind.HOST_FAILURE, FaultKind.DISK_DEGRADATION, FaultKind.FAN_FAILURE),
+                kind,
+            )
+            self._bring_host_up(i, kind)
+        elif kind == "replace_fan":
+            st.fan_health[i], st.fan_decay_per_s[i] = 1.0, 0.0
+            self._clear_faults_on(p.target.name, (FaultKind.FAN_FAILURE,), kind)
+        elif kind == "repair_switch":
+            up = st.tor_up if p.target.name.startswith("tor") else st.spine_up
+            up[i] = True
+            self.record_state(p.target.name, "up", None, kind)
+            self._clear_faults_on(p.target.name, (FaultKind.NETWORK_PARTITION,), kind)
+        elif kind == "repair_link":
+            loss = st.host_link_loss if p.target.name.startswith("link-host") else st.uplink_loss
+            loss[i] = 0.0
+            self._clear_faults_on(p.target.name, (FaultKind.LINK_DEGRADATION,), kind)
+        elif kind == "evict_noisy_neighbour":
+            st.noisy_cores[i] = 0.0
+            self._clear_faults_on(p.target.name, (FaultKind.NOISY_NEIGHBOUR,), kind)
+        elif kind == "shed_load":
+            st.shed_fraction = min(0.6, st.shed_fraction + 0.2)
+        elif kind == "stop_shedding":
+            st.shed_fraction = 0.0
+        elif kind == "clear_cache":
+            mask = st.inst_used & (st.inst_service == i)
+            st.inst_mem_bytes[mask] = topo.svc_mem_base_bytes[i]
+        return True
+
+    # ------------------------------------------------------------------ the tick
+    def _tick(self, dt: float) -> None:  # noqa: PLR0915 - one vectorised pass, top to bottom
+        st, topo, host = self.state, self.topo, self._host
+        t = self.now_s
+        self._tick_count += 1
+        svc = st.inst_service
+        hst = st.inst_host
+        used = st.inst_used
+
+        offered = self.workload.rate_rps(t, dt)
+        admitted = offered * (1.0 - st.shed_fraction)
+        lam_svc = admitted * topo.visit_ratio * (1.0 + st.svc_extra_load)
+
+        # Load balancing over instances the LB believes healthy.
+        # Envoy-style panic routing: below half the rotation ready, route to all of it.
+        rotation = used & st.inst_in_rotation & ~st.inst_isolated
+        routable = rotation & st.inst_ready
+        wsum = np.bincount(svc, routable, minlength=topo.n_services)
+        rsum = np.bincount(svc, rotation, minlength=topo.n_services)
+        panic = wsum < PANIC_READY_SHARE * rsum
+        if panic.any():
+            routable = routable | (rotation & panic[svc])
+            wsum = np.bincount(svc, routable, minlength=topo.n_services)
+        weight = routable.astype(np.float64)
+        share = weight / np.maximum(wsum, 1.0)[svc]
+        lam = lam_svc[svc] * share
+        reach_host = st.host_up & st.tor_up[topo.host_rack]
+        serving = st.inst_up & reach_host[hst] & used
+        lam_serving = lam * serving
+
+        # Compute: proportional-share CPU contention and thermal throttling per host.
+        cpu_s = topo.svc_cpu_s[svc] / st.inst_slowdown
+        demand = np.bincount(hst, lam_serving * cpu_s, minlength=topo.n_hosts)
+        demand += topo.host_background_cores + st.noisy_cores
+        cap = host.cores * st.throttle
+        contention = contention_factor(demand, cap)
+        busy_cores = np.minimum(demand, cap) * st.host_up
+
+        # Storage: disk queue on each host, I/O wait adds to service time.
+        iops_req = topo.svc_iops_per_req[svc]
+        iops = np.bincount(hst, lam_serving * iops_req, minlength=topo.n_hosts)
+        iops_cap = host.disk_iops * np.where(st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR)
+        st.disk_util = iops / iops_cap
+        st.disk_latency_s = disk_latency_s(iops, iops_cap, host.disk_service_s)
+        service_s = cpu_s / contention[hst] + iops_req * st.disk_latency_s[hst]
+        mu = 1.0 / service_s
+
+        # Serving: fluid M/M/c per instance, exact over the tick.
+        capacity = st.inst_workers * mu * serving
+        backlog, _, _ = fluid_queue_step(st.inst_backlog, lam_serving, capacity, dt)
+        st.inst_backlog = backlog * serving
+        latency = mmc_fluid_latency_s(lam_serving, mu, np.maximum(st.inst_workers, 1), backlog)
+
+        # Network: host links and rack uplinks (M/M/1 per link), loss and partitions.
+        bytes_req = topo.svc_bytes_per_req[svc]
+        st.net_bps = np.bincount(hst, lam_serving * bytes_req * 16.0, minlength=topo.n_hosts)
+        host_util = st.net_bps / host.nic_bps
+        rack_bps = np.bincount(topo.host_rack, st.net_bps, minlength=topo.n_racks)
+        spines_up = st.spine_up.sum()
+        uplink_cap = self._uplink_capacity_bps * spines_up / topo.n_spines
+        st.uplink_util = rack_bps * self._cross_rack / max(uplink_cap, 1.0)
+        hop = self.config.topology.hop_latency_s
+        pkt = self.config.topology.packet_bits
+        net_s = 2.0 * link_latency_s(hop, host_util, pkt, host.nic_bps) + self._cross_rack * (
+            2.0 * link_latency_s(hop, st.uplink_util, pkt, self._uplink_capacity_bps)
+        )[topo.host_rack]
+        cross_ok = 1.0 if spines_up > 0 else 1.0 - self._cross_rack
+        net_ok = (1.0 - st.host_link_loss) * (
+            1.0 - self._cross_rack * st.uplink_loss[topo.host_rack]
+        ) * cross_ok
+        latency = latency + net_s[hst]
+        ok = (
+            (1.0 - timeout_fraction(latency, topo.svc_timeout_s[svc]))
+            * (1.0 - st.inst_cfg_error)
+            * net_ok[hst]
+            * np.where(st.inst_compromised, 0.5, 1.0)
+            * serving
+        )
+        st.inst_rps = lam
+        st.inst_latency_s = latency
+        st.inst_error_rate = 1.0 - ok
+        st.inst_util = np.minimum(lam_serving / np.maximum(capacity, 1e-9), 1.0)
+
+        # End-to-end: per class along its path; exponential tail for the SLO share.
+        lam_safe = np.maximum(lam_svc, 1e-12)
+        svc_lat = np.bincount(svc, lam * latency, minlength=topo.n_services) / lam_safe
+        svc_ok = np.bincount(svc, lam * ok, minlength=topo.n_services) / lam_safe
+        svc_ok = np.where(wsum > 0, svc_ok, 0.0)
+        class_lat = topo.path_matrix @ svc_lat
+        class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))
+        class_good = class_ok * -np.expm1(-topo.class_slo_s / np.maximum(class_lat, 1e-9))
+        n_req = offered * dt
+        admitted_req = admitted * dt
+        good = admitted_req * float(self._log_share @ class_good)
+        st.requests_total += n_req
+        st.requests_good += good
+        st.window_requests += n_req
+        st.window_good += good
+        st.window_class_requests += n_req * topo.class_share
+        st.window_class_good += admitted_req * topo.class_share * class_good
+
+        # Memory: leaks grow exactly over the tick; the OOM killer fires at the crossing.
+        if st.inst_leak_bps.any():
+            self._advance_leaks(dt, lam * latency + backlog)
+
+        # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown.
+        util = busy_cores / host.cores
+        if host.power_model == "fan":
+            power = fan_power_w(util, host.idle_w, host.busy_w, host.fan_exponent)
+        else:
+            power = linear_power_w(util, host.idle_w, host.busy_w)
+        st.power_w = power * st.host_up
+        st.cpu_util = util
+        self._energy_j += float(st.power_w.sum()) * dt
+        if st.fan_decay_per_s.any():
+            st.fan_health = np.maximum(0.05, st.fan_health - st.fan_decay_per_s * dt)
+        r = thermal_resistance_k_per_w(host.thermal_r_k_per_w, st.fan_health)
+        st.temp_c = rc_step_temp_c(
+            st.temp_c, st.power_w, topo.host_inlet_c, r, host.thermal_c_j_per_k, dt
+        )
+        st.throttle = throttle_factor(
+            st.temp_c, host.throttle_c, host.shutdown_c, host.throttle_min_factor
+        )
+        hot = st.host_up & (st.temp_c >= host.shutdown_c)
+        if hot.any():
+            for h in np.flatnonzero(hot):
+                self.take_host_down(int(h), self.fault_of.get(f"host-{h}"), "thermal shutdown")
+
+        # Storage wear, degradation and failure (exponential clock on the cumulative hazard).
+        writes = iops * 0.3
+        st.disk_wear = wear_step(st.disk_wear, writes, host.disk_endurance_writes, dt)
+        if st.disk_wear_rate_per_s.any():
+            st.disk_wear = st.disk_wear + st.disk_wear_rate_per_s * dt
+        st.disk_hazard_acc = st.disk_hazard_acc + disk_hazard_per_s(
+            st.disk_wear, DISK_BASE_HAZARD_PER_S
+        ) * dt
+        failing = (st.disk_state != DISK_FAILED) & (
+            (st.disk_hazard_acc >= st.disk_fail_threshold) | (st.disk_wear >= DISK_WEAR_OUT)
+        )
+        degrading = (st.disk_state == DISK_OK) & (st.disk_wear >= DISK_DEGRADED_WEAR)
+        if degrading.any() or failing.any():
+            self._disk_transitions(degrading, failing)
+
+        self._tick_probes(t, serving, latency, ok)
+        if t >= self._next_sample_s:
+            self._sample(t)
+            self._next_sample_s = t + self.config.telemetry_interval_s
+        if t + dt >= self._next_window_s - 1e-9:
+            self._close_window(t + dt)
+
+    def _advance_leaks(self, dt: float, in_flight: np.ndarray) -> None:
+        st, topo = self.state, self.topo
+        leaking = np.flatnonzero(st.inst_used & st.inst_up & (st.inst_leak_bps > 0))
+        ws = in_flight[leaking] * topo.svc_mem_per_req_bytes[st.inst_service[leaking]]
+        headroom = st.inst_mem_limit_bytes[leaking] - ws - st.inst_mem_bytes[leaking]
+        t_cross = np.where(headroom <= 0, 0.0, headroom / st.inst_leak_bps[leaking])
+        st.inst_mem_bytes[leaking] += st.inst_leak_bps[leaking] * dt
+        for k in np.flatnonzero(t_cross < dt):
+            inst = int(leaking[k])
+            fid = self.fault_of.get(self.inst_name(inst))
+            self.take_instance_down(inst, fid, "oom_kill")
+            self.log._records[-1] = StateChange(  # the kill happened inside the tick
+                self.log[-1].seq, self.now_s + float(t_cross[k]), self.inst_name(inst), "down",
+                fid, "oom_kill",
+            )
+            st.inst_mem_bytes[inst] = st.inst_mem_limit_bytes[inst]
+
+    def _disk_transitions(self, degrading: np.ndarray, failing: np.ndarray) -> None:
+        st = self.state
+        for h in np.flatnonzero(degrading):
+            st.disk_state[h] = DISK_DEGRADED
+            self.record_state(f"host-{h}", "disk_degraded", self.fault_of.get(f"host-{h}"),
+                              "disk wear")
+        for h in np.flatnonzero(failing):
+            st.disk_state[h] = DISK_FAILED
+            fid = self.fault_of.get(f"host-{h}")
+            if fid is None:
+                fid = self.record_fault(FaultKind.DISK_DEGRADATION, f"host-{h}",
+                                        {"random_failure": 1.0}, warning_signs=False)
+                self.fault_of[f"host-{h}"] = fid
+            self.record_state(f"host-{h}", "disk_failed", fid, "disk failure")
+            self.take_host_down(int(h), fid, "disk failure")
+
+    def _tick_probes(self, t: float, serving: np.ndarray, latency: np.ndarray,
+                     ok: np.ndarray) -> None:
+        if t < self._next_probe_s:
+            return
+        probes = self.config.probes
+        self._next_probe_s = t + probes.interval_s
+        st = self.state
+        live = serving
+        ready = live & (latency < probes.timeout_s) & (ok > READINESS_ERROR_LIMIT)
+        fails = np.where(ready, 0, st.inst_probe_fails + 1)
+        st.inst_probe_fails = fails
+        new_ready = st.inst_used & (fails < probes.failure_threshold) & (ready | st.inst_ready)
+        changed = np.flatnonzero(new_ready != st.inst_ready)
+        st.inst_ready = new_ready
+        st.inst_live = live
+        for inst in changed:
+            name = self.inst_name(int(inst))
+            self.record_state(name, "ready" if new_ready[inst] else "not_ready",
+                              self.fault_of.get(name), "readiness probe")
+
+    def _sample(self, t: float) -> None:
+        st, host = self.state, self._host
+        svc = st.inst_service
+        hst = st.inst_host
+        alloc = 1.0 - st.host_free_mem_bytes / host.mem_bytes
+        host_rows = (
+            st.cpu_util, alloc, st.power_w, st.temp_c, st.fan_health * host.fan_rpm,
+            st.disk_util, st.disk_latency_s, st.disk_wear, st.net_bps / host.nic_bps,
+            st.host_link_loss, st.throttle, st.host_up,
+        )
+        ws = st.inst_rps * st.inst_latency_s * self.topo.svc_mem_per_req_bytes[svc]
+        inst_rows = (
+            st.inst_util, (st.inst_mem_bytes + ws) / np.maximum(st.inst_mem_limit_bytes, 1.0),
+            st.inst_rps, st.inst_latency_s, st.inst_latency_s * 4.6, st.inst_error_rate,
+            st.inst_backlog + st.inst_rps * st.inst_latency_s,
+            st.inst_rps * self.topo.svc_bytes_per_req[svc] * 8.0, st.disk_latency_s[hst],
+            st.temp_c[hst], st.inst_up & st.inst_used, st.inst_ready,
+        )
+        self.telemetry.push(t, host_rows, inst_rows)
+
+    def _close_window(self, t_end: float) -> None:
+        st = self.state
+        share = np.divide(
+            st.window_class_good, st.window_class_requests,
+            out=np.ones_like(st.window_class_good), where=st.window_class_requests > 0,
+        )
+        self.log.add(
+            SloWindow(
+                self.log.next_seq, t_end, t_end - self._window_start_s, st.window_requests,
+                st.window_good, tuple(float(x) for x in share),
+            )
+        )
+        st.window_requests = st.window_good = 0.0
+        st.window_class_good[:] = 0.0
+        st.window_class_requests[:] = 0.0
+        self._window_start_s = t_end
+        self._next_window_s = t_end + self.config.slo_window_s
+        self._instance_seconds += float(st.inst_used.sum()) * self.config.slo_window_s
+
+    # ------------------------------------------------------------------ fork and what-if
+    def fork(self, key: int = 0) -> Twin:
+        """Independent twin from the current state with its own RNG stream.
+
+        The copy's stream depends only on this twin's seed, the current tick and ``key``, so
+        forking twice with the same key gives identical futures, and forking never changes the
+        parent (not even its random streams).
+        """
+        new = Twin.__new__(Twin)
+        new.config = self.config
+        new.seed = self.seed
+        new._ss = np.random.SeedSequence(
+            entropy=self._ss.entropy,
+            spawn_key=(*self._ss.spawn_key, _STREAMS["fork"], self._tick_count, key),
+        )
+        new.topo = self.topo
+        new.state = self.state.copy()
+        new.workload = self.workload.fork(new.rng_for("workload"))
+        new.log = self.log.copy()
+        new.telemetry = self.telemetry.copy()
+        new.fault_of = dict(self.fault_of)
+        new.active_faults = dict(self.active_faults)
+        new.pending = dict(self.pending)
+        new.timers = list(self.timers)
+        for attr in ("_next_fault_id", "_next_action_id", "_script_pos", "_next_tick_s",
+                     "_next_probe_s", "_next_sample_s", "_next_window_s", "_window_start_s",
+                     "_tick_count", "_energy_j", "_action_cost_usd", "_instance_seconds"):
+            setattr(new, attr, getattr(self, attr))
+        new._action_rng = new.rng_for("actions")
+        new._init_constants()
+        new.env = simpy.Environment(initial_time=self.now_s)
+        new._start_processes(new.rng_for("faults"))
+        return new
+
+    def what_if(
+        self, actions: Sequence[Action] = (), duration_s: float = 3600.0, key: int = 0
+    ) -> dict[str, Any]:
+        """Apply ``actions`` to a fork, run it ``duration_s`` (at most 24 h), return its KPIs.
+
+        The twin itself is left untouched.
+        """
+        if not 0 < duration_s <= 86400.0:
+            raise ValueError(f"duration_s must lie in (0, 86400], got {duration_s!r}")
+        fork = self.fork(key)
+        start_seq = fork.log.next_seq
+        results = [fork.apply(a) for a in actions]
+        fork.advance(duration_s)
+        kpis = window_kpis(fork.log.since(start_seq))
+        kpis["rejected_actions"] = [r.reason for r in results if not r.accepted]
+        return kpis
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        """Headline figures of the run so far."""
+        st = self.state
+        counts = self.log.counts()
+        total = st.requests_total
+        return {
+            "sim_seconds": self.now_s,
+            "hosts": self.topo.n_hosts,
+            "instances": int(st.inst_used.sum()),
+            "faults": counts.get("fault", 0),
+            "faults_active": len(self.active_faults),
+            "actions": sum(
+                1 for r in self.log.of_type(ActionRecord)
+                if isinstance(r, ActionRecord) and r.phase == "started"
+            ),
+            "events": len(self.log),
+            "requests": total,
+            "availability": st.requests_good / total if total else 1.0,
+            "energy_kwh": self._energy_j / 3.6e6,
+            "action_cost_usd": self._action_cost_usd,
+            "instance_hours": self._instance_seconds / 3600.0,
+            "digest": self.log.digest(),
+        }
+
+
+def window_kpis(records: Sequence[Event], slo_target: float = 0.99) -> dict[str, Any]:
+    """Request- and time-weighted availability and SLO-violation minutes from SLO windows."""
+    windows = [r for r in records if isinstance(r, SloWindow)]
+    requests = sum(w.requests for w in windows)
+    good = sum(w.good for w in windows)
+    bad_windows = [w for w in windows if w.requests > 0 and w.good / w.requests < slo_target]
+    span = sum(w.window_s for w in windows)
+    return {
+        "availability": good / requests if requests else 1.0,
+        "time_availability": 1.0 - sum(w.window_s for w in bad_windows) / span if span else 1.0,
+        "slo_violation_minutes": sum(w.window_s for w in bad_windows) / 60.0,
+        "requests": requests,
+        "faults": sum(1 for r in records if isinstance(r, FaultRecord)),
+        "actions": sum(
+            1 for r in records if isinstance(r, ActionRecord) and r.phase == "started"
+        ),
+        "action_cost_usd": sum(r.cost_usd for r in records if isinstance(r, ActionRecord)),
+    }
+
+
+__all__ = ["ACTION_SPECS", "Twin", "window_kpis"]

@@ -1,0 +1,513 @@
+"""Physics laws of sim.physics against theory, published data and each other."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+import sim.physics
+from sim.physics import compute, memory, network, power, serving, storage, thermal
+
+MODULES = (compute, memory, network, power, serving, storage, thermal)
+SPECPOWER_PATH = Path(sim.physics.__file__).parent / "data" / "specpower_hp_proliant_ml110_g5.json"
+
+
+def _erlang_b_factorial(c: int, a: float) -> float:
+    """Erlang B from its defining sum, for cross-checks at small c."""
+    terms = [a**k / math.factorial(k) for k in range(c + 1)]
+    return terms[-1] / sum(terms)
+
+
+def _erlang_c_factorial(c: int, a: float) -> float:
+    """Erlang C from its defining sum, for cross-checks at small c."""
+    rho = a / c
+    waiting = a**c / math.factorial(c) / (1.0 - rho)
+    return waiting / (sum(a**k / math.factorial(k) for k in range(c)) + waiting)
+
+
+def _mmc_exact_sojourn_quantile_s(lam: float, mu: float, c: int, q: float) -> float:
+    """Exact q-quantile of M/M/c FCFS sojourn time, by root-finding on its survival function."""
+    wait_prob = _erlang_c_factorial(c, lam / mu)
+    gamma = c * mu - lam
+
+    def excess(t: float) -> float:
+        if math.isclose(gamma, mu):
+            wait_then_serve = math.exp(-mu * t) * (1.0 + mu * t)
+        else:
+            wait_then_serve = (gamma * math.exp(-mu * t) - mu * math.exp(-gamma * t)) / (gamma - mu)
+        survival = (1.0 - wait_prob) * math.exp(-mu * t) + wait_prob * wait_then_serve
+        return survival - (1.0 - q)
+
+    return float(brentq(excess, 0.0, 1e6, xtol=1e-13, rtol=1e-13))
+
+
+def _load_specpower() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(SPECPOWER_PATH.read_text())
+    return data
+
+
+# Thermal
+
+
+@pytest.mark.parametrize("dt_s", [0.1, 1.0, 7.0, 60.0, 600.0, 3000.0])
+def test_rc_step_matches_analytic_solution_for_any_step(dt_s: float) -> None:
+    """Stepping the RC model with any dt lands on T_ss + (T0 - T_ss) exp(-t/RC)."""
+    r_k_per_w, c_j_per_k, power_w, inlet_c, temp0_c = 0.2, 400.0, 250.0, 22.0, 30.0
+    total_s = 3000.0
+    temp_c = np.array([temp0_c])
+    for _ in range(round(total_s / dt_s)):
+        temp_c = thermal.rc_step_temp_c(temp_c, power_w, inlet_c, r_k_per_w, c_j_per_k, dt_s)
+    steady_c = inlet_c + power_w * r_k_per_w
+    analytic_c = steady_c + (temp0_c - steady_c) * math.exp(-total_s / (r_k_per_w * c_j_per_k))
+    assert abs(temp_c[0] - analytic_c) < 1e-9
+
+
+def test_rc_step_reaches_steady_state() -> None:
+    """After many time constants the temperature sits at T_in + P R and stays there."""
+    r_k_per_w = np.array([0.1, 0.3])
+    c_j_per_k = np.array([200.0, 1000.0])
+    steady_c = 25.0 + 300.0 * r_k_per_w
+    hot_c = thermal.rc_step_temp_c(np.array([90.0, 20.0]), 300.0, 25.0, r_k_per_w, c_j_per_k, 1e5)
+    held_c = thermal.rc_step_temp_c(steady_c, 300.0, 25.0, r_k_per_w, c_j_per_k, 1.0)
+    assert np.allclose(hot_c, steady_c, atol=1e-9) and np.allclose(held_c, steady_c, atol=1e-12)
+
+
+def test_thermal_resistance_tracks_convection_power_law_down_to_half_airflow() -> None:
+    """R rises as airflow falls, meeting R_nom h^-0.8 at h = 1 and 0.5, within 10% between."""
+    health = np.linspace(0.5, 1.0, 51)
+    r_k_per_w = thermal.thermal_resistance_k_per_w(0.2, health)
+    rel_to_power_law = r_k_per_w / (0.2 * health**-0.8) - 1.0
+    assert np.all(np.diff(r_k_per_w) < 0)
+    assert rel_to_power_law[-1] == pytest.approx(0.0) and abs(rel_to_power_law[0]) < 0.01
+    assert np.all(rel_to_power_law > -0.01) and np.all(rel_to_power_law < 0.10)
+
+
+@pytest.mark.parametrize(
+    ("temp_c", "expected"),
+    [(20.0, 1.0), (85.0, 1.0), (90.0, 0.75), (95.0, 0.5), (120.0, 0.5)],
+)
+def test_throttle_factor_falls_linearly_between_throttle_and_shutdown(
+    temp_c: float, expected: float
+) -> None:
+    """Capacity is full below throttle_c and falls linearly to min_factor at shutdown_c."""
+    assert thermal.throttle_factor(temp_c, 85.0, 95.0, 0.5) == pytest.approx(expected)
+
+
+def test_shutdown_mask_trips_at_and_above_shutdown_temperature() -> None:
+    """Hosts at or above shutdown_c are flagged, cooler ones are not."""
+    mask = thermal.shutdown_mask(np.array([94.9, 95.0, 130.0]), 95.0)
+    assert mask.tolist() == [False, True, True]
+
+
+# Power
+
+
+def test_fan_power_hits_idle_and_busy_and_clips_utilisation() -> None:
+    """P(0) = idle, P(1) = busy, and utilisation outside [0, 1] is clipped."""
+    p_w = power.fan_power_w(np.array([-0.5, 0.0, 1.0, 1.5]), 100.0, 300.0)
+    assert np.allclose(p_w, [100.0, 100.0, 300.0, 300.0])
+
+
+@pytest.mark.parametrize("r", [1.1, 1.4, 1.9])
+def test_fit_fan_exponent_recovers_exponent_of_synthetic_curve(r: float) -> None:
+    """Fitting a curve generated by the Fan model returns the exponent used to make it."""
+    util = np.linspace(0.0, 1.0, 11)
+    curve_w = power.fan_power_w(util, 80.0, 250.0, r)
+    assert power.fit_fan_exponent(util, curve_w, 80.0, 250.0) == pytest.approx(r, abs=1e-6)
+
+
+def _specpower_max_rel_error(model_w: np.ndarray, measured_w: np.ndarray) -> float:
+    return float(np.max(np.abs(model_w / measured_w - 1.0)))
+
+
+def test_fan_power_with_fitted_exponent_reproduces_specpower_curve() -> None:
+    """With r fitted (one parameter, in-sample) the Fan curve is within 3% at all 11 points.
+
+    HP ProLiant ML110 G5, SPECpower_ssj2008 result power_ssj2008-20110124-00339: idle and
+    100% watts fixed from the result, r least-squares fitted to the 11 points (r ~ 1.06,
+    max error ~ 1.8%).
+    """
+    spec = _load_specpower()
+    util = np.asarray(spec["target_load"])
+    measured_w = np.asarray(spec["average_active_power_w"])
+    idle_w, busy_w = measured_w[0], measured_w[-1]
+    r = power.fit_fan_exponent(util, measured_w, idle_w, busy_w)
+    model_w = power.fan_power_w(util, idle_w, busy_w, r)
+    assert len(measured_w) == 11 and _specpower_max_rel_error(model_w, measured_w) < 0.03
+
+
+def test_linear_power_from_idle_and_busy_reproduces_specpower_curve() -> None:
+    """Given only idle and 100% watts, the linear model is within 3% at all 11 points.
+
+    HP ProLiant ML110 G5 (max error ~ 2.1%).
+    """
+    spec = _load_specpower()
+    util = np.asarray(spec["target_load"])
+    measured_w = np.asarray(spec["average_active_power_w"])
+    model_w = power.linear_power_w(util, measured_w[0], measured_w[-1])
+    assert _specpower_max_rel_error(model_w, measured_w) < 0.03
+
+
+def test_fan_default_exponent_overestimates_near_linear_server() -> None:
+    """With the default r = 1.4 and only idle and 100% watts, the Fan curve misses by 5-6%.
+
+    r = 1.4 was calibrated on Google's 2007 fleet; the ML110 G5 curve is almost linear, so
+    the default over-estimates its mid-load power (max error ~ 5.6% at 30-40% load). This
+    records that the default does not meet the 3% target on this server.
+    """
+    spec = _load_specpower()
+    util = np.asarray(spec["target_load"])
+    measured_w = np.asarray(spec["average_active_power_w"])
+    model_w = power.fan_power_w(util, measured_w[0], measured_w[-1])
+    assert 0.05 < _specpower_max_rel_error(model_w, measured_w) < 0.06
+
+
+# Serving
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.1, 0.5, 0.9, 0.999])
+def test_erlang_c_with_one_server_equals_utilisation(rho: float) -> None:
+    """For c = 1 the probability of waiting is rho."""
+    assert serving.erlang_c(1, rho) == pytest.approx(rho, abs=1e-12)
+
+
+def test_erlang_c_two_servers_one_erlang_is_one_third() -> None:
+    """Textbook value: C(2, 1) = 1/3."""
+    assert serving.erlang_c(2, 1.0) == pytest.approx(1.0 / 3.0, rel=1e-12)
+
+
+def test_erlang_b_and_c_match_factorial_formulas_in_one_vectorised_call() -> None:
+    """A mixed array of server counts gives the same B and C as the factorial formulas."""
+    cases = [(1, 0.3), (2, 1.0), (3, 2.5), (5, 4.5), (10, 7.0), (20, 15.0), (50, 45.0)]
+    c = np.array([case[0] for case in cases])
+    a = np.array([case[1] for case in cases])
+    expected_b = [_erlang_b_factorial(ci, ai) for ci, ai in cases]
+    expected_c = [_erlang_c_factorial(ci, ai) for ci, ai in cases]
+    assert np.allclose(serving.erlang_b(c, a), expected_b, rtol=1e-10)
+    assert np.allclose(serving.erlang_c(c, a), expected_c, rtol=1e-10)
+
+
+def test_erlang_c_is_one_when_unstable() -> None:
+    """At rho >= 1 every arrival waits."""
+    assert np.all(serving.erlang_c(np.array([1, 4, 4]), np.array([1.0, 4.0, 9.0])) == 1.0)
+
+
+@pytest.mark.parametrize("lam", [0.0, 1.0, 5.0, 9.5])
+def test_mm1_wait_and_response_match_closed_forms(lam: float) -> None:
+    """For c = 1: W_q = rho / (mu - lambda) and W = 1 / (mu - lambda)."""
+    mu = 10.0
+    wait_s = serving.mmc_mean_wait_s(lam, mu, 1)
+    response_s = serving.mmc_mean_response_s(lam, mu, 1)
+    assert wait_s == pytest.approx(lam / mu / (mu - lam)) and response_s == pytest.approx(
+        1.0 / (mu - lam)
+    )
+
+
+def test_mmc_wait_is_infinite_when_unstable() -> None:
+    """At lambda >= c mu the mean wait is infinite."""
+    assert np.all(np.isinf(serving.mmc_mean_wait_s(np.array([8.0, 9.0]), 2.0, 4)))
+
+
+@pytest.mark.parametrize("q", [0.9, 0.95, 0.99, 0.999])
+@pytest.mark.parametrize("c", [1, 2, 4, 16])
+def test_mmc_quantile_stays_within_documented_envelope_of_exact(q: float, c: int) -> None:
+    """The sum-of-quantiles estimate lies in [q, 1.6] x the exact M/M/c sojourn quantile."""
+    mu = 1.0
+    rhos = np.linspace(0.01, 0.99, 25)
+    approx_s = serving.mmc_response_quantile_s(rhos * c * mu, mu, c, q)
+    exact_s = np.array([_mmc_exact_sojourn_quantile_s(r * c * mu, mu, c, q) for r in rhos])
+    ratio = approx_s / exact_s
+    assert np.all(ratio >= q - 1e-9) and np.all(ratio <= 1.6)
+
+
+def test_mm1_quantile_is_conservative_away_from_light_load() -> None:
+    """For M/M/1 at rho >= 0.2 and q = 0.99 the estimate is at least -ln(1-q) / (mu - lambda)."""
+    mu, q = 1.0, 0.99
+    lam = np.linspace(0.2, 0.98, 40)
+    exact_s = -math.log(1.0 - q) / (mu - lam)
+    assert np.all(serving.mmc_response_quantile_s(lam, mu, 1, q) >= exact_s)
+
+
+FLUID_CASES = [
+    (0.0, 5.0, 10.0),
+    (20.0, 5.0, 10.0),
+    (3.0, 5.0, 10.0),
+    (0.0, 15.0, 10.0),
+    (7.0, 15.0, 10.0),
+    (4.0, 10.0, 10.0),
+    (0.0, 0.0, 0.0),
+]
+
+
+def test_fluid_queue_conserves_requests() -> None:
+    """Arrivals during the step equal requests served plus the change in backlog."""
+    backlog, lam, cap = (np.array(col) for col in zip(*FLUID_CASES, strict=True))
+    dt_s = 2.0
+    new_backlog, served, _ = serving.fluid_queue_step(backlog, lam, cap, dt_s)
+    assert np.allclose(lam * dt_s, served + new_backlog - backlog) and np.all(served >= 0)
+
+
+def test_fluid_queue_one_step_equals_many_fine_steps() -> None:
+    """One exact step equals 1000 sub-steps: same backlog, served total and mean backlog."""
+    backlog, lam, cap = (np.array(col) for col in zip(*FLUID_CASES, strict=True))
+    dt_s, n = 2.0, 1000
+    one = serving.fluid_queue_step(backlog, lam, cap, dt_s)
+    fine_backlog, fine_served, fine_area = backlog, np.zeros_like(backlog), np.zeros_like(backlog)
+    for _ in range(n):
+        fine_backlog, served, mean = serving.fluid_queue_step(fine_backlog, lam, cap, dt_s / n)
+        fine_served = fine_served + served
+        fine_area = fine_area + mean * dt_s / n
+    assert np.allclose(one[0], fine_backlog, atol=1e-9)
+    assert np.allclose(one[1], fine_served, atol=1e-9)
+    assert np.allclose(one[2], fine_area / dt_s, atol=1e-9)
+
+
+def test_fluid_queue_mean_backlog_when_draining_mid_step() -> None:
+    """A backlog of 10 drained at 10/s over a 2 s step empties at 1 s: mean backlog 2.5."""
+    new_backlog, served, mean_backlog = serving.fluid_queue_step(10.0, 0.0, 10.0, 2.0)
+    assert (new_backlog, served, mean_backlog) == pytest.approx((0.0, 10.0, 2.5))
+
+
+def test_mmc_fluid_latency_equals_mmc_response_when_stable_and_empty() -> None:
+    """With no backlog and rho <= 0.99 the fast-mode latency is the M/M/c mean response."""
+    lam = np.linspace(0.0, 0.99 * 8 * 3.0, 50)
+    fluid_s = serving.mmc_fluid_latency_s(lam, 3.0, 8, 0.0)
+    assert np.allclose(fluid_s, serving.mmc_mean_response_s(lam, 3.0, 8), rtol=1e-12)
+
+
+@pytest.mark.parametrize("c", [1, 4, 32])
+def test_mmc_fluid_latency_is_finite_continuous_and_monotone_through_saturation(c: int) -> None:
+    """Across rho from 0.5 to 2 the latency is finite, non-decreasing and has no jumps."""
+    mu = 2.0
+    lam = np.linspace(0.5, 2.0, 20001) * c * mu
+    latency_s = serving.mmc_fluid_latency_s(lam, mu, c, 0.0)
+    steps = np.diff(latency_s)
+    assert np.all(np.isfinite(latency_s)) and np.all(steps >= 0)
+    assert np.max(steps) < 0.01 * latency_s[-1]
+
+
+def test_mmc_fluid_latency_grows_with_backlog_by_drain_time() -> None:
+    """Each queued request adds 1 / (c mu) to the latency."""
+    base_s = serving.mmc_fluid_latency_s(30.0, 10.0, 4, 0.0)
+    loaded_s = serving.mmc_fluid_latency_s(30.0, 10.0, 4, 80.0)
+    assert loaded_s - base_s == pytest.approx(80.0 / 40.0)
+
+
+def test_timeout_fraction_is_exponential_tail() -> None:
+    """P(T > t_out) = exp(-t_out / mean); 0 for zero latency, 1 for infinite latency."""
+    frac = serving.timeout_fraction(np.array([0.0, 1.0, np.inf]), 2.0)
+    assert np.allclose(frac, [0.0, math.exp(-2.0), 1.0])
+
+
+# Network
+
+
+def test_link_latency_is_mm1_sojourn_of_a_packet() -> None:
+    """Latency = propagation + 1 / (mu - lambda) with mu = C / L packets/s."""
+    capacity_bps, packet_bits, base_s = 1e9, 12_000.0, 50e-6
+    mu = capacity_bps / packet_bits
+    lam = np.array([0.0, 0.3, 0.8, 0.95]) * mu
+    util = network.link_utilisation(lam * packet_bits, capacity_bps)
+    latency_s = network.link_latency_s(base_s, util, packet_bits, capacity_bps)
+    assert np.allclose(latency_s, base_s + 1.0 / (mu - lam), rtol=1e-12)
+
+
+def test_link_latency_is_capped_when_saturated_and_infinite_when_down() -> None:
+    """Overloaded links use rho = 0.99; zero-capacity links have infinite latency."""
+    latency_s = network.link_latency_s(0.0, np.array([5.0, 0.5]), 1000.0, np.array([1e6, 0.0]))
+    assert latency_s[0] == pytest.approx(1e-3 / 0.01) and np.isinf(latency_s[1])
+
+
+def test_link_utilisation_of_zero_capacity_link() -> None:
+    """A dead link carrying traffic is infinitely utilised; an idle dead link is not."""
+    util = network.link_utilisation(np.array([1.0, 0.0]), np.array([0.0, 0.0]))
+    assert np.isinf(util[0]) and util[1] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("util", "degradation", "expected"),
+    [(0.5, 0.0, 0.0), (0.5, 0.1, 0.1), (2.0, 0.0, 0.5), (2.0, 0.1, 0.55), (np.inf, 0.0, 1.0)],
+)
+def test_link_loss_combines_overload_and_degradation_independently(
+    util: float, degradation: float, expected: float
+) -> None:
+    """Loss = 1 - (1 - max(0, 1 - 1/rho)) (1 - p_degradation)."""
+    assert network.link_loss(util, degradation) == pytest.approx(expected)
+
+
+def test_path_success_multiplies_hop_delivery() -> None:
+    """Two hops with 10% and 20% loss deliver 72% of packets."""
+    assert network.path_success(0.1, 0.2) == pytest.approx(0.72)
+
+
+# Storage
+
+
+def test_disk_latency_is_mm1_sojourn() -> None:
+    """Below the cap the disk latency is S / (1 - rho)."""
+    rho = np.array([0.0, 0.5, 0.9])
+    latency_s = storage.disk_latency_s(rho * 1000.0, 1000.0, 1e-3)
+    assert np.allclose(latency_s, 1e-3 / (1.0 - rho))
+
+
+def test_disk_utilisation_is_demand_over_capacity() -> None:
+    """Utilisation is demand / capacity, above 1 when overloaded."""
+    assert np.allclose(storage.disk_utilisation(np.array([500.0, 3000.0]), 1000.0), [0.5, 3.0])
+
+
+def test_wear_step_accumulates_linearly_in_writes() -> None:
+    """Two half steps consume the same endurance as one whole step, and wear never goes below 0."""
+    first = storage.wear_step(0.2, 100.0, 1e9, 3600.0, 2.0)
+    half = storage.wear_step(first, 100.0, 1e9, 3600.0, 2.0)
+    whole = storage.wear_step(0.2, 100.0, 1e9, 7200.0, 2.0)
+    assert half == pytest.approx(whole) and whole == pytest.approx(0.2 + 100 * 7200 * 2 / 1e9)
+    assert storage.wear_step(-0.1, 0.0, 1e9, 1.0) == 0.0
+
+
+def test_disk_hazard_doubles_at_rated_endurance_and_rises_with_wear() -> None:
+    """Hazard is h0 for a new disk, 2 h0 at rated endurance, and increasing in wear."""
+    wear = np.linspace(0.0, 2.0, 21)
+    hazard = storage.disk_hazard_per_s(wear, 1e-8)
+    assert hazard[0] == pytest.approx(1e-8) and hazard[10] == pytest.approx(2e-8)
+    assert np.all(np.diff(hazard) > 0)
+
+
+def test_failure_probability_composes_over_steps() -> None:
+    """Surviving n steps of dt equals surviving one of n dt; tiny hazards keep precision."""
+    p_small = storage.probability_of_failure(1e-9, 1.0)
+    survive_n = (1.0 - storage.probability_of_failure(1e-4, 10.0)) ** 100
+    assert p_small == pytest.approx(1e-9, rel=1e-9)
+    assert 1.0 - survive_n == pytest.approx(storage.probability_of_failure(1e-4, 1000.0))
+
+
+# Memory
+
+
+@pytest.mark.parametrize("leak_bytes_per_s", [1.0, 1e3, 2.5e6])
+def test_time_to_limit_inverts_leak_step(leak_bytes_per_s: float) -> None:
+    """Leaking for time_to_limit_s seconds brings memory exactly to the limit."""
+    mem_bytes, limit_bytes = 3e9, 4e9
+    t_s = memory.time_to_limit_s(mem_bytes, leak_bytes_per_s, limit_bytes)
+    assert memory.leak_step_bytes(mem_bytes, leak_bytes_per_s, t_s) == pytest.approx(limit_bytes)
+
+
+def test_time_to_limit_edge_cases() -> None:
+    """Already over the limit gives 0; a non-positive leak never reaches it."""
+    t_s = memory.time_to_limit_s(
+        np.array([5e9, 4e9, 1e9, 1e9]), np.array([1e3, -1.0, 0.0, -5.0]), 4e9
+    )
+    assert t_s[0] == 0.0 and t_s[1] == 0.0 and np.isinf(t_s[2]) and np.isinf(t_s[3])
+
+
+def test_working_set_grows_with_requests_in_flight() -> None:
+    """M = base + N * bytes_per_request."""
+    assert memory.working_set_bytes(1e8, np.array([0.0, 10.0]), 1e6).tolist() == [1e8, 1.1e8]
+
+
+# Compute
+
+
+def test_cpu_demand_is_arrival_rate_times_cpu_time() -> None:
+    """200 req/s at 5 ms of CPU each keep one core busy."""
+    assert compute.cpu_demand_cores(200.0, 5e-3) == pytest.approx(1.0)
+
+
+def test_contention_gives_out_exactly_the_available_capacity() -> None:
+    """Tenants granted f * demand use min(demand, capacity) in total; f = 1 with no demand."""
+    demand = np.array([2.0, 6.0, 16.0, 0.0, 3.0])
+    capacity = np.array([8.0, 8.0, 8.0, 8.0, 0.0])
+    factor = compute.contention_factor(demand, capacity)
+    tenants = np.array([[1.0, 1.0], [2.0, 4.0], [10.0, 6.0]])
+    granted = compute.contention_factor(tenants.sum(axis=1), 8.0)[:, None] * tenants
+    assert np.allclose(factor * demand, np.minimum(demand, capacity)) and factor[3] == 1.0
+    assert np.allclose(granted.sum(axis=1), np.minimum(tenants.sum(axis=1), 8.0))
+
+
+def test_host_utilisation_is_capped_and_zero_for_down_hosts() -> None:
+    """Utilisation is min(1, demand / capacity), and 0 where capacity is 0."""
+    util = compute.host_utilisation(np.array([4.0, 16.0, 3.0]), np.array([8.0, 8.0, 0.0]))
+    assert util.tolist() == [0.5, 1.0, 0.0]
+
+
+# Array namespaces
+
+
+JAX_CASES: dict[str, tuple[Any, ...]] = {
+    "cpu_demand_cores": (np.array([10.0, 200.0]), np.array([0.01, 0.005])),
+    "contention_factor": (np.array([2.0, 16.0, 0.0]), np.array([8.0, 8.0, 0.0])),
+    "host_utilisation": (np.array([2.0, 16.0, 1.0]), np.array([8.0, 8.0, 0.0])),
+    "leak_step_bytes": (np.array([1e9, 2e9]), np.array([1e3, 0.0]), 10.0),
+    "time_to_limit_s": (np.array([1e9, 5e9, 1e9]), np.array([1e3, 1e3, 0.0]), 4e9),
+    "working_set_bytes": (np.array([1e8, 2e8]), np.array([3.0, 0.0]), 1e6),
+    "link_utilisation": (np.array([5e8, 1.0, 0.0]), np.array([1e9, 0.0, 0.0])),
+    "link_latency_s": (1e-4, np.array([0.2, 0.9, 3.0]), 12_000.0, 1e9),
+    "link_loss": (np.array([0.5, 1.5, 3.0]), np.array([0.0, 0.01, 0.2])),
+    "path_success": (np.array([0.1, 0.0]), np.array([0.2, 0.5])),
+    "linear_power_w": (np.array([0.0, 0.35, 1.2]), 90.0, 250.0),
+    "fan_power_w": (np.array([0.0, 0.35, 1.0]), 90.0, 250.0),
+    "load_ratio": (np.array([5.0, 1.0, 0.0]), np.array([10.0, 0.0, 0.0])),
+    "mm1_sojourn_s": (1e-3, np.array([0.1, 0.9, 2.0])),
+    "erlang_b": (np.array([1, 3, 8]), np.array([0.5, 2.0, 6.5])),
+    "erlang_c": (np.array([1, 3, 8]), np.array([0.5, 2.0, 9.0])),
+    "mmc_mean_wait_s": (np.array([1.0, 20.0, 50.0]), 10.0, np.array([1, 4, 4])),
+    "mmc_mean_response_s": (np.array([1.0, 20.0, 50.0]), 10.0, np.array([1, 4, 4])),
+    "mmc_response_quantile_s": (np.array([1.0, 20.0, 50.0]), 10.0, np.array([1, 4, 4]), 0.99),
+    "fluid_queue_step": (np.array([0.0, 10.0, 5.0]), np.array([5.0, 0.0, 20.0]), 10.0, 2.0),
+    "mmc_fluid_latency_s": (
+        np.array([1.0, 39.0, 60.0]),
+        10.0,
+        np.array([1, 4, 4]),
+        np.array([0.0, 0.0, 30.0]),
+    ),
+    "timeout_fraction": (np.array([0.0, 0.5, 3.0]), 1.0),
+    "disk_utilisation": (np.array([500.0, 3000.0]), 1000.0),
+    "disk_latency_s": (np.array([500.0, 3000.0]), 1000.0, 1e-3),
+    "wear_step": (np.array([0.1, 0.9]), 100.0, 1e9, 3600.0),
+    "disk_hazard_per_s": (np.array([0.0, 0.8, 1.5]), 1e-8),
+    "probability_of_failure": (np.array([1e-9, 1e-3]), 60.0),
+    "rc_step_temp_c": (np.array([30.0, 80.0]), 250.0, 22.0, 0.2, 400.0, 10.0),
+    "thermal_resistance_k_per_w": (0.2, np.array([1.0, 0.5, 0.0])),
+    "throttle_factor": (np.array([20.0, 90.0, 120.0]), 85.0, 95.0),
+    "shutdown_mask": (np.array([94.0, 95.0, 99.0]), 95.0),
+}
+
+
+def _namespaced_functions() -> dict[str, Any]:
+    """Every public physics function that takes an ``xp`` namespace, by name."""
+    found = {}
+    for module in MODULES:
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            public = fn.__module__ == module.__name__ and not name.startswith("_")
+            if public and "xp" in inspect.signature(fn).parameters:
+                found[name] = fn
+    return found
+
+
+def test_every_namespaced_function_has_a_jax_case() -> None:
+    """The jax agreement check covers every public function that accepts ``xp``."""
+    assert set(_namespaced_functions()) == set(JAX_CASES)
+
+
+@pytest.mark.parametrize("name", sorted(JAX_CASES))
+def test_physics_runs_under_jax_numpy_and_agrees_with_numpy(name: str) -> None:
+    """Passing xp=jax.numpy gives the numpy result to 1e-5 (in 64-bit mode)."""
+    jax = pytest.importorskip("jax")
+    jnp: ModuleType = pytest.importorskip("jax.numpy")
+    fn = _namespaced_functions()[name]
+    args = JAX_CASES[name]
+    expected = fn(*args, xp=np)
+    with jax.enable_x64(True):
+        got = fn(*(jnp.asarray(a) for a in args), xp=jnp)
+        got_np = [np.asarray(g) for g in got] if isinstance(got, tuple) else [np.asarray(got)]
+    want = list(expected) if isinstance(expected, tuple) else [expected]
+    assert len(got_np) == len(want)
+    for g, w in zip(got_np, want, strict=True):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-12)
