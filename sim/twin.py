@@ -692,10 +692,18 @@ class Twin:
         mu = 1.0 / service_s
 
         # Serving: fluid M/M/c per instance, exact over the tick.
+        # Requests queued longer than the client timeout are abandoned: the queue holds at
+        # most timeout_s of work, and what overflows it is lost.
         capacity = st.inst_workers * mu * serving
         backlog, _, _ = fluid_queue_step(st.inst_backlog, lam_serving, capacity, dt)
+        timeout_s = topo.svc_timeout_s[svc]
+        max_backlog = capacity * timeout_s
+        dropped = np.maximum(backlog - max_backlog, 0.0)
+        backlog = backlog - dropped
         st.inst_backlog = backlog * serving
-        latency = mmc_fluid_latency_s(lam_serving, mu, np.maximum(st.inst_workers, 1), backlog)
+        goodput = 1.0 - dropped / np.maximum(lam_serving * dt, 1e-9)
+        stationary_s = mmc_fluid_latency_s(lam_serving, mu, np.maximum(st.inst_workers, 1), 0.0)
+        queued_s = backlog / np.maximum(capacity, 1e-9)
 
         # Network: host links and rack uplinks (M/M/1 per link), loss and partitions.
         bytes_req = topo.svc_bytes_per_req[svc]
@@ -714,9 +722,13 @@ class Twin:
         net_ok = (1.0 - st.host_link_loss) * (
             1.0 - self._cross_rack * st.uplink_loss[topo.host_rack]
         ) * cross_ok
-        latency = latency + net_s[hst]
+        # Backlogged requests past the timeout were dropped above; the exponential tail of
+        # the stationary part gives the remaining timeouts.
+        stationary_s = stationary_s + net_s[hst]
+        latency = stationary_s + queued_s
         ok = (
-            (1.0 - timeout_fraction(latency, topo.svc_timeout_s[svc]))
+            (1.0 - timeout_fraction(stationary_s, timeout_s))
+            * goodput
             * (1.0 - st.inst_cfg_error)
             * net_ok[hst]
             * np.where(st.inst_compromised, 0.5, 1.0)
