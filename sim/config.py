@@ -257,19 +257,22 @@ class AppSpec:
 
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
-    """Liveness / readiness probes: interval, timeout and failures before a state change."""
+    """Liveness / readiness probes: interval, timeout, and consecutive results to flip state.
+
+    Defaults follow HAProxy's health checks (``fall 3``, ``rise 2``).
+    """
 
     interval_s: float = 10.0
     timeout_s: float = 1.0
-    failure_threshold: int = 2
+    failure_threshold: int = 3
+    success_threshold: int = 2
 
     def __post_init__(self) -> None:
         _positive("probes", interval_s=self.interval_s, timeout_s=self.timeout_s)
-        if not isinstance(self.failure_threshold, int) or self.failure_threshold < 1:
-            raise ConfigError(
-                f"probes.failure_threshold must be a positive integer, "
-                f"got {self.failure_threshold!r}"
-            )
+        for name in ("failure_threshold", "success_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"probes.{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

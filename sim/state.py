@@ -60,6 +60,7 @@ class ClusterState:
     inst_ready: np.ndarray
     inst_live: np.ndarray
     inst_probe_fails: np.ndarray
+    inst_probe_passes: np.ndarray
     inst_mem_bytes: np.ndarray
     inst_leak_bps: np.ndarray
     inst_backlog: np.ndarray
@@ -115,9 +116,11 @@ def initial_state(
     host[:n0] = topo.initial_host
     used = np.zeros(cap, dtype=bool)
     used[:n0] = True
-    workers = np.zeros(cap, dtype=np.int64)
+    # Spare slots carry the smallest worker count so queueing maths over all slots stays
+    # within the server counts actually in use.
+    workers = np.full(cap, int(topo.svc_workers.min()), dtype=np.int64)
     workers[:n0] = topo.svc_workers[topo.initial_service]
-    mem_limit = np.zeros(cap)
+    mem_limit = np.ones(cap)
     mem_limit[:n0] = topo.svc_mem_limit_bytes[topo.initial_service]
     mem = np.zeros(cap)
     mem[:n0] = topo.svc_mem_base_bytes[topo.initial_service]
@@ -173,6 +176,7 @@ def initial_state(
         inst_ready=used.copy(),
         inst_live=used.copy(),
         inst_probe_fails=np.zeros(cap, dtype=np.int64),
+        inst_probe_passes=np.zeros(cap, dtype=np.int64),
         inst_mem_bytes=mem,
         inst_leak_bps=zeros_i(),
         inst_backlog=zeros_i(),

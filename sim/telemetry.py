@@ -36,13 +36,17 @@ class Observation:
 
 
 class TelemetryBuffer:
-    """Ring buffer of the last ``size`` samples (float32) of host and instance metrics."""
+    """Ring buffer of the last ``size`` samples (float32) of host and instance metrics.
+
+    Stored feature-major, so writing one metric for every host is one contiguous copy;
+    the accessors return the usual (entity, feature) layout.
+    """
 
     def __init__(self, size: int, n_hosts: int, n_inst: int, f_host: int, f_inst: int) -> None:
         self.size = size
         self.times_s = np.full(size, np.nan)
-        self.host = np.zeros((size, n_hosts, f_host), dtype=np.float32)
-        self.inst = np.zeros((size, n_inst, f_inst), dtype=np.float32)
+        self.host = np.zeros((size, f_host, n_hosts), dtype=np.float32)
+        self.inst = np.zeros((size, f_inst, n_inst), dtype=np.float32)
         self.count = 0
 
     def push(self, t_s: float, host_rows: Sequence[np.ndarray], inst_rows: Sequence[np.ndarray]) -> None:
@@ -51,10 +55,10 @@ class TelemetryBuffer:
         self.times_s[pos] = t_s
         h = self.host[pos]
         for j, row in enumerate(host_rows):
-            h[:, j] = row
+            h[j] = row
         i = self.inst[pos]
         for j, row in enumerate(inst_rows):
-            i[:, j] = row
+            i[j] = row
         self.count += 1
 
     @property
@@ -64,17 +68,24 @@ class TelemetryBuffer:
 
     def last_host(self) -> np.ndarray:
         """Latest host sample, shape (hosts, features)."""
-        return self.host[(self.count - 1) % self.size].copy()
+        return self.host[(self.count - 1) % self.size].T.copy()
 
     def last_inst(self) -> np.ndarray:
         """Latest instance sample, shape (instance slots, features)."""
-        return self.inst[(self.count - 1) % self.size].copy()
+        return self.inst[(self.count - 1) % self.size].T.copy()
 
     def window(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The last ``min(n, stored)`` samples, oldest first: times, host, instance."""
+        """The last ``min(n, stored)`` samples, oldest first: times, host, instance.
+
+        Shapes: (n,), (n, hosts, host features), (n, instance slots, instance features).
+        """
         n = min(n, self.count, self.size)
         idx = (np.arange(self.count - n, self.count)) % self.size
-        return self.times_s[idx], self.host[idx], self.inst[idx]
+        return (
+            self.times_s[idx],
+            self.host[idx].transpose(0, 2, 1),
+            self.inst[idx].transpose(0, 2, 1),
+        )
 
     def copy(self) -> TelemetryBuffer:
         """Independent copy."""

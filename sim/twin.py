@@ -39,10 +39,14 @@ from sim.faults import (
     wear_out,
 )
 from sim.physics.compute import contention_factor
-from sim.physics.network import link_latency_s
 from sim.physics.power import fan_power_w, linear_power_w
-from sim.physics.serving import fluid_queue_step, mmc_fluid_latency_s, timeout_fraction
-from sim.physics.storage import disk_hazard_per_s, disk_latency_s, wear_step
+from sim.physics.serving import (
+    fluid_queue_step,
+    mmc_fluid_latency_s,
+    mm1_sojourn_s,
+    timeout_fraction,
+)
+from sim.physics.storage import disk_hazard_per_s, wear_step
 from sim.physics.thermal import rc_step_temp_c, thermal_resistance_k_per_w, throttle_factor
 from sim.state import DISK_DEGRADED, DISK_FAILED, DISK_OK, ClusterState, initial_state
 from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation, TelemetryBuffer
@@ -61,6 +65,7 @@ LIVE_MIGRATION_PAUSE_S = 0.3
 SPARE_SLOT_FRACTION = 0.5
 READINESS_ERROR_LIMIT = 0.5
 PANIC_READY_SHARE = 0.5
+P99_OVER_MEAN = -np.log(0.01)
 _INSTANCE_FAULTS = (FaultKind.SERVICE_CRASH, FaultKind.MEMORY_LEAK, FaultKind.VM_FAILURE)
 
 
@@ -154,8 +159,19 @@ class Twin:
         self._host = cfg.topology.host
         self._uplink_capacity_bps = cfg.topology.uplink_bps * topo.n_spines
         self._cross_rack = 1.0 - 1.0 / topo.n_racks
-        self._log_share = topo.class_share
-        self._inst_names: dict[int, str] = {}
+        host = self._host
+        self._disk_iops = host.disk_iops
+        self._host_tx_s = cfg.topology.packet_bits / host.nic_bps
+        self._uplink_tx_s = cfg.topology.packet_bits / cfg.topology.uplink_bps
+        self._hops_s = 2.0 * cfg.topology.hop_latency_s * (1.0 + self._cross_rack)
+        if host.power_model == "fan":
+            exponent = host.fan_exponent
+            self._power_w = lambda u, idle, busy: fan_power_w(u, idle, busy, exponent)
+        else:
+            self._power_w = linear_power_w
+        self._inv_host_mem = 1.0 / host.mem_bytes
+        self._inv_nic = 1.0 / host.nic_bps
+        self._placement_dirty = True
 
     # ------------------------------------------------------------------ streams and names
     def rng_for(self, stream: str, *keys: int) -> np.random.Generator:
@@ -311,6 +327,7 @@ class Twin:
         st.inst_leak_bps[inst] = 0.0
         st.inst_backlog[inst] = 0.0
         st.inst_probe_fails[inst] = 0
+        st.inst_probe_passes[inst] = self.config.probes.success_threshold
         self._recompute_slowdown(inst)
         if not st.inst_up[inst]:
             st.inst_up[inst] = True
@@ -353,6 +370,7 @@ class Twin:
         st.host_free_cores[src] += st.inst_workers[inst]
         st.host_free_mem_bytes[src] += st.inst_mem_limit_bytes[inst]
         st.inst_host[inst] = dest
+        self._placement_dirty = True
 
     def _reserve(self, host: int, inst: int) -> None:
         st = self.state
@@ -466,6 +484,7 @@ class Twin:
 
     def _init_slot(self, slot: int, service: int, host: int) -> None:
         st, topo = self.state, self.topo
+        self._placement_dirty = True
         st.inst_used[slot] = True
         st.inst_service[slot] = service
         st.inst_host[slot] = host
@@ -645,111 +664,112 @@ class Twin:
         return True
 
     # ------------------------------------------------------------------ the tick
+    def _refresh_placement(self) -> None:
+        """Per-instance copies of service and host constants, rebuilt when placement changes."""
+        st, topo = self.state, self.topo
+        svc, hst = st.inst_service, st.inst_host
+        self._i_cpu_s = topo.svc_cpu_s[svc]
+        self._i_iops = topo.svc_iops_per_req[svc]
+        self._i_write_iops = self._i_iops * topo.svc_write_share[svc]
+        self._i_bits = topo.svc_bytes_per_req[svc] * 8.0
+        self._i_timeout_s = topo.svc_timeout_s[svc]
+        self._i_mem_per_req = topo.svc_mem_per_req_bytes[svc]
+        self._i_rack = topo.host_rack[hst]
+        self._placement_dirty = False
+
     def _tick(self, dt: float) -> None:  # noqa: PLR0915 - one vectorised pass, top to bottom
         st, topo, host = self.state, self.topo, self._host
         t = self.now_s
         self._tick_count += 1
-        svc = st.inst_service
-        hst = st.inst_host
-        used = st.inst_used
+        if self._placement_dirty:
+            self._refresh_placement()
+        svc, hst, used = st.inst_service, st.inst_host, st.inst_used
+        n_s, n_h = topo.n_services, topo.n_hosts
 
         offered = self.workload.rate_rps(t, dt)
         admitted = offered * (1.0 - st.shed_fraction)
         lam_svc = admitted * topo.visit_ratio * (1.0 + st.svc_extra_load)
 
-        # Load balancing over instances the LB believes healthy.
-        # Envoy-style panic routing: below half the rotation ready, route to all of it.
+        # Load balancing over instances the LB believes healthy; Envoy-style panic routing
+        # sends to the whole rotation when under half of it is ready.
         rotation = used & st.inst_in_rotation & ~st.inst_isolated
         routable = rotation & st.inst_ready
-        wsum = np.bincount(svc, routable, minlength=topo.n_services)
-        rsum = np.bincount(svc, rotation, minlength=topo.n_services)
-        panic = wsum < PANIC_READY_SHARE * rsum
+        wsum = np.bincount(svc, routable, minlength=n_s)
+        panic = wsum < PANIC_READY_SHARE * np.bincount(svc, rotation, minlength=n_s)
         if panic.any():
             routable = routable | (rotation & panic[svc])
-            wsum = np.bincount(svc, routable, minlength=topo.n_services)
-        weight = routable.astype(np.float64)
-        share = weight / np.maximum(wsum, 1.0)[svc]
-        lam = lam_svc[svc] * share
+            wsum = np.bincount(svc, routable, minlength=n_s)
+        lam = (lam_svc / np.maximum(wsum, 1.0))[svc] * routable
         reach_host = st.host_up & st.tor_up[topo.host_rack]
         serving = st.inst_up & reach_host[hst] & used
         lam_serving = lam * serving
 
         # Compute: proportional-share CPU contention and thermal throttling per host.
-        cpu_s = topo.svc_cpu_s[svc] / st.inst_slowdown
-        demand = np.bincount(hst, lam_serving * cpu_s, minlength=topo.n_hosts)
+        cpu_s = self._i_cpu_s / st.inst_slowdown
+        demand = np.bincount(hst, lam_serving * cpu_s, minlength=n_h)
         demand += topo.host_background_cores + st.noisy_cores
         cap = host.cores * st.throttle
         contention = contention_factor(demand, cap)
-        busy_cores = np.minimum(demand, cap) * st.host_up
 
-        # Storage: disk queue on each host, I/O wait adds to service time.
-        iops_req = topo.svc_iops_per_req[svc]
-        iops = np.bincount(hst, lam_serving * iops_req, minlength=topo.n_hosts)
-        iops_cap = host.disk_iops * np.where(st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR)
+        # Storage: an M/M/1 disk per host; I/O wait adds to the service time.
+        iops = np.bincount(hst, lam_serving * self._i_iops, minlength=n_h)
+        iops_cap = self._disk_iops * np.where(st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR)
         st.disk_util = iops / iops_cap
-        st.disk_latency_s = disk_latency_s(iops, iops_cap, host.disk_service_s)
-        service_s = cpu_s / contention[hst] + iops_req * st.disk_latency_s[hst]
-        mu = 1.0 / service_s
+        st.disk_latency_s = mm1_sojourn_s(host.disk_service_s, st.disk_util)
+        mu = 1.0 / (cpu_s / contention[hst] + self._i_iops * st.disk_latency_s[hst])
 
-        # Serving: fluid M/M/c per instance, exact over the tick.
-        # Requests queued longer than the client timeout are abandoned: the queue holds at
-        # most timeout_s of work, and what overflows it is lost.
-        capacity = st.inst_workers * mu * serving
+        # Serving: fluid M/M/c per instance, exact over the tick. Requests queued longer than
+        # the client timeout are abandoned: the queue holds at most timeout_s of work.
+        workers = st.inst_workers
+        capacity = workers * mu * serving
         backlog, _, _ = fluid_queue_step(st.inst_backlog, lam_serving, capacity, dt)
-        timeout_s = topo.svc_timeout_s[svc]
-        max_backlog = capacity * timeout_s
-        dropped = np.maximum(backlog - max_backlog, 0.0)
-        backlog = backlog - dropped
-        st.inst_backlog = backlog * serving
-        goodput = 1.0 - dropped / np.maximum(lam_serving * dt, 1e-9)
-        stationary_s = mmc_fluid_latency_s(lam_serving, mu, np.maximum(st.inst_workers, 1), 0.0)
-        queued_s = backlog / np.maximum(capacity, 1e-9)
+        dropped = np.maximum(backlog - capacity * self._i_timeout_s, 0.0)
+        backlog -= dropped
+        st.inst_backlog = backlog
+        stationary_s = mmc_fluid_latency_s(lam_serving, mu, workers, 0.0)
 
-        # Network: host links and rack uplinks (M/M/1 per link), loss and partitions.
-        bytes_req = topo.svc_bytes_per_req[svc]
-        st.net_bps = np.bincount(hst, lam_serving * bytes_req * 16.0, minlength=topo.n_hosts)
-        host_util = st.net_bps / host.nic_bps
+        # Network: host links and rack uplinks as M/M/1 packet queues; loss and partitions.
+        st.net_bps = np.bincount(hst, lam_serving * self._i_bits, minlength=n_h) * 2.0
         rack_bps = np.bincount(topo.host_rack, st.net_bps, minlength=topo.n_racks)
-        spines_up = st.spine_up.sum()
-        uplink_cap = self._uplink_capacity_bps * spines_up / topo.n_spines
-        st.uplink_util = rack_bps * self._cross_rack / max(uplink_cap, 1.0)
-        hop = self.config.topology.hop_latency_s
-        pkt = self.config.topology.packet_bits
-        net_s = 2.0 * link_latency_s(hop, host_util, pkt, host.nic_bps) + self._cross_rack * (
-            2.0 * link_latency_s(hop, st.uplink_util, pkt, self._uplink_capacity_bps)
-        )[topo.host_rack]
-        cross_ok = 1.0 if spines_up > 0 else 1.0 - self._cross_rack
+        spines_up = int(st.spine_up.sum())
+        uplink_cap = self._uplink_capacity_bps * max(spines_up, 1) / topo.n_spines
+        st.uplink_util = rack_bps * self._cross_rack / uplink_cap
+        host_net_s = 2.0 * mm1_sojourn_s(self._host_tx_s, st.net_bps / host.nic_bps)
+        rack_net_s = (2.0 * self._cross_rack) * mm1_sojourn_s(self._uplink_tx_s, st.uplink_util)
         net_ok = (1.0 - st.host_link_loss) * (
             1.0 - self._cross_rack * st.uplink_loss[topo.host_rack]
-        ) * cross_ok
-        # Backlogged requests past the timeout were dropped above; the exponential tail of
-        # the stationary part gives the remaining timeouts.
-        stationary_s = stationary_s + net_s[hst]
-        latency = stationary_s + queued_s
+        )
+        if spines_up == 0:
+            net_ok = net_ok * (1.0 - self._cross_rack)
+        net_s = (host_net_s + rack_net_s[topo.host_rack] + self._hops_s)[hst]
+
+        # Timeouts of the stationary part (backlog past the timeout was dropped above).
+        stationary_s += net_s
+        latency = stationary_s + backlog / np.maximum(capacity, 1e-9)
         ok = (
-            (1.0 - timeout_fraction(stationary_s, timeout_s))
-            * goodput
+            (1.0 - timeout_fraction(stationary_s, self._i_timeout_s))
+            * (1.0 - dropped / np.maximum(lam_serving * dt, 1e-9))
             * (1.0 - st.inst_cfg_error)
             * net_ok[hst]
-            * np.where(st.inst_compromised, 0.5, 1.0)
             * serving
         )
+        if st.inst_compromised.any():
+            ok = ok * np.where(st.inst_compromised, 0.5, 1.0)
         st.inst_rps = lam
         st.inst_latency_s = latency
         st.inst_error_rate = 1.0 - ok
         st.inst_util = np.minimum(lam_serving / np.maximum(capacity, 1e-9), 1.0)
 
         # End-to-end: per class along its path; exponential tail for the SLO share.
-        lam_safe = np.maximum(lam_svc, 1e-12)
-        svc_lat = np.bincount(svc, lam * latency, minlength=topo.n_services) / lam_safe
-        svc_ok = np.bincount(svc, lam * ok, minlength=topo.n_services) / lam_safe
-        svc_ok = np.where(wsum > 0, svc_ok, 0.0)
+        inv_lam = 1.0 / np.maximum(lam_svc, 1e-12)
+        svc_lat = np.bincount(svc, lam * latency, minlength=n_s) * inv_lam
+        svc_ok = np.bincount(svc, lam * ok, minlength=n_s) * inv_lam * (wsum > 0)
         class_lat = topo.path_matrix @ svc_lat
         class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))
         class_good = class_ok * -np.expm1(-topo.class_slo_s / np.maximum(class_lat, 1e-9))
         n_req = offered * dt
         admitted_req = admitted * dt
-        good = admitted_req * float(self._log_share @ class_good)
+        good = admitted_req * float(topo.class_share @ class_good)
         st.requests_total += n_req
         st.requests_good += good
         st.window_requests += n_req
@@ -759,47 +779,43 @@ class Twin:
 
         # Memory: leaks grow exactly over the tick; the OOM killer fires at the crossing.
         if st.inst_leak_bps.any():
-            self._advance_leaks(dt, lam * latency + backlog)
+            self._advance_leaks(dt, lam * latency)
 
         # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown.
-        util = busy_cores / host.cores
-        if host.power_model == "fan":
-            power = fan_power_w(util, host.idle_w, host.busy_w, host.fan_exponent)
-        else:
-            power = linear_power_w(util, host.idle_w, host.busy_w)
-        st.power_w = power * st.host_up
+        util = np.minimum(demand, cap) * (st.host_up / host.cores)
+        power = self._power_w(util, host.idle_w, host.busy_w) * st.host_up
+        st.power_w = power
         st.cpu_util = util
-        self._energy_j += float(st.power_w.sum()) * dt
+        self._energy_j += float(power.sum()) * dt
         if st.fan_decay_per_s.any():
             st.fan_health = np.maximum(0.05, st.fan_health - st.fan_decay_per_s * dt)
-        r = thermal_resistance_k_per_w(host.thermal_r_k_per_w, st.fan_health)
-        st.temp_c = rc_step_temp_c(
-            st.temp_c, st.power_w, topo.host_inlet_c, r, host.thermal_c_j_per_k, dt
-        )
+            r = thermal_resistance_k_per_w(host.thermal_r_k_per_w, st.fan_health)
+        else:
+            r = host.thermal_r_k_per_w
+        st.temp_c = rc_step_temp_c(st.temp_c, power, topo.host_inlet_c, r,
+                                   host.thermal_c_j_per_k, dt)
         st.throttle = throttle_factor(
             st.temp_c, host.throttle_c, host.shutdown_c, host.throttle_min_factor
         )
-        hot = st.host_up & (st.temp_c >= host.shutdown_c)
-        if hot.any():
-            for h in np.flatnonzero(hot):
+        if st.temp_c.max() >= host.shutdown_c:
+            for h in np.flatnonzero(st.host_up & (st.temp_c >= host.shutdown_c)):
                 self.take_host_down(int(h), self.fault_of.get(f"host-{h}"), "thermal shutdown")
 
         # Storage wear, degradation and failure (exponential clock on the cumulative hazard).
-        writes = iops * 0.3
-        st.disk_wear = wear_step(st.disk_wear, writes, host.disk_endurance_writes, dt)
+        writes = np.bincount(hst, lam_serving * self._i_write_iops, minlength=n_h)
+        wear = wear_step(st.disk_wear, writes, host.disk_endurance_writes, dt)
         if st.disk_wear_rate_per_s.any():
-            st.disk_wear = st.disk_wear + st.disk_wear_rate_per_s * dt
-        st.disk_hazard_acc = st.disk_hazard_acc + disk_hazard_per_s(
-            st.disk_wear, DISK_BASE_HAZARD_PER_S
-        ) * dt
-        failing = (st.disk_state != DISK_FAILED) & (
-            (st.disk_hazard_acc >= st.disk_fail_threshold) | (st.disk_wear >= DISK_WEAR_OUT)
-        )
-        degrading = (st.disk_state == DISK_OK) & (st.disk_wear >= DISK_DEGRADED_WEAR)
-        if degrading.any() or failing.any():
-            self._disk_transitions(degrading, failing)
+            wear = wear + st.disk_wear_rate_per_s * dt
+        st.disk_wear = wear
+        st.disk_hazard_acc += disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) * dt
+        if (
+            (st.disk_hazard_acc >= st.disk_fail_threshold).any()
+            or wear.max() >= DISK_DEGRADED_WEAR
+        ):
+            self._disk_transitions()
 
-        self._tick_probes(t, serving, latency, ok)
+        if t >= self._next_probe_s:
+            self._tick_probes(t, serving, latency, ok)
         if t >= self._next_sample_s:
             self._sample(t)
             self._next_sample_s = t + self.config.telemetry_interval_s
@@ -823,8 +839,12 @@ class Twin:
             )
             st.inst_mem_bytes[inst] = st.inst_mem_limit_bytes[inst]
 
-    def _disk_transitions(self, degrading: np.ndarray, failing: np.ndarray) -> None:
+    def _disk_transitions(self) -> None:
         st = self.state
+        failing = (st.disk_state != DISK_FAILED) & (
+            (st.disk_hazard_acc >= st.disk_fail_threshold) | (st.disk_wear >= DISK_WEAR_OUT)
+        )
+        degrading = (st.disk_state == DISK_OK) & (st.disk_wear >= DISK_DEGRADED_WEAR)
         for h in np.flatnonzero(degrading):
             st.disk_state[h] = DISK_DEGRADED
             self.record_state(f"host-{h}", "disk_degraded", self.fault_of.get(f"host-{h}"),
@@ -841,41 +861,43 @@ class Twin:
 
     def _tick_probes(self, t: float, serving: np.ndarray, latency: np.ndarray,
                      ok: np.ndarray) -> None:
-        if t < self._next_probe_s:
-            return
         probes = self.config.probes
         self._next_probe_s = t + probes.interval_s
         st = self.state
-        live = serving
-        ready = live & (latency < probes.timeout_s) & (ok > READINESS_ERROR_LIMIT)
-        fails = np.where(ready, 0, st.inst_probe_fails + 1)
+        passed = serving & (latency < probes.timeout_s) & (ok > READINESS_ERROR_LIMIT)
+        fails = (st.inst_probe_fails + 1) * ~passed
+        passes = (st.inst_probe_passes + 1) * passed
         st.inst_probe_fails = fails
-        new_ready = st.inst_used & (fails < probes.failure_threshold) & (ready | st.inst_ready)
-        changed = np.flatnonzero(new_ready != st.inst_ready)
-        st.inst_ready = new_ready
-        st.inst_live = live
-        for inst in changed:
-            name = self.inst_name(int(inst))
-            self.record_state(name, "ready" if new_ready[inst] else "not_ready",
-                              self.fault_of.get(name), "readiness probe")
+        st.inst_probe_passes = passes
+        # Unready after failure_threshold consecutive failures, ready after
+        # success_threshold consecutive passes.
+        new_ready = st.inst_used & np.where(
+            st.inst_ready, fails < probes.failure_threshold, passes >= probes.success_threshold
+        )
+        st.inst_live = serving
+        if not np.array_equal(new_ready, st.inst_ready):
+            changed = np.flatnonzero(new_ready != st.inst_ready)
+            st.inst_ready = new_ready
+            for inst in changed:
+                name = self.inst_name(int(inst))
+                self.record_state(name, "ready" if new_ready[inst] else "not_ready",
+                                  self.fault_of.get(name), "readiness probe")
 
     def _sample(self, t: float) -> None:
         st, host = self.state, self._host
-        svc = st.inst_service
         hst = st.inst_host
-        alloc = 1.0 - st.host_free_mem_bytes / host.mem_bytes
+        in_flight = st.inst_rps * st.inst_latency_s
         host_rows = (
-            st.cpu_util, alloc, st.power_w, st.temp_c, st.fan_health * host.fan_rpm,
-            st.disk_util, st.disk_latency_s, st.disk_wear, st.net_bps / host.nic_bps,
-            st.host_link_loss, st.throttle, st.host_up,
+            st.cpu_util, 1.0 - st.host_free_mem_bytes * self._inv_host_mem, st.power_w,
+            st.temp_c, st.fan_health * host.fan_rpm, st.disk_util, st.disk_latency_s,
+            st.disk_wear, st.net_bps * self._inv_nic, st.host_link_loss, st.throttle, st.host_up,
         )
-        ws = st.inst_rps * st.inst_latency_s * self.topo.svc_mem_per_req_bytes[svc]
         inst_rows = (
-            st.inst_util, (st.inst_mem_bytes + ws) / np.maximum(st.inst_mem_limit_bytes, 1.0),
-            st.inst_rps, st.inst_latency_s, st.inst_latency_s * 4.6, st.inst_error_rate,
-            st.inst_backlog + st.inst_rps * st.inst_latency_s,
-            st.inst_rps * self.topo.svc_bytes_per_req[svc] * 8.0, st.disk_latency_s[hst],
-            st.temp_c[hst], st.inst_up & st.inst_used, st.inst_ready,
+            st.inst_util,
+            (st.inst_mem_bytes + in_flight * self._i_mem_per_req) / st.inst_mem_limit_bytes,
+            st.inst_rps, st.inst_latency_s, st.inst_latency_s * P99_OVER_MEAN, st.inst_error_rate,
+            st.inst_backlog + in_flight, st.inst_rps * self._i_bits, st.disk_latency_s[hst],
+            st.temp_c[hst], st.inst_up, st.inst_ready,
         )
         self.telemetry.push(t, host_rows, inst_rows)
 

@@ -6,7 +6,7 @@ from types import ModuleType
 
 import numpy as np
 
-from sim.physics import Array
+from sim.physics import Array, clip
 
 
 def cpu_demand_cores(arrival_rps: Array, cpu_s_per_req: Array, *, xp: ModuleType = np) -> Array:
@@ -45,8 +45,8 @@ def contention_factor(demand_cores: Array, capacity_cores: Array, *, xp: ModuleT
         Fraction of requested CPU granted, in [0, 1].
     """
     # The double where keeps a zero demand from producing nan in the branch not taken.
-    safe_demand = xp.where(demand_cores > 0, demand_cores, 1.0)
-    return xp.where(demand_cores > 0, xp.clip(capacity_cores / safe_demand, 0.0, 1.0), 1.0)
+    # Zero demand divides into +inf, which the minimum turns into the uncontended 1.
+    return xp.minimum(xp.maximum(capacity_cores, 0.0) / xp.maximum(demand_cores, 1e-300), 1.0)
 
 
 def host_utilisation(demand_cores: Array, capacity_cores: Array, *, xp: ModuleType = np) -> Array:
@@ -65,4 +65,4 @@ def host_utilisation(demand_cores: Array, capacity_cores: Array, *, xp: ModuleTy
         Utilisation in [0, 1].
     """
     safe_capacity = xp.where(capacity_cores > 0, capacity_cores, 1.0)
-    return xp.where(capacity_cores > 0, xp.clip(demand_cores / safe_capacity, 0.0, 1.0), 0.0)
+    return xp.where(capacity_cores > 0, clip(demand_cores / safe_capacity, 0.0, 1.0, xp=xp), 0.0)

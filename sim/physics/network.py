@@ -6,7 +6,7 @@ from types import ModuleType
 
 import numpy as np
 
-from sim.physics import Array
+from sim.physics import Array, clip
 from sim.physics.serving import load_ratio, mm1_sojourn_s
 
 
@@ -80,7 +80,7 @@ def link_loss(util: Array, degradation_loss: Array, *, xp: ModuleType = np) -> A
         Loss probability, in [0, 1].
     """
     # 1 - p_o = 1 / max(rho, 1): the carried fraction.
-    return 1.0 - (1.0 - xp.clip(degradation_loss, 0.0, 1.0)) / xp.maximum(util, 1.0)
+    return 1.0 - (1.0 - clip(degradation_loss, 0.0, 1.0, xp=xp)) / xp.maximum(util, 1.0)
 
 
 def path_success(loss_a: Array, loss_b: Array, *, xp: ModuleType = np) -> Array:

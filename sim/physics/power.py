@@ -7,7 +7,7 @@ from types import ModuleType
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from sim.physics import Array
+from sim.physics import Array, clip
 
 FAN_EXPONENT_BOUNDS = (1.0, 2.0)
 """Range of the Fan et al. exponent ``r`` over which ``P(u)`` rises monotonically from idle
@@ -31,7 +31,7 @@ def linear_power_w(util: Array, idle_w: Array, busy_w: Array, *, xp: ModuleType 
     Returns:
         Electrical power, W.
     """
-    return idle_w + (busy_w - idle_w) * xp.clip(util, 0.0, 1.0)
+    return idle_w + (busy_w - idle_w) * clip(util, 0.0, 1.0, xp=xp)
 
 
 def fan_power_w(
@@ -55,7 +55,7 @@ def fan_power_w(
     Returns:
         Electrical power, W.
     """
-    u = xp.clip(util, 0.0, 1.0)
+    u = clip(util, 0.0, 1.0, xp=xp)
     return idle_w + (busy_w - idle_w) * (2.0 * u - u**r)
 
 

@@ -6,7 +6,7 @@ from types import ModuleType
 
 import numpy as np
 
-from sim.physics import Array
+from sim.physics import Array, clip
 
 
 def load_ratio(offered: Array, capacity: Array, *, xp: ModuleType = np) -> Array:
@@ -47,7 +47,7 @@ def mm1_sojourn_s(
     Returns:
         Mean sojourn time, s.
     """
-    return service_s / (1.0 - xp.clip(util, 0.0, max_util))
+    return service_s / (1.0 - clip(util, 0.0, max_util, xp=xp))
 
 
 def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> Array:
@@ -72,10 +72,12 @@ def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> 
     c = xp.asarray(servers)
     a = xp.asarray(offered_erlangs) * 1.0
     b = xp.ones_like(a + c * 1.0)
-    # The loop runs over server counts, not elements; it is short.
-    for k in range(1, int(xp.max(c)) + 1):
+    # The loop runs over server counts, not elements; it is short, and needs no mask up to
+    # the smallest server count.
+    c_min, c_max = int(xp.min(c)), int(xp.max(c))
+    for k in range(1, c_max + 1):
         ab = a * b
-        b = xp.where(c >= k, ab / (k + ab), b)
+        b = ab / (k + ab) if k <= c_min else xp.where(c >= k, ab / (k + ab), b)
     return b
 
 
@@ -98,8 +100,12 @@ def erlang_c(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> 
     b = erlang_b(servers, offered_erlangs, xp=xp)
     rho = offered_erlangs / xp.asarray(servers)
     stable = rho < 1.0
-    denom = xp.where(stable, 1.0 - rho * (1.0 - b), 1.0)
-    return xp.where(stable, b / denom, 1.0)
+    return xp.where(stable, _wait_probability(b, xp.where(stable, rho, 0.0)), 1.0)
+
+
+def _wait_probability(erlang_b_prob: Array, rho: Array) -> Array:
+    # C = B / (1 - rho (1 - B)), valid for rho < 1; the one place this law is written.
+    return erlang_b_prob / (1.0 - rho * (1.0 - erlang_b_prob))
 
 
 def mmc_mean_wait_s(
@@ -258,10 +264,13 @@ def mmc_fluid_latency_s(
     Returns:
         Mean response time, s.
     """
-    c_mu = servers * xp.asarray(service_rate_rps)
+    mu = xp.asarray(service_rate_rps)
+    c_mu = servers * mu
     capped_rps = xp.minimum(arrival_rps, max_util * c_mu)
-    stationary_s = mmc_mean_response_s(capped_rps, service_rate_rps, servers, xp=xp)
-    return backlog / c_mu + stationary_s
+    # The capped queue is always stable, so the Erlang C wait needs no guard here.
+    b = erlang_b(servers, capped_rps / mu, xp=xp)
+    wait_s = _wait_probability(b, capped_rps / c_mu) / (c_mu - capped_rps)
+    return backlog / c_mu + wait_s + 1.0 / mu
 
 
 def timeout_fraction(mean_latency_s: Array, timeout_s: Array, *, xp: ModuleType = np) -> Array:

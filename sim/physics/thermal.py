@@ -6,7 +6,7 @@ from types import ModuleType
 
 import numpy as np
 
-from sim.physics import Array
+from sim.physics import Array, clip
 
 
 def rc_step_temp_c(
@@ -73,7 +73,7 @@ def thermal_resistance_k_per_w(
     Returns:
         Thermal resistance, K/W.
     """
-    return r_nominal_k_per_w * (1.0 + fan_loss_gain * (1.0 - xp.clip(fan_health, 0.0, 1.0)))
+    return r_nominal_k_per_w * (1.0 + fan_loss_gain * (1.0 - clip(fan_health, 0.0, 1.0, xp=xp)))
 
 
 def throttle_factor(
@@ -96,21 +96,14 @@ def throttle_factor(
     Args:
         temp_c: die temperature, degC.
         throttle_c: temperature at which throttling starts, degC.
-        shutdown_c: temperature of thermal shutdown, degC; above ``throttle_c``.
+        shutdown_c: temperature of thermal shutdown, degC; strictly above ``throttle_c``.
         min_factor: capacity multiplier reached at ``shutdown_c``.
         xp: array namespace.
 
     Returns:
         Capacity multiplier in [``min_factor``, 1].
     """
-    span_c = shutdown_c - throttle_c
-    # The double where keeps a zero span from producing nan in the branch not taken.
-    safe_span_c = xp.where(span_c > 0, span_c, 1.0)
-    frac = xp.where(
-        span_c > 0,
-        xp.clip((temp_c - throttle_c) / safe_span_c, 0.0, 1.0),
-        xp.where(temp_c > throttle_c, 1.0, 0.0),
-    )
+    frac = clip((temp_c - throttle_c) / (shutdown_c - throttle_c), 0.0, 1.0, xp=xp)
     return 1.0 - (1.0 - min_factor) * frac
 
 
