@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Build the scenario, run it, and return the summary."""
-    if not args.hours > 0:
+    if not (math.isfinite(args.hours) and args.hours > 0):
         raise ConfigError(f"--hours must be positive, got {args.hours}")
     if args.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {args.seed}")

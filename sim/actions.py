@@ -199,7 +199,8 @@ def check(twin: Twin, action: Action) -> tuple[ActionSpec, ResolvedTarget] | str
     if isinstance(tgt, str):
         return tgt
     if tgt.type != spec.target_type:
-        return f"{spec.kind} needs a {spec.target_type} target, got {tgt.type} {tgt.name!r}"
+        article = "an" if spec.target_type[0] in "aeiou" else "a"
+        return f"{spec.kind} needs {article} {spec.target_type} target, got {tgt.type} {tgt.name!r}"
     if twin.busy(tgt.name):
         return f"{tgt.name} already has an action in progress"
     st = twin.state

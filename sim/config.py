@@ -81,7 +81,9 @@ class HostSpec:
                 f"host.idle_w ({self.idle_w}) must be below host.busy_w ({self.busy_w})"
             )
         if self.power_model not in ("fan", "linear"):
-            raise ConfigError(f"host.power_model must be 'fan' or 'linear', got {self.power_model!r}")
+            raise ConfigError(
+                f"host.power_model must be 'fan' or 'linear', got {self.power_model!r}"
+            )
         if self.throttle_c >= self.shutdown_c:
             raise ConfigError(
                 f"host.throttle_c ({self.throttle_c}) must be below host.shutdown_c "
@@ -168,9 +170,13 @@ class ServiceSpec:
         )
         _fraction(owner, write_share=self.write_share)
         if not isinstance(self.workers, int) or not 1 <= self.workers <= 64:
-            raise ConfigError(f"{owner}.workers must be an integer in [1, 64], got {self.workers!r}")
+            raise ConfigError(
+                f"{owner}.workers must be an integer in [1, 64], got {self.workers!r}"
+            )
         if not isinstance(self.replicas, int) or self.replicas < 0:
-            raise ConfigError(f"{owner}.replicas must be a non-negative integer, got {self.replicas!r}")
+            raise ConfigError(
+                f"{owner}.replicas must be a non-negative integer, got {self.replicas!r}"
+            )
         if not isinstance(self.min_replicas, int) or self.min_replicas < 1:
             raise ConfigError(f"{owner}.min_replicas must be >= 1, got {self.min_replicas!r}")
         if self.mem_base_bytes >= self.mem_limit_bytes:

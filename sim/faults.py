@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 SECONDS_PER_YEAR = 365.25 * 86400.0
 
 
-class FaultKind(str, enum.Enum):
+class FaultKind(enum.StrEnum):
     """Every fault the twin can inject."""
 
     SERVICE_CRASH = "service_crash"
@@ -68,7 +68,7 @@ FAULT_SPECS: dict[FaultKind, FaultSpec] = {
         FaultSpec(FaultKind.FAN_FAILURE, "host", True, "fan failure, thermal throttling"),
         FaultSpec(FaultKind.BAD_CONFIG, "service", False, "bad configuration deploy"),
         FaultSpec(
-            FaultKind.SECURITY_VULNERABILITY, "service", True, "vulnerability exploited"
+            FaultKind.SECURITY_VULNERABILITY, "service", False, "vulnerability exploited"
         ),
     )
 }
@@ -175,6 +175,7 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
         name = f"host-{tgt}"
         if kind == FaultKind.HOST_FAILURE:
             fid = twin.record_fault(kind, name, {})
+            twin.fault_of[name] = fid
             st.host_hw_failed[tgt] = True
             twin.take_host_down(tgt, fid, "hardware failure")
             return fid
@@ -182,6 +183,7 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
             share = float(rng.uniform(0.5, 0.9))
             hold_s = float(rng.uniform(3600.0, 4 * 3600.0))
             fid = twin.record_fault(kind, name, {"cpu_share": share, "duration_s": hold_s})
+            twin.fault_of[name] = fid
             st.noisy_cores[tgt] = share * twin.config.topology.host.cores
             twin.schedule_clear(now + hold_s, fid, "noisy_end", tgt)
             return fid

@@ -108,7 +108,9 @@ def simulate_mmc(
     workers; each is served for an exponential time of mean ``1 / service_rate_rps``. The
     station starts empty; the first ``warmup_requests`` arrivals are simulated but not
     measured, and the next ``n_requests`` are. Stable only for
-    ``arrival_rps < servers * service_rate_rps``.
+    ``arrival_rps < servers * service_rate_rps``. All inter-arrival gaps are drawn first,
+    then all service times, each as one ``rng.exponential`` block, so a run can be replayed
+    exactly from the same draws.
 
     Args:
         arrival_rps: arrival rate ``lambda``, requests/s, > 0.

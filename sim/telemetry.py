@@ -49,7 +49,9 @@ class TelemetryBuffer:
         self.inst = np.zeros((size, f_inst, n_inst), dtype=np.float32)
         self.count = 0
 
-    def push(self, t_s: float, host_rows: Sequence[np.ndarray], inst_rows: Sequence[np.ndarray]) -> None:
+    def push(
+        self, t_s: float, host_rows: Sequence[np.ndarray], inst_rows: Sequence[np.ndarray]
+    ) -> None:
         """Store one sample; the oldest is overwritten when the buffer is full."""
         pos = self.count % self.size
         self.times_s[pos] = t_s

@@ -42,8 +42,8 @@ from sim.physics.compute import contention_factor
 from sim.physics.power import fan_power_w, linear_power_w
 from sim.physics.serving import (
     fluid_queue_step,
-    mmc_fluid_latency_s,
     mm1_sojourn_s,
+    mmc_fluid_latency_s,
     timeout_fraction,
 )
 from sim.physics.storage import disk_hazard_per_s, wear_step
@@ -63,7 +63,6 @@ DISK_WEAR_OUT = 1.0
 DEGRADED_IOPS_FACTOR = 0.25
 LIVE_MIGRATION_PAUSE_S = 0.3
 SPARE_SLOT_FRACTION = 0.5
-READINESS_ERROR_LIMIT = 0.5
 PANIC_READY_SHARE = 0.5
 P99_OVER_MEAN = -np.log(0.01)
 _INSTANCE_FAULTS = (FaultKind.SERVICE_CRASH, FaultKind.MEMORY_LEAK, FaultKind.VM_FAILURE)
@@ -84,7 +83,7 @@ class PendingAction:
 
 @dataclass(frozen=True, slots=True)
 class Timer:
-    """A scheduled clearance of a fault that ends by itself (a surge, a noisy neighbour)."""
+    """A scheduled sparse event: a self-limiting fault ending, or an OOM kill inside a tick."""
 
     at_s: float
     fault_id: int
@@ -256,6 +255,9 @@ class Twin:
         yield self.env.timeout(max(0.0, timer.at_s - self.now_s))
         if timer in self.timers:
             self.timers.remove(timer)
+        if timer.what == "oom_kill":
+            self._oom_kill(timer.index)
+            return
         if timer.fault_id not in self.active_faults:
             return
         if timer.what == "noisy_end":
@@ -447,7 +449,8 @@ class Twin:
         """Run the twin for ``dt_s`` simulated seconds."""
         if not math.isfinite(dt_s) or dt_s < 0:
             raise ValueError(f"dt_s must be a finite non-negative number, got {dt_s!r}")
-        self.env.run(until=self.now_s + dt_s)
+        if dt_s > 0:
+            self.env.run(until=self.now_s + dt_s)
 
     def events(self, since: int = 0) -> list[Event]:
         """Event records with sequence number >= ``since``."""
@@ -515,18 +518,20 @@ class Twin:
         st.inst_live[slot] = False
         st.inst_rps[slot] = 0.0
         st.inst_backlog[slot] = 0.0
+        st.inst_host[slot] = 0
+        self._placement_dirty = True
 
     def _execute(self, p: PendingAction) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(max(0.0, p.done_at_s - self.now_s))
         self.pending.pop(p.action_id, None)
-        ok = p.success and self._on_done(p)
+        ok = self._on_done(p)
         self.log.add(
             ActionRecord(self.log.next_seq, self.now_s, p.action_id, p.kind, p.target.name,
                          "succeeded" if ok else "failed", "" if ok else "action did not take",
                          0.0)
         )
 
-    def _on_done(self, p: PendingAction) -> bool:  # noqa: C901 - one branch per action kind
+    def _on_done(self, p: PendingAction) -> bool:
         st, topo = self.state, self.topo
         i, kind = p.target.index, p.kind
         if not p.success:
@@ -677,10 +682,12 @@ class Twin:
         self._i_rack = topo.host_rack[hst]
         self._placement_dirty = False
 
-    def _tick(self, dt: float) -> None:  # noqa: PLR0915 - one vectorised pass, top to bottom
+    def _tick(self, dt: float) -> None:
         st, topo, host = self.state, self.topo, self._host
         t = self.now_s
         self._tick_count += 1
+        if t >= self._next_window_s - 1e-9:
+            self._close_window(t)
         if self._placement_dirty:
             self._refresh_placement()
         svc, hst, used = st.inst_service, st.inst_host, st.inst_used
@@ -778,7 +785,7 @@ class Twin:
         st.window_class_good += admitted_req * topo.class_share * class_good
 
         # Memory: leaks grow exactly over the tick; the OOM killer fires at the crossing.
-        if st.inst_leak_bps.any():
+        if self._leaking_up():
             self._advance_leaks(dt, lam * latency)
 
         # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown.
@@ -815,12 +822,21 @@ class Twin:
             self._disk_transitions()
 
         if t >= self._next_probe_s:
-            self._tick_probes(t, serving, latency, ok)
+            self._tick_probes(t, serving)
         if t >= self._next_sample_s:
             self._sample(t)
             self._next_sample_s = t + self.config.telemetry_interval_s
-        if t + dt >= self._next_window_s - 1e-9:
-            self._close_window(t + dt)
+
+    def _oom_kill(self, inst: int) -> None:
+        st = self.state
+        if not (st.inst_up[inst] and st.inst_leak_bps[inst] > 0):
+            return
+        self.take_instance_down(inst, self.fault_of.get(self.inst_name(inst)), "oom_kill")
+        st.inst_mem_bytes[inst] = st.inst_mem_limit_bytes[inst]
+
+    def _leaking_up(self) -> bool:
+        st = self.state
+        return bool(st.inst_leak_bps.any()) and bool((st.inst_leak_bps * st.inst_up).any())
 
     def _advance_leaks(self, dt: float, in_flight: np.ndarray) -> None:
         st, topo = self.state, self.topo
@@ -831,13 +847,10 @@ class Twin:
         st.inst_mem_bytes[leaking] += st.inst_leak_bps[leaking] * dt
         for k in np.flatnonzero(t_cross < dt):
             inst = int(leaking[k])
-            fid = self.fault_of.get(self.inst_name(inst))
-            self.take_instance_down(inst, fid, "oom_kill")
-            self.log._records[-1] = StateChange(  # the kill happened inside the tick
-                self.log[-1].seq, self.now_s + float(t_cross[k]), self.inst_name(inst), "down",
-                fid, "oom_kill",
-            )
-            st.inst_mem_bytes[inst] = st.inst_mem_limit_bytes[inst]
+            if any(tm.what == "oom_kill" and tm.index == inst for tm in self.timers):
+                continue
+            fid = self.fault_of.get(self.inst_name(inst), -1)
+            self.schedule_clear(self.now_s + float(t_cross[k]), fid, "oom_kill", inst)
 
     def _disk_transitions(self) -> None:
         st = self.state
@@ -859,12 +872,17 @@ class Twin:
             self.record_state(f"host-{h}", "disk_failed", fid, "disk failure")
             self.take_host_down(int(h), fid, "disk failure")
 
-    def _tick_probes(self, t: float, serving: np.ndarray, latency: np.ndarray,
-                     ok: np.ndarray) -> None:
+    def _tick_probes(self, t: float, serving: np.ndarray) -> None:
+        """Liveness and readiness probes.
+
+        The health endpoint answers on its own thread, as is usual, so a probe fails when
+        the process is down or unreachable (a timeout), not when requests queue: overload is
+        for the control plane's SLO alerts to find, and the load balancer does not amplify it.
+        """
         probes = self.config.probes
         self._next_probe_s = t + probes.interval_s
         st = self.state
-        passed = serving & (latency < probes.timeout_s) & (ok > READINESS_ERROR_LIMIT)
+        passed = serving
         fails = (st.inst_probe_fails + 1) * ~passed
         passes = (st.inst_probe_passes + 1) * passed
         st.inst_probe_fails = fails
@@ -881,7 +899,16 @@ class Twin:
             for inst in changed:
                 name = self.inst_name(int(inst))
                 self.record_state(name, "ready" if new_ready[inst] else "not_ready",
-                                  self.fault_of.get(name), "readiness probe")
+                                  self._fault_behind(int(inst)), "readiness probe")
+
+    def _fault_behind(self, inst: int) -> int | None:
+        """Active fault on an instance, else on its host, else on its rack's switch."""
+        host = int(self.state.inst_host[inst])
+        for name in (self.inst_name(inst), f"host-{host}", f"tor-{self.topo.host_rack[host]}"):
+            fid = self.fault_of.get(name)
+            if fid is not None:
+                return fid
+        return None
 
     def _sample(self, t: float) -> None:
         st, host = self.state, self._host
