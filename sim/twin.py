@@ -170,7 +170,7 @@ class Twin:
             self._power_w = linear_power_w
         self._inv_host_mem = 1.0 / host.mem_bytes
         self._inv_nic = 1.0 / host.nic_bps
-        self._placement_dirty = True
+        self._dirty = True
 
     # ------------------------------------------------------------------ streams and names
     def rng_for(self, stream: str, *keys: int) -> np.random.Generator:
@@ -265,6 +265,16 @@ class Twin:
         self.clear_fault(timer.fault_id, "self-limiting")
 
     # ------------------------------------------------------------------ records
+    def _record(self, record: Event) -> None:
+        # Every change of sparse state (faults, actions, state changes) writes a record, so
+        # this is where the arrays derived from sparse state are marked stale.
+        self._dirty = True
+        self.log.add(record)
+
+    def invalidate(self) -> None:
+        """Mark derived arrays stale after changing ``state`` from outside the twin."""
+        self._dirty = True
+
     def record_fault(
         self,
         kind: FaultKind,
@@ -277,7 +287,7 @@ class Twin:
         spec = FAULT_SPECS[kind]
         fid = self._next_fault_id
         self._next_fault_id += 1
-        self.log.add(
+        self._record(
             FaultRecord(
                 self.log.next_seq, self.now_s, fid, kind.value, target, spec.root_cause,
                 spec.warning_signs if warning_signs is None else warning_signs, detail,
@@ -290,7 +300,7 @@ class Twin:
         self, target: str, state: str, fault_id: int | None, cause: str, t_s: float | None = None
     ) -> None:
         """Write a state-change record (``t_s`` defaults to now)."""
-        self.log.add(
+        self._record(
             StateChange(
                 self.log.next_seq, self.now_s if t_s is None else t_s, target, state,
                 fault_id if fault_id is not None and fault_id >= 0 else None, cause,
@@ -304,7 +314,7 @@ class Twin:
             return
         if self.fault_of.get(kind_target[1]) == fault_id:
             del self.fault_of[kind_target[1]]
-        self.log.add(FaultCleared(self.log.next_seq, self.now_s, fault_id, by))
+        self._record(FaultCleared(self.log.next_seq, self.now_s, fault_id, by))
 
     def _clear_faults_on(self, target: str, kinds: Sequence[FaultKind], by: str) -> None:
         fid = self.fault_of.get(target)
@@ -372,7 +382,7 @@ class Twin:
         st.host_free_cores[src] += st.inst_workers[inst]
         st.host_free_mem_bytes[src] += st.inst_mem_limit_bytes[inst]
         st.inst_host[inst] = dest
-        self._placement_dirty = True
+        self._dirty = True
 
     def _reserve(self, host: int, inst: int) -> None:
         st = self.state
@@ -424,7 +434,7 @@ class Twin:
         kind = getattr(action, "kind", "?")
         target = getattr(action, "target", "?")
         if isinstance(checked, str):
-            self.log.add(
+            self._record(
                 ActionRecord(self.log.next_seq, self.now_s, -1, str(kind), str(target),
                              "rejected", checked, 0.0)
             )
@@ -438,7 +448,7 @@ class Twin:
         pending = PendingAction(aid, spec.kind, tgt, self.now_s, done_at, success, aux)
         self.pending[aid] = pending
         self._action_cost_usd += spec.cost_usd
-        self.log.add(
+        self._record(
             ActionRecord(self.log.next_seq, self.now_s, aid, spec.kind, tgt.name, "started",
                          spec.description, spec.cost_usd)
         )
@@ -487,7 +497,7 @@ class Twin:
 
     def _init_slot(self, slot: int, service: int, host: int) -> None:
         st, topo = self.state, self.topo
-        self._placement_dirty = True
+        self._dirty = True
         st.inst_used[slot] = True
         st.inst_service[slot] = service
         st.inst_host[slot] = host
@@ -519,13 +529,13 @@ class Twin:
         st.inst_rps[slot] = 0.0
         st.inst_backlog[slot] = 0.0
         st.inst_host[slot] = 0
-        self._placement_dirty = True
+        self._dirty = True
 
     def _execute(self, p: PendingAction) -> Generator[simpy.Event, Any, None]:
         yield self.env.timeout(max(0.0, p.done_at_s - self.now_s))
         self.pending.pop(p.action_id, None)
         ok = self._on_done(p)
-        self.log.add(
+        self._record(
             ActionRecord(self.log.next_seq, self.now_s, p.action_id, p.kind, p.target.name,
                          "succeeded" if ok else "failed", "" if ok else "action did not take",
                          0.0)
@@ -669,34 +679,17 @@ class Twin:
         return True
 
     # ------------------------------------------------------------------ the tick
-    def _refresh_placement(self) -> None:
-        """Per-instance copies of service and host constants, rebuilt when placement changes."""
+    def _refresh_derived(self) -> None:
+        """Arrays that change only with sparse state, rebuilt after any sparse change."""
         st, topo = self.state, self.topo
-        svc, hst = st.inst_service, st.inst_host
-        self._i_cpu_s = topo.svc_cpu_s[svc]
+        svc, hst, used = st.inst_service, st.inst_host, st.inst_used
+        n_s = topo.n_services
+        self._i_cpu_s = topo.svc_cpu_s[svc] / st.inst_slowdown
         self._i_iops = topo.svc_iops_per_req[svc]
         self._i_write_iops = self._i_iops * topo.svc_write_share[svc]
         self._i_bits = topo.svc_bytes_per_req[svc] * 8.0
         self._i_timeout_s = topo.svc_timeout_s[svc]
         self._i_mem_per_req = topo.svc_mem_per_req_bytes[svc]
-        self._i_rack = topo.host_rack[hst]
-        self._placement_dirty = False
-
-    def _tick(self, dt: float) -> None:
-        st, topo, host = self.state, self.topo, self._host
-        t = self.now_s
-        self._tick_count += 1
-        if t >= self._next_window_s - 1e-9:
-            self._close_window(t)
-        if self._placement_dirty:
-            self._refresh_placement()
-        svc, hst, used = st.inst_service, st.inst_host, st.inst_used
-        n_s, n_h = topo.n_services, topo.n_hosts
-
-        offered = self.workload.rate_rps(t, dt)
-        admitted = offered * (1.0 - st.shed_fraction)
-        lam_svc = admitted * topo.visit_ratio * (1.0 + st.svc_extra_load)
-
         # Load balancing over instances the LB believes healthy; Envoy-style panic routing
         # sends to the whole rotation when under half of it is ready.
         rotation = used & st.inst_in_rotation & ~st.inst_isolated
@@ -706,22 +699,55 @@ class Twin:
         if panic.any():
             routable = routable | (rotation & panic[svc])
             wsum = np.bincount(svc, routable, minlength=n_s)
-        lam = (lam_svc / np.maximum(wsum, 1.0))[svc] * routable
+        self._i_share = routable / np.maximum(wsum, 1.0)[svc]
+        self._svc_routable = wsum > 0
         reach_host = st.host_up & st.tor_up[topo.host_rack]
-        serving = st.inst_up & reach_host[hst] & used
+        self._serving = st.inst_up & reach_host[hst] & used
+        self._background_cores = topo.host_background_cores + st.noisy_cores
+        self._iops_cap = self._disk_iops * np.where(
+            st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR
+        )
+        self._spines_up = int(st.spine_up.sum())
+        net_ok = (1.0 - st.host_link_loss) * (
+            1.0 - self._cross_rack * st.uplink_loss[topo.host_rack]
+        )
+        if self._spines_up == 0:
+            net_ok = net_ok * (1.0 - self._cross_rack)
+        self._i_static_ok = (
+            (1.0 - st.inst_cfg_error)
+            * net_ok[hst]
+            * np.where(st.inst_compromised, 0.5, 1.0)
+            * self._serving
+        )
+        self._dirty = False
+
+    def _tick(self, dt: float) -> None:
+        st, topo, host = self.state, self.topo, self._host
+        t = self.now_s
+        self._tick_count += 1
+        if t >= self._next_window_s - 1e-9:
+            self._close_window(t)
+        if self._dirty:
+            self._refresh_derived()
+        svc, hst = st.inst_service, st.inst_host
+        n_s, n_h = topo.n_services, topo.n_hosts
+
+        offered = self.workload.rate_rps(t, dt)
+        admitted = offered * (1.0 - st.shed_fraction)
+        lam_svc = admitted * topo.visit_ratio * (1.0 + st.svc_extra_load)
+        lam = lam_svc[svc] * self._i_share
+        serving = self._serving
         lam_serving = lam * serving
 
         # Compute: proportional-share CPU contention and thermal throttling per host.
-        cpu_s = self._i_cpu_s / st.inst_slowdown
-        demand = np.bincount(hst, lam_serving * cpu_s, minlength=n_h)
-        demand += topo.host_background_cores + st.noisy_cores
+        cpu_s = self._i_cpu_s
+        demand = np.bincount(hst, lam_serving * cpu_s, minlength=n_h) + self._background_cores
         cap = host.cores * st.throttle
         contention = contention_factor(demand, cap)
 
         # Storage: an M/M/1 disk per host; I/O wait adds to the service time.
         iops = np.bincount(hst, lam_serving * self._i_iops, minlength=n_h)
-        iops_cap = self._disk_iops * np.where(st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR)
-        st.disk_util = iops / iops_cap
+        st.disk_util = iops / self._iops_cap
         st.disk_latency_s = mm1_sojourn_s(host.disk_service_s, st.disk_util)
         mu = 1.0 / (cpu_s / contention[hst] + self._i_iops * st.disk_latency_s[hst])
 
@@ -738,16 +764,10 @@ class Twin:
         # Network: host links and rack uplinks as M/M/1 packet queues; loss and partitions.
         st.net_bps = np.bincount(hst, lam_serving * self._i_bits, minlength=n_h) * 2.0
         rack_bps = np.bincount(topo.host_rack, st.net_bps, minlength=topo.n_racks)
-        spines_up = int(st.spine_up.sum())
-        uplink_cap = self._uplink_capacity_bps * max(spines_up, 1) / topo.n_spines
+        uplink_cap = self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines
         st.uplink_util = rack_bps * self._cross_rack / uplink_cap
         host_net_s = 2.0 * mm1_sojourn_s(self._host_tx_s, st.net_bps / host.nic_bps)
         rack_net_s = (2.0 * self._cross_rack) * mm1_sojourn_s(self._uplink_tx_s, st.uplink_util)
-        net_ok = (1.0 - st.host_link_loss) * (
-            1.0 - self._cross_rack * st.uplink_loss[topo.host_rack]
-        )
-        if spines_up == 0:
-            net_ok = net_ok * (1.0 - self._cross_rack)
         net_s = (host_net_s + rack_net_s[topo.host_rack] + self._hops_s)[hst]
 
         # Timeouts of the stationary part (backlog past the timeout was dropped above).
@@ -756,12 +776,8 @@ class Twin:
         ok = (
             (1.0 - timeout_fraction(stationary_s, self._i_timeout_s))
             * (1.0 - dropped / np.maximum(lam_serving * dt, 1e-9))
-            * (1.0 - st.inst_cfg_error)
-            * net_ok[hst]
-            * serving
+            * self._i_static_ok
         )
-        if st.inst_compromised.any():
-            ok = ok * np.where(st.inst_compromised, 0.5, 1.0)
         st.inst_rps = lam
         st.inst_latency_s = latency
         st.inst_error_rate = 1.0 - ok
@@ -770,7 +786,7 @@ class Twin:
         # End-to-end: per class along its path; exponential tail for the SLO share.
         inv_lam = 1.0 / np.maximum(lam_svc, 1e-12)
         svc_lat = np.bincount(svc, lam * latency, minlength=n_s) * inv_lam
-        svc_ok = np.bincount(svc, lam * ok, minlength=n_s) * inv_lam * (wsum > 0)
+        svc_ok = np.bincount(svc, lam * ok, minlength=n_s) * inv_lam * self._svc_routable
         class_lat = topo.path_matrix @ svc_lat
         class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))
         class_good = class_ok * -np.expm1(-topo.class_slo_s / np.maximum(class_lat, 1e-9))
