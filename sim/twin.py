@@ -41,7 +41,7 @@ from sim.faults import (
 from sim.physics.compute import contention_factor
 from sim.physics.power import fan_power_w, linear_power_w
 from sim.physics.serving import (
-    fluid_queue_step,
+    fluid_backlog,
     mm1_sojourn_s,
     mmc_fluid_latency_s,
     timeout_fraction,
@@ -755,7 +755,7 @@ class Twin:
         # the client timeout are abandoned: the queue holds at most timeout_s of work.
         workers = st.inst_workers
         capacity = workers * mu * serving
-        backlog, _, _ = fluid_queue_step(st.inst_backlog, lam_serving, capacity, dt)
+        backlog = fluid_backlog(st.inst_backlog, lam_serving, capacity, dt)
         dropped = np.maximum(backlog - capacity * self._i_timeout_s, 0.0)
         backlog -= dropped
         st.inst_backlog = backlog
@@ -801,8 +801,9 @@ class Twin:
         st.window_class_good += admitted_req * topo.class_share * class_good
 
         # Memory: leaks grow exactly over the tick; the OOM killer fires at the crossing.
-        if self._leaking_up():
-            self._advance_leaks(dt, lam * latency)
+        leak_bps = st.inst_leak_bps * st.inst_up
+        if leak_bps.any():
+            self._advance_leaks(dt, leak_bps, lam * latency)
 
         # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown.
         util = np.minimum(demand, cap) * (st.host_up / host.cores)
@@ -850,23 +851,20 @@ class Twin:
         self.take_instance_down(inst, self.fault_of.get(self.inst_name(inst)), "oom_kill")
         st.inst_mem_bytes[inst] = st.inst_mem_limit_bytes[inst]
 
-    def _leaking_up(self) -> bool:
+    def _advance_leaks(self, dt: float, leak_bps: np.ndarray, in_flight: np.ndarray) -> None:
         st = self.state
-        return bool(st.inst_leak_bps.any()) and bool((st.inst_leak_bps * st.inst_up).any())
-
-    def _advance_leaks(self, dt: float, in_flight: np.ndarray) -> None:
-        st, topo = self.state, self.topo
-        leaking = np.flatnonzero(st.inst_used & st.inst_up & (st.inst_leak_bps > 0))
-        ws = in_flight[leaking] * topo.svc_mem_per_req_bytes[st.inst_service[leaking]]
-        headroom = st.inst_mem_limit_bytes[leaking] - ws - st.inst_mem_bytes[leaking]
-        t_cross = np.where(headroom <= 0, 0.0, headroom / st.inst_leak_bps[leaking])
-        st.inst_mem_bytes[leaking] += st.inst_leak_bps[leaking] * dt
-        for k in np.flatnonzero(t_cross < dt):
-            inst = int(leaking[k])
-            if any(tm.what == "oom_kill" and tm.index == inst for tm in self.timers):
+        headroom = st.inst_mem_limit_bytes - in_flight * self._i_mem_per_req - st.inst_mem_bytes
+        st.inst_mem_bytes += leak_bps * dt
+        crossing = (leak_bps > 0) & (headroom < leak_bps * dt)
+        if not crossing.any():
+            return
+        for inst in np.flatnonzero(crossing):
+            i = int(inst)
+            if any(tm.what == "oom_kill" and tm.index == i for tm in self.timers):
                 continue
-            fid = self.fault_of.get(self.inst_name(inst), -1)
-            self.schedule_clear(self.now_s + float(t_cross[k]), fid, "oom_kill", inst)
+            t_cross = max(float(headroom[i]), 0.0) / float(leak_bps[i])
+            fid = self.fault_of.get(self.inst_name(i), -1)
+            self.schedule_clear(self.now_s + t_cross, fid, "oom_kill", i)
 
     def _disk_transitions(self) -> None:
         st = self.state

@@ -55,9 +55,9 @@ def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> 
 
     Computed by the stable recursion ``B(0) = 1``,
     ``B(k) = a B(k-1) / (k + a B(k-1))``, evaluated for every element up to the largest
-    server count and frozen at each element's own ``c``; it never forms ``a^c / c!``, so
-    it neither overflows nor cancels. The largest server count sets the loop length, so
-    under ``jax.jit`` ``servers`` must be concrete, not traced.
+    server count and read off at each element's own ``c``; it never forms ``a^c / c!``, so
+    it neither overflows nor cancels. The server counts present set the loop, so under
+    ``jax.jit`` ``servers`` must be concrete, not traced.
     Source: Kleinrock, "Queueing Systems, Vol. 1: Theory", 1975, eq. 3.46;
     Gross & Harris, "Fundamentals of Queueing Theory", 3rd ed., section 2.6.
 
@@ -72,13 +72,18 @@ def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> 
     c = xp.asarray(servers)
     a = xp.asarray(offered_erlangs) * 1.0
     b = xp.ones_like(a + c * 1.0)
-    # The loop runs over server counts, not elements; it is short, and needs no mask up to
-    # the smallest server count.
-    c_min, c_max = int(xp.min(c)), int(xp.max(c))
-    for k in range(1, c_max + 1):
+    # One pass of the recursion up to the largest server count, snapshotting B at each
+    # server count present (a handful): cheaper than masking every step.
+    present = np.flatnonzero(np.bincount(np.ravel(np.asarray(c)).astype(np.int64)))
+    last = int(present[-1])
+    snapshots = set(present[:-1].tolist())
+    out = None
+    for k in range(1, last + 1):
         ab = a * b
-        b = ab / (k + ab) if k <= c_min else xp.where(c >= k, ab / (k + ab), b)
-    return b
+        b = ab / (k + ab)
+        if k in snapshots:
+            out = b if out is None else xp.where(c == k, b, out)
+    return b if out is None else xp.where(c == last, b, out)
 
 
 def erlang_c(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> Array:
@@ -196,6 +201,28 @@ def mmc_response_quantile_s(
     return xp.where(stable, wait_q_s - xp.log(tail) / mu, xp.inf)
 
 
+def fluid_backlog(
+    backlog: Array, arrival_rps: Array, capacity_rps: Array, dt_s: Array, *, xp: ModuleType = np
+) -> Array:
+    """Backlog of a fluid queue after one step with constant rates.
+
+    ``Q(t + dt) = max(0, Q(t) + (lambda - mu_cap) dt)``: exact for constant rates, since the
+    backlog moves linearly until it empties and then stays at 0.
+    Source: Newell, "Applications of Queueing Theory", 1982, ch. 2.
+
+    Args:
+        backlog: requests queued at the start of the step, >= 0.
+        arrival_rps: arrival rate ``lambda``, requests/s.
+        capacity_rps: service capacity ``mu_cap``, requests/s.
+        dt_s: step length, s.
+        xp: array namespace.
+
+    Returns:
+        Backlog at the end of the step, requests.
+    """
+    return xp.maximum(backlog + (arrival_rps - capacity_rps) * dt_s, 0.0)
+
+
 def fluid_queue_step(
     backlog: Array, arrival_rps: Array, capacity_rps: Array, dt_s: Array, *, xp: ModuleType = np
 ) -> tuple[Array, Array, Array]:
@@ -223,7 +250,7 @@ def fluid_queue_step(
     backlog = xp.asarray(backlog)
     arrived = arrival_rps * xp.asarray(dt_s)
     end = backlog + arrived - capacity_rps * dt_s
-    new_backlog = xp.maximum(end, 0.0)
+    new_backlog = fluid_backlog(backlog, arrival_rps, capacity_rps, dt_s, xp=xp)
     served = xp.maximum(arrived + backlog - new_backlog, 0.0)
     empties = end < 0
     # end < 0 implies (capacity - arrival) * dt > backlog >= 0, so this divisor is positive.
@@ -288,7 +315,5 @@ def timeout_fraction(mean_latency_s: Array, timeout_s: Array, *, xp: ModuleType 
     Returns:
         Fraction of requests that time out.
     """
-    mean_latency_s = xp.asarray(mean_latency_s)
-    positive = mean_latency_s > 0
-    safe_mean_s = xp.where(positive, mean_latency_s, 1.0)
-    return xp.where(positive, xp.exp(-timeout_s / safe_mean_s), 0.0)
+    # A zero mean divides into -inf, whose exponential is the 0 a zero latency implies.
+    return xp.exp(-timeout_s / xp.maximum(mean_latency_s, 1e-300))

@@ -53,29 +53,30 @@ def _wait_with_control(
 
 
 MMC_CASES = [
-    pytest.param(1, 0.5, 30_000, 0.01, id="c1-rho0.5"),
-    pytest.param(4, 0.5, 100_000, 0.015, id="c4-rho0.5"),
-    pytest.param(1, 0.9, 200_000, 0.015, id="c1-rho0.9"),
-    pytest.param(1, 0.7, 60_000, 0.01, id="c1-rho0.7", marks=pytest.mark.slow),
-    pytest.param(1, 0.8, 150_000, 0.01, id="c1-rho0.8", marks=pytest.mark.slow),
-    pytest.param(4, 0.7, 150_000, 0.01, id="c4-rho0.7", marks=pytest.mark.slow),
-    pytest.param(4, 0.8, 200_000, 0.01, id="c4-rho0.8", marks=pytest.mark.slow),
-    pytest.param(1, 0.9, 600_000, 0.01, id="c1-rho0.9-long", marks=pytest.mark.slow),
-    pytest.param(4, 0.9, 800_000, 0.01, id="c4-rho0.9", marks=pytest.mark.slow),
+    pytest.param(1, 0.5, 50_000, id="c1-rho0.5"),
+    pytest.param(4, 0.5, 100_000, id="c4-rho0.5"),
+    pytest.param(1, 0.9, 200_000, id="c1-rho0.9"),
+    pytest.param(1, 0.7, 80_000, id="c1-rho0.7", marks=pytest.mark.slow),
+    pytest.param(1, 0.8, 150_000, id="c1-rho0.8", marks=pytest.mark.slow),
+    pytest.param(4, 0.7, 150_000, id="c4-rho0.7", marks=pytest.mark.slow),
+    pytest.param(4, 0.8, 200_000, id="c4-rho0.8", marks=pytest.mark.slow),
+    pytest.param(1, 0.9, 600_000, id="c1-rho0.9-long", marks=pytest.mark.slow),
+    pytest.param(4, 0.9, 800_000, id="c4-rho0.9", marks=pytest.mark.slow),
 ]
-"""``(servers, rho, requests per replication, largest relative standard error allowed)``.
+"""``(servers, rho, requests per replication)``; the slow cases run longer.
 
-The default cases keep the suite fast: their standard errors are about 1% (so the 2% band is
-about two of them wide); the slow cases run longer for tighter estimates.
+Measured relative standard errors (10 replications): about 0.8% at rho 0.5, 1.0-1.3% for
+the default rho 0.9 case, 0.5-0.9% for the slow ones.
 """
 
 MMC_REPLICATIONS = 10
+MMC_TOLERANCE = 0.02
+MMC_MAX_REL_SE = MMC_TOLERANCE / 1.5
+"""The tolerance band must be at least 1.5 standard errors wide for a pass to mean much."""
 
 
-@pytest.mark.parametrize(("servers", "rho", "n_per_rep", "max_rel_se"), MMC_CASES)
-def test_mmc_mean_wait_matches_erlang_c(
-    servers: int, rho: float, n_per_rep: int, max_rel_se: float
-) -> None:
+@pytest.mark.parametrize(("servers", "rho", "n_per_rep"), MMC_CASES)
+def test_mmc_mean_wait_matches_erlang_c(servers: int, rho: float, n_per_rep: int) -> None:
     """The per-request M/M/c mean wait is within 2% of Erlang C, with a small standard error.
 
     Also: the realised utilisation is rho, and for c > 1 the result is far (over 10%) from
@@ -86,10 +87,10 @@ def test_mmc_mean_wait_matches_erlang_c(
     lam = rho * servers * mu
     theory_s = float(mmc_mean_wait_s(lam, mu, servers))
     estimate_s, se_s, _, util = _wait_with_control(
-        servers, rho, n_per_rep, MMC_REPLICATIONS, seed=(2024, servers, round(100 * rho))
+        servers, rho, n_per_rep, MMC_REPLICATIONS, seed=(2024, servers, round(100 * rho), n_per_rep)
     )
-    assert se_s / theory_s < max_rel_se
-    assert abs(estimate_s / theory_s - 1.0) < 0.02
+    assert se_s / theory_s < MMC_MAX_REL_SE
+    assert abs(estimate_s / theory_s - 1.0) < MMC_TOLERANCE
     assert abs(util / rho - 1.0) < 0.005
     if servers > 1:
         mm1_s = float(mmc_mean_wait_s(rho * mu, mu, 1))

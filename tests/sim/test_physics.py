@@ -273,6 +273,7 @@ def test_fluid_queue_one_step_equals_many_fine_steps() -> None:
 def test_fluid_queue_mean_backlog_when_draining_mid_step() -> None:
     """A backlog of 10 drained at 10/s over a 2 s step empties at 1 s: mean backlog 2.5."""
     new_backlog, served, mean_backlog = serving.fluid_queue_step(10.0, 0.0, 10.0, 2.0)
+    assert serving.fluid_backlog(10.0, 0.0, 10.0, 2.0) == new_backlog
     assert (new_backlog, served, mean_backlog) == pytest.approx((0.0, 10.0, 2.5))
 
 
@@ -461,6 +462,7 @@ JAX_CASES: dict[str, tuple[Any, ...]] = {
     "mmc_mean_response_s": (np.array([1.0, 20.0, 50.0]), 10.0, np.array([1, 4, 4])),
     "mmc_response_quantile_s": (np.array([1.0, 20.0, 50.0]), 10.0, np.array([1, 4, 4]), 0.99),
     "fluid_queue_step": (np.array([0.0, 10.0, 5.0]), np.array([5.0, 0.0, 20.0]), 10.0, 2.0),
+    "fluid_backlog": (np.array([0.0, 10.0, 5.0]), np.array([5.0, 0.0, 20.0]), 10.0, 2.0),
     "mmc_fluid_latency_s": (
         np.array([1.0, 39.0, 60.0]),
         10.0,
