@@ -907,7 +907,7 @@ class Twin:
             st.inst_ready, fails < probes.failure_threshold, passes >= probes.success_threshold
         )
         st.inst_live = serving
-        if not np.array_equal(new_ready, st.inst_ready):
+        if (new_ready != st.inst_ready).any():
             changed = np.flatnonzero(new_ready != st.inst_ready)
             st.inst_ready = new_ready
             for inst in changed:

@@ -71,10 +71,12 @@ def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> 
     """
     c = xp.asarray(servers)
     a = xp.asarray(offered_erlangs) * 1.0
-    b = xp.ones_like(a + c * 1.0)
+    if a.shape != c.shape:
+        a = a + xp.zeros(c.shape)
+    b = xp.ones_like(a)
     # One pass of the recursion up to the largest server count, snapshotting B at each
     # server count present (a handful): cheaper than masking every step.
-    present = np.flatnonzero(np.bincount(np.ravel(np.asarray(c)).astype(np.int64)))
+    present = np.flatnonzero(np.bincount(np.asarray(c, dtype=np.int64).ravel()))
     last = int(present[-1])
     snapshots = set(present[:-1].tolist())
     out = None

@@ -513,3 +513,16 @@ def test_physics_runs_under_jax_numpy_and_agrees_with_numpy(name: str) -> None:
     assert len(got_np) == len(want)
     for g, w in zip(got_np, want, strict=True):
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-12)
+
+
+def test_twin_default_power_model_is_the_one_that_meets_the_specpower_check() -> None:
+    """The twin's hosts use the linear model by default, the one within 3% of SPECpower."""
+    from sim.config import HostSpec
+
+    spec = _load_specpower()
+    util = np.asarray(spec["target_load"])
+    measured_w = np.asarray(spec["average_active_power_w"])
+    host = HostSpec(idle_w=float(measured_w[0]), busy_w=float(measured_w[-1]))
+    assert host.power_model == "linear"
+    model_w = power.linear_power_w(util, host.idle_w, host.busy_w)
+    assert _specpower_max_rel_error(model_w, measured_w) < 0.03
