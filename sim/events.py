@@ -43,6 +43,7 @@ class FaultRecord(Event):
     root_cause: str
     warning_signs: bool
     detail: dict[str, float] = field(default_factory=dict)
+    affected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,51 @@ class AlertRecord(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class IncidentRecord(Event):
+    """An incident's lifecycle: ``phase`` is opened, mitigating, resolved or escalated.
+
+    ``root_cause`` is the top-ranked candidate (``component:fault_class``) when known, and
+    ``candidates`` the ranked list with confidences.
+    """
+
+    incident_id: int
+    phase: str
+    priority: str
+    root_cause: str
+    alert_ids: tuple[int, ...] = ()
+    candidates: tuple[tuple[str, float], ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord(Event):
+    """A control decision: what the policy chose, the safety verdict, and whether it ran.
+
+    ``verdict`` is allowed, blocked, needs_approval or dry_run; ``executed`` is True only
+    when the action was submitted to the plant.
+    """
+
+    incident_id: int
+    action: str
+    target: str
+    verdict: str
+    reason: str
+    executed: bool
+    action_id: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord(Event):
+    """A human approval: ``phase`` is requested, approved, denied or timed_out."""
+
+    incident_id: int
+    action: str
+    target: str
+    phase: str
+    operator: str = "simulated"
+
+
+@dataclass(frozen=True, slots=True)
 class SloWindow(Event):
     """Requests offered and served within SLO over one window ending at ``t_s``."""
 
@@ -102,6 +148,9 @@ _TYPE_NAMES: dict[type, str] = {
     FaultCleared: "fault_cleared",
     ActionRecord: "action",
     AlertRecord: "alert",
+    IncidentRecord: "incident",
+    DecisionRecord: "decision",
+    ApprovalRecord: "approval",
     SloWindow: "slo",
 }
 

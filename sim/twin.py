@@ -291,10 +291,39 @@ class Twin:
             FaultRecord(
                 self.log.next_seq, self.now_s, fid, kind.value, target, spec.root_cause,
                 spec.warning_signs if warning_signs is None else warning_signs, detail,
+                self.affected_by(target),
             )
         )
         self.active_faults[fid] = (kind, target)
         return fid
+
+    def affected_by(self, target: str) -> tuple[str, ...]:
+        """Components a fault on ``target`` impairs: itself, the instances below it and
+        their services (ground truth for attributing alerts to faults)."""
+        st, topo = self.state, self.topo
+        used = st.inst_used
+        if target == "cluster":
+            return ("cluster", *(f"svc-{n}" for n in topo.service_names))
+        kind, _, ident = target.rpartition("-")
+        idx = int(ident) if ident.isdigit() else -1
+        names: list[str] = [target]
+        if kind == "inst":
+            insts = np.array([idx])
+        elif kind in ("host", "link-host"):
+            if kind == "link-host":
+                names.append(f"host-{idx}")
+            insts = np.flatnonzero(used & (st.inst_host == idx))
+        elif kind in ("tor", "uplink", "rack"):
+            hosts = np.flatnonzero(topo.host_rack == idx)
+            names += [f"host-{h}" for h in hosts]
+            insts = np.flatnonzero(used & np.isin(st.inst_host, hosts))
+        elif kind == "svc":
+            insts = np.flatnonzero(used & (st.inst_service == topo.service_names.index(ident)))
+        else:
+            insts = np.zeros(0, dtype=np.int64)
+        names += [self.inst_name(int(i)) for i in insts]
+        names += sorted({f"svc-{topo.service_names[st.inst_service[i]]}" for i in insts})
+        return tuple(dict.fromkeys(names))
 
     def record_state(
         self, target: str, state: str, fault_id: int | None, cause: str, t_s: float | None = None

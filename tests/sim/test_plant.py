@@ -181,6 +181,8 @@ def test_jsonl_export_round_trips(tmp_path: Path) -> None:
             value = getattr(record, name)
             if isinstance(value, float):
                 assert obj[name] == pytest.approx(value, rel=1e-8), name
+            elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+                assert obj[name] == list(value), name
             elif isinstance(value, tuple):
                 assert obj[name] == pytest.approx(list(value), rel=1e-8), name
             elif isinstance(value, dict):
