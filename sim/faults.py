@@ -159,7 +159,7 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
         fid = twin.record_fault(kind, name, detail)
         twin.fault_of[name] = fid
         if kind != FaultKind.MEMORY_LEAK:
-            twin.take_instance_down(tgt, fid, kind.value)
+            twin.take_instance_down(tgt, fid, kind.value, vm_down=kind == FaultKind.VM_FAILURE)
         return fid
     if kind in (FaultKind.HOST_FAILURE, FaultKind.NOISY_NEIGHBOUR, FaultKind.FAN_FAILURE,
                 FaultKind.DISK_DEGRADATION):
@@ -259,6 +259,8 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
     )
     st.inst_vulnerable[st.inst_used & (st.inst_service == tgt)] = True
     st.svc_exploit_hazard_per_s[tgt] = 1.0 / (hours * 3600.0)
+    # The advisory is public: operators see it, unlike the fault's ground truth.
+    twin.record_state(f"svc-{topo.service_names[tgt]}", "vulnerable", fid, "CVE advisory")
     twin.fault_of[f"svc-{topo.service_names[tgt]}"] = fid
     twin.start_exploit(tgt, fid)
     return fid

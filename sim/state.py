@@ -55,6 +55,7 @@ class ClusterState:
     inst_workers: np.ndarray
     inst_mem_limit_bytes: np.ndarray
     inst_up: np.ndarray
+    inst_vm_up: np.ndarray
     inst_boot_until_s: np.ndarray
     inst_in_rotation: np.ndarray
     inst_ready: np.ndarray
@@ -171,6 +172,7 @@ def initial_state(
         inst_workers=workers,
         inst_mem_limit_bytes=mem_limit,
         inst_up=used.copy(),
+        inst_vm_up=used.copy(),
         inst_boot_until_s=zeros_i(),
         inst_in_rotation=used.copy(),
         inst_ready=used.copy(),

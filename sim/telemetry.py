@@ -15,14 +15,17 @@ HOST_FEATURES: tuple[str, ...] = (
 
 INSTANCE_FEATURES: tuple[str, ...] = (
     "cpu_util", "mem_util", "rps", "latency_s", "p99_latency_s", "error_rate", "queue_len",
-    "net_bps", "disk_latency_s", "temp_c", "up", "ready",
+    "net_bps", "disk_latency_s", "temp_c", "up", "ready", "vm_up",
 )
 """Columns of the instance metric vector, in order (SI units; utilisations are fractions)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What a controller sees: the latest sample plus probe state and placement."""
+    """What a controller sees: the latest sample plus probe state, placement and topology.
+
+    Never ground truth: no fault identities or root causes.
+    """
 
     t_s: float
     host: np.ndarray
@@ -33,6 +36,8 @@ class Observation:
     inst_live: np.ndarray
     inst_ready: np.ndarray
     service_names: tuple[str, ...]
+    host_rack: np.ndarray
+    call_edges: tuple[tuple[str, str], ...]
 
 
 class TelemetryBuffer:

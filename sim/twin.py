@@ -351,9 +351,13 @@ class Twin:
             self.clear_fault(fid, by)
 
     # ------------------------------------------------------------------ state transitions
-    def take_instance_down(self, inst: int, fault_id: int | None, cause: str) -> None:
-        """Stop an instance: its queued requests are lost."""
+    def take_instance_down(
+        self, inst: int, fault_id: int | None, cause: str, *, vm_down: bool = False
+    ) -> None:
+        """Stop an instance's process (and its VM with ``vm_down``): queued requests are lost."""
         st = self.state
+        if vm_down:
+            st.inst_vm_up[inst] = False
         if not st.inst_up[inst]:
             return
         st.inst_up[inst] = False
@@ -370,6 +374,7 @@ class Twin:
         st.inst_probe_fails[inst] = 0
         st.inst_probe_passes[inst] = self.config.probes.success_threshold
         self._recompute_slowdown(inst)
+        st.inst_vm_up[inst] = True
         if not st.inst_up[inst]:
             st.inst_up[inst] = True
             self.record_state(self.inst_name(inst), "up", None, cause)
@@ -389,7 +394,7 @@ class Twin:
         st.host_up[host] = False
         self.record_state(f"host-{host}", "down", fault_id, cause)
         for inst in np.flatnonzero(st.inst_used & (st.inst_host == host)):
-            self.take_instance_down(int(inst), fault_id, f"host-{host} down")
+            self.take_instance_down(int(inst), fault_id, f"host-{host} down", vm_down=True)
 
     def _bring_host_up(self, host: int, cause: str) -> None:
         st = self.state
@@ -455,6 +460,8 @@ class Twin:
             inst_live=st.inst_live.copy(),
             inst_ready=st.inst_ready.copy(),
             service_names=self.topo.service_names,
+            host_rack=self.topo.host_rack,
+            call_edges=self.topo.call_edges,
         )
 
     def apply(self, action: Action) -> ActionResult:
@@ -534,6 +541,7 @@ class Twin:
         st.inst_mem_limit_bytes[slot] = topo.svc_mem_limit_bytes[service]
         st.inst_mem_bytes[slot] = topo.svc_mem_base_bytes[service]
         st.inst_up[slot] = False
+        st.inst_vm_up[slot] = False
         st.inst_in_rotation[slot] = False
         st.inst_ready[slot] = False
         st.inst_live[slot] = False
@@ -552,6 +560,7 @@ class Twin:
         self._release(int(st.inst_host[slot]), slot)
         st.inst_used[slot] = False
         st.inst_up[slot] = False
+        st.inst_vm_up[slot] = False
         st.inst_in_rotation[slot] = False
         st.inst_ready[slot] = False
         st.inst_live[slot] = False
@@ -604,6 +613,7 @@ class Twin:
                 self._free_slot(slot)
                 return False
             st.inst_up[slot] = st.inst_in_rotation[slot] = st.inst_ready[slot] = True
+            st.inst_vm_up[slot] = True
             st.inst_live[slot] = True
             self.record_state(self.inst_name(slot), "up", None, "scale_out")
         elif kind == "scale_in":
@@ -967,7 +977,7 @@ class Twin:
             (st.inst_mem_bytes + in_flight * self._i_mem_per_req) / st.inst_mem_limit_bytes,
             st.inst_rps, st.inst_latency_s, st.inst_latency_s * P99_OVER_MEAN, st.inst_error_rate,
             st.inst_backlog + in_flight, st.inst_rps * self._i_bits, st.disk_latency_s[hst],
-            st.temp_c[hst], st.inst_up, st.inst_ready,
+            st.temp_c[hst], st.inst_up, st.inst_ready, st.inst_vm_up,
         )
         self.telemetry.push(t, host_rows, inst_rows)
 
