@@ -299,7 +299,8 @@ class Twin:
 
     def affected_by(self, target: str) -> tuple[str, ...]:
         """Components a fault on ``target`` impairs: itself, the instances below it and
-        their services (ground truth for attributing alerts to faults)."""
+        their services (ground truth for attributing alerts to faults).
+        """
         st, topo = self.state, self.topo
         used = st.inst_used
         if target == "cluster":
