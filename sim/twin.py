@@ -298,8 +298,10 @@ class Twin:
         return fid
 
     def affected_by(self, target: str) -> tuple[str, ...]:
-        """Components a fault on ``target`` impairs: itself, the instances below it and
-        their services (ground truth for attributing alerts to faults).
+        """Components a fault on ``target`` impairs.
+
+        Itself, the hosts and instances below it and their services: the ground truth for
+        attributing alerts to faults.
         """
         st, topo = self.state, self.topo
         used = st.inst_used
