@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from sim.actions import Action, ActionResult
-from sim.events import Event
+from sim.events import Event, EventLog
 from sim.telemetry import Observation
 
 
@@ -17,6 +17,11 @@ class Plant(Protocol):
     @property
     def now_s(self) -> float:
         """Current time of the plant, seconds."""
+        ...
+
+    @property
+    def log(self) -> EventLog:
+        """The plant's event log; controllers append their alerts, incidents and decisions."""
         ...
 
     def observe(self) -> Observation:

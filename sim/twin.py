@@ -43,6 +43,7 @@ from sim.physics.power import fan_power_w, linear_power_w
 from sim.physics.serving import (
     fluid_backlog,
     mm1_sojourn_s,
+    path_latency_cdf,
     mmc_fluid_latency_s,
     timeout_fraction,
 )
@@ -825,13 +826,15 @@ class Twin:
         st.inst_error_rate = 1.0 - ok
         st.inst_util = np.minimum(lam_serving / np.maximum(capacity, 1e-9), 1.0)
 
-        # End-to-end: per class along its path; exponential tail for the SLO share.
+        # End-to-end: per class along its path, each visit's sojourn taken as exponential
+        # and the path's sum as the moment-matched gamma.
         inv_lam = 1.0 / np.maximum(lam_svc, 1e-12)
         svc_lat = np.bincount(svc, lam * latency, minlength=n_s) * inv_lam
         svc_ok = np.bincount(svc, lam * ok, minlength=n_s) * inv_lam * self._svc_routable
         class_lat = topo.path_matrix @ svc_lat
+        class_var = topo.path_matrix @ (svc_lat * svc_lat)
         class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))
-        class_good = class_ok * -np.expm1(-topo.class_slo_s / np.maximum(class_lat, 1e-9))
+        class_good = class_ok * path_latency_cdf(class_lat, class_var, topo.class_slo_s)
         n_req = offered * dt
         admitted_req = admitted * dt
         good = admitted_req * float(topo.class_share @ class_good)

@@ -319,3 +319,35 @@ def timeout_fraction(mean_latency_s: Array, timeout_s: Array, *, xp: ModuleType 
     """
     # A zero mean divides into -inf, whose exponential is the 0 a zero latency implies.
     return xp.exp(-timeout_s / xp.maximum(mean_latency_s, 1e-300))
+
+
+def path_latency_cdf(
+    mean_s: Array, var_s2: Array, slo_s: Array, *, xp: ModuleType = np
+) -> Array:
+    """Share of requests whose end-to-end latency along a call path is within ``slo_s``.
+
+    The path latency is a sum of per-hop sojourn times; it is approximated by the gamma
+    distribution with the same mean and variance (shape ``k = m^2 / v``, scale ``v / m``), so
+    ``P(T <= s) = P(k, s / theta)``, the regularised lower incomplete gamma function. With
+    exponential hops (variance = mean^2 per hop) this matches the hypoexponential sum's
+    first two moments and is exact for one hop or equal hops.
+    Source: moment matching, e.g. Whitt, "Approximating a point process by a renewal
+    process", Management Science 28(2), 1982; the gamma for sums of exponentials: Kleinrock,
+    "Queueing Systems, Vol. 1", 1975, section 2.4 (Erlang-k).
+
+    Args:
+        mean_s: mean path latency, s (> 0).
+        var_s2: variance of the path latency, s^2 (> 0).
+        slo_s: latency objective, s.
+        xp: array namespace (``numpy`` uses scipy.special, ``jax.numpy`` jax.scipy.special).
+
+    Returns:
+        Probability that a request meets the objective.
+    """
+    if xp is np:
+        from scipy.special import gammainc
+    else:
+        from jax.scipy.special import gammainc
+    mean = xp.maximum(mean_s, 1e-12)
+    var = xp.maximum(var_s2, 1e-24)
+    return gammainc(mean * mean / var, slo_s * mean / var)

@@ -1,11 +1,13 @@
 """Per-request discrete-event serving mode: agreement with queueing theory and with fast mode.
 
 The M/M/c checks compare the per-request SimPy station with Erlang C. Mean waits at high
-utilisation converge slowly (at rho = 0.9 about 2 million requests give a 1% standard error),
+utilisation converge slowly (at rho = 0.9, 2 million requests leave a 1.2% standard error),
 so each case runs independent replications and removes the part of their error explained by
 the realised offered load, whose mean is known (the control-variate method of Lavenberg &
-Welch, 1981); the standard error of that estimate is asserted too, so a pass is never luck
-alone. The network checks compare per-class latency with the fast-mode (flow-level M/M/c)
+Welch, 1981). The standard error of that estimate is asserted below the tolerance, so the
+band is never narrower than the noise, but in the default rho = 0.9 case it is only about
+1.7 standard errors wide (see ``MMC_CASES``); the exact replay test shows the queue logic
+itself is right, so these checks test sampling and the model. The network checks compare per-class latency with the fast-mode (flow-level M/M/c)
 prediction for the same cluster. Seeds are fixed; the margins in the docstrings were measured.
 """
 
@@ -41,7 +43,9 @@ def _wait_with_control(
     waits = np.empty(reps)
     utils = np.empty(reps)
     for r, child in enumerate(np.random.SeedSequence(seed).spawn(reps)):
-        stats = simulate_mmc(lam, mu, servers, n_per_rep, np.random.default_rng(child))
+        stats = simulate_mmc(
+            lam, mu, servers, n_per_rep, np.random.default_rng(child), MMC_WARMUP_REQUESTS
+        )
         waits[r] = stats.mean_wait_s
         utils[r] = stats.utilisation
     du = utils - rho
@@ -53,31 +57,32 @@ def _wait_with_control(
 
 
 MMC_CASES = [
-    pytest.param(1, 0.5, 50_000, id="c1-rho0.5"),
-    pytest.param(4, 0.5, 100_000, id="c4-rho0.5"),
-    pytest.param(1, 0.9, 200_000, id="c1-rho0.9"),
-    pytest.param(1, 0.7, 80_000, id="c1-rho0.7", marks=pytest.mark.slow),
-    pytest.param(1, 0.8, 150_000, id="c1-rho0.8", marks=pytest.mark.slow),
-    pytest.param(4, 0.7, 150_000, id="c4-rho0.7", marks=pytest.mark.slow),
-    pytest.param(4, 0.8, 200_000, id="c4-rho0.8", marks=pytest.mark.slow),
-    pytest.param(1, 0.9, 600_000, id="c1-rho0.9-long", marks=pytest.mark.slow),
-    pytest.param(4, 0.9, 800_000, id="c4-rho0.9", marks=pytest.mark.slow),
+    pytest.param(1, 0.5, 25_000, id="c1-rho0.5"),
+    pytest.param(4, 0.5, 50_000, id="c4-rho0.5"),
+    pytest.param(1, 0.9, 100_000, id="c1-rho0.9"),
+    pytest.param(1, 0.7, 40_000, id="c1-rho0.7", marks=pytest.mark.slow),
+    pytest.param(1, 0.8, 75_000, id="c1-rho0.8", marks=pytest.mark.slow),
+    pytest.param(4, 0.7, 75_000, id="c4-rho0.7", marks=pytest.mark.slow),
+    pytest.param(4, 0.8, 100_000, id="c4-rho0.8", marks=pytest.mark.slow),
+    pytest.param(1, 0.9, 300_000, id="c1-rho0.9-long", marks=pytest.mark.slow),
+    pytest.param(4, 0.9, 400_000, id="c4-rho0.9", marks=pytest.mark.slow),
 ]
 """``(servers, rho, requests per replication)``; the slow cases run longer.
 
-Measured relative standard errors (10 replications): about 0.8% at rho 0.5, 1.0-1.3% for
-the default rho 0.9 case, 0.5-0.9% for the slow ones.
+Relative standard errors of the estimate, measured over many seeds with the equivalent
+FCFS recursion (see the replay test below): about 0.6% (c = 1) and
+0.9% (c = 4) at rho = 0.5, and 1.2% for the default rho = 0.9 case, so there the 2% band is
+only about 1.7 standard errors wide; the slow rho = 0.9 cases bring it to about 0.7%.
 """
 
-MMC_REPLICATIONS = 10
+MMC_REPLICATIONS = 20
+MMC_WARMUP_REQUESTS = 2_000
 MMC_TOLERANCE = 0.02
-MMC_MAX_REL_SE = MMC_TOLERANCE / 1.5
-"""The tolerance band must be at least 1.5 standard errors wide for a pass to mean much."""
 
 
 @pytest.mark.parametrize(("servers", "rho", "n_per_rep"), MMC_CASES)
 def test_mmc_mean_wait_matches_erlang_c(servers: int, rho: float, n_per_rep: int) -> None:
-    """The per-request M/M/c mean wait is within 2% of Erlang C, with a small standard error.
+    """The per-request M/M/c mean wait is within 2% of Erlang C, its standard error below 2%.
 
     Also: the realised utilisation is rho, and for c > 1 the result is far (over 10%) from
     both wrong models a 2% check must tell apart, M/M/1 at the same rho and one pooled
@@ -89,7 +94,7 @@ def test_mmc_mean_wait_matches_erlang_c(servers: int, rho: float, n_per_rep: int
     estimate_s, se_s, _, util = _wait_with_control(
         servers, rho, n_per_rep, MMC_REPLICATIONS, seed=(2024, servers, round(100 * rho), n_per_rep)
     )
-    assert se_s / theory_s < MMC_MAX_REL_SE
+    assert se_s / theory_s < MMC_TOLERANCE
     assert abs(estimate_s / theory_s - 1.0) < MMC_TOLERANCE
     assert abs(util / rho - 1.0) < 0.005
     if servers > 1:

@@ -463,6 +463,7 @@ JAX_CASES: dict[str, tuple[Any, ...]] = {
     "mmc_response_quantile_s": (np.array([1.0, 20.0, 50.0]), 10.0, np.array([1, 4, 4]), 0.99),
     "fluid_queue_step": (np.array([0.0, 10.0, 5.0]), np.array([5.0, 0.0, 20.0]), 10.0, 2.0),
     "fluid_backlog": (np.array([0.0, 10.0, 5.0]), np.array([5.0, 0.0, 20.0]), 10.0, 2.0),
+    "path_latency_cdf": (np.array([0.1, 0.3]), np.array([0.005, 0.09]), 0.5),
     "mmc_fluid_latency_s": (
         np.array([1.0, 39.0, 60.0]),
         10.0,
@@ -526,3 +527,21 @@ def test_twin_default_power_model_is_the_one_that_meets_the_specpower_check() ->
     assert host.power_model == "linear"
     model_w = power.linear_power_w(util, host.idle_w, host.busy_w)
     assert _specpower_max_rel_error(model_w, measured_w) < 0.03
+
+
+def test_path_latency_cdf_is_exact_for_erlang_paths_and_matches_hypoexponential_sums() -> None:
+    """One exponential hop gives 1 - exp(-s/m); k equal hops give the Erlang-k cdf; unequal
+    hops (hypoexponential) are matched within 2% at the 95th percentile."""
+    m = 0.1
+    assert serving.path_latency_cdf(m, m * m, 0.3) == pytest.approx(1 - np.exp(-3.0), rel=1e-9)
+    k = 4
+    erlang = 1 - sum(np.exp(-4.0) * 4.0**j / math.factorial(j) for j in range(k))
+    assert serving.path_latency_cdf(k * 0.05, k * 0.05**2, 0.1 * k / 2) == pytest.approx(
+        erlang, rel=1e-9
+    )
+    rng = np.random.default_rng(0)
+    means = np.array([0.005, 0.035, 0.047, 0.002])
+    samples = (rng.exponential(1.0, (400_000, 4)) * means).sum(axis=1)
+    q95 = float(np.quantile(samples, 0.95))
+    approx = serving.path_latency_cdf(means.sum(), (means**2).sum(), q95)
+    assert approx == pytest.approx(0.95, abs=0.02)
