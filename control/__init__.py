@@ -1,0 +1,1 @@
+"""Autonomous control plane: detection, RCA, remediation, incidents, safety, KPIs."""
