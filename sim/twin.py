@@ -43,8 +43,8 @@ from sim.physics.power import fan_power_w, linear_power_w
 from sim.physics.serving import (
     fluid_backlog,
     mm1_sojourn_s,
-    path_latency_cdf,
     mmc_fluid_latency_s,
+    path_latency_cdf,
     timeout_fraction,
 )
 from sim.physics.storage import disk_hazard_per_s, wear_step
@@ -961,9 +961,21 @@ class Twin:
                                   self._fault_behind(int(inst)), "readiness probe")
 
     def _fault_behind(self, inst: int) -> int | None:
-        """Active fault on an instance, else on its host, else on its rack's switch."""
-        host = int(self.state.inst_host[inst])
-        for name in (self.inst_name(inst), f"host-{host}", f"tor-{self.topo.host_rack[host]}"):
+        """The active fault that explains an instance's probe result, outermost cause first.
+
+        A partitioned rack explains everything in it, a host down everything on it; only
+        then does the instance's own fault count.
+        """
+        st = self.state
+        host = int(st.inst_host[inst])
+        rack = int(self.topo.host_rack[host])
+        order = []
+        if not st.tor_up[rack]:
+            order.append(f"tor-{rack}")
+        if not st.host_up[host]:
+            order.append(f"host-{host}")
+        order += [self.inst_name(inst), f"host-{host}", f"tor-{rack}"]
+        for name in order:
             fid = self.fault_of.get(name)
             if fid is not None:
                 return fid
