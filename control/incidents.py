@@ -71,10 +71,12 @@ class Incident:
     step: int = 0
     step_started_s: float = 0.0
     action_ids: list[int] = field(default_factory=list)
+    step_action_ids: list[int] = field(default_factory=list)
     waiting_for: set[int] = field(default_factory=set)
     verify_after_s: float = 0.0
     resolved_s: float | None = None
     baseline_good_share: float = 1.0
+    human_reruns: int = 0
 
     @property
     def root_cause(self) -> str:

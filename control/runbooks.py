@@ -120,11 +120,9 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook(
             FaultKind.MEMORY_LEAK.value,
             (
-                _step(("reroute_traffic", itself), ("restart_instance", itself),
-                      deadline_s=120.0),
+                _step(("restart_instance", itself), deadline_s=120.0),
                 _step(("cold_migrate", itself), deadline_s=240.0),
             ),
-            follow_up=(("restore_traffic", itself),),
         ),
         Runbook(
             FaultKind.VM_FAILURE.value,
@@ -171,6 +169,7 @@ RUNBOOKS: dict[str, Runbook] = {
                 _step(("scale_out", busiest_services), deadline_s=300.0),
                 _step(("shed_load", itself), deadline_s=300.0),
             ),
+            follow_up=(("stop_shedding", itself),),
         ),
         Runbook(
             FaultKind.NOISY_NEIGHBOUR.value,

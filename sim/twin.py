@@ -63,7 +63,8 @@ DISK_DEGRADED_WEAR = 0.8
 DISK_WEAR_OUT = 1.0
 DEGRADED_IOPS_FACTOR = 0.25
 LIVE_MIGRATION_PAUSE_S = 0.3
-SPARE_SLOT_FRACTION = 0.5
+SPARE_SLOT_FRACTION = 1.5
+SCALE_OUT_TARGET_UTIL = 0.6
 PANIC_READY_SHARE = 0.5
 P99_OVER_MEAN = -np.log(0.01)
 _INSTANCE_FAULTS = (FaultKind.SERVICE_CRASH, FaultKind.MEMORY_LEAK, FaultKind.VM_FAILURE)
@@ -79,7 +80,7 @@ class PendingAction:
     start_s: float
     done_at_s: float
     success: bool
-    aux: int
+    aux: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,7 +508,7 @@ class Twin:
         return self.log.since(since)
 
     # ------------------------------------------------------------------ actions
-    def _on_start(self, kind: str, tgt: ResolvedTarget) -> int:
+    def _on_start(self, kind: str, tgt: ResolvedTarget) -> tuple[int, ...]:
         st = self.state
         i = tgt.index
         if kind == "restart_instance":
@@ -517,23 +518,44 @@ class Twin:
             self._reserve(dest, i)
             if kind == "cold_migrate":
                 self.take_instance_down(i, None, "cold migration")
-            return dest
+            return (dest,)
         elif kind == "scale_out":
-            slot = int(np.flatnonzero(~st.inst_used)[0])
-            host = self.scale_out_host(i)
-            self._init_slot(slot, i, host)
-            return slot
+            slots: list[int] = []
+            for _ in range(self._scale_out_count(i)):
+                free = np.flatnonzero(~st.inst_used)
+                host = self.scale_out_host(i)
+                if free.size == 0 or host < 0:
+                    break
+                self._init_slot(int(free[0]), i, host)
+                slots.append(int(free[0]))
+            return tuple(slots)
         elif kind == "scale_in":
             members = np.flatnonzero(st.inst_used & (st.inst_service == i))
             rank = st.inst_up[members].astype(float) * 2 + st.inst_ready[members]
             victim = int(members[np.lexsort((-members, rank))[0]])
             st.inst_in_rotation[victim] = False
-            return victim
+            return (victim,)
         elif kind == "drain_host":
             st.host_schedulable[i] = False
         elif kind in ("replace_disk", "reboot_host"):
             self.take_host_down(i, None, kind)
-        return -1
+        return ()
+
+    def _scale_out_count(self, service: int) -> int:
+        """Replicas a scale-out adds, as a horizontal autoscaler would.
+
+        Enough to bring the service's offered CPU demand per running worker down to
+        ``SCALE_OUT_TARGET_UTIL``; at least one, at most as many as it has running.
+        """
+        st = self.state
+        members = st.inst_used & (st.inst_service == service) & st.inst_up
+        n = int(members.sum())
+        if n == 0:
+            return 1
+        demand = float((st.inst_rps[members] / st.inst_slowdown[members]).sum())
+        util = demand * self.topo.svc_cpu_s[service] / float(st.inst_workers[members].sum())
+        need = math.ceil(n * util / SCALE_OUT_TARGET_UTIL) - n
+        return int(min(max(need, 1), n))
 
     def _init_slot(self, slot: int, service: int, host: int) -> None:
         st, topo = self.state, self.topo
@@ -588,11 +610,12 @@ class Twin:
         i, kind = p.target.index, p.kind
         if not p.success:
             if kind in ("live_migrate", "cold_migrate"):
-                self._release(p.aux, i)
+                self._release(p.aux[0], i)
             elif kind == "scale_out":
-                self._free_slot(p.aux)
+                for slot in p.aux:
+                    self._free_slot(slot)
             elif kind == "scale_in":
-                st.inst_in_rotation[p.aux] = True
+                st.inst_in_rotation[p.aux[0]] = True
             elif kind == "drain_host":
                 st.host_schedulable[i] = True
             return False
@@ -602,28 +625,33 @@ class Twin:
             self._bring_instance_up(i, "restart")
         elif kind == "live_migrate":
             self._lose_requests(float(st.inst_rps[i]) * LIVE_MIGRATION_PAUSE_S)
-            self._move_instance(i, p.aux)
+            self._move_instance(i, p.aux[0])
             self._clear_faults_on(self.inst_name(i), (FaultKind.VM_FAILURE,), "live_migrate")
         elif kind == "cold_migrate":
-            self._move_instance(i, p.aux)
+            self._move_instance(i, p.aux[0])
             if st.inst_compromised[i]:
                 st.inst_compromised[i] = False
                 self.record_state(self.inst_name(i), "rebuilt", None, "cold_migrate")
-            if st.host_up[p.aux]:
+            if st.host_up[p.aux[0]]:
                 self._bring_instance_up(i, "cold_migrate")
         elif kind == "scale_out":
-            slot = p.aux
-            if not st.host_up[st.inst_host[slot]]:
-                self._free_slot(slot)
+            booted = 0
+            for slot in p.aux:
+                if not st.host_up[st.inst_host[slot]]:
+                    self._free_slot(slot)
+                    continue
+                st.inst_up[slot] = st.inst_in_rotation[slot] = st.inst_ready[slot] = True
+                st.inst_vm_up[slot] = True
+                st.inst_live[slot] = True
+                booted += 1
+                self.record_state(self.inst_name(slot), "up", None, "scale_out")
+            if not booted:
                 return False
-            st.inst_up[slot] = st.inst_in_rotation[slot] = st.inst_ready[slot] = True
-            st.inst_vm_up[slot] = True
-            st.inst_live[slot] = True
-            self.record_state(self.inst_name(slot), "up", None, "scale_out")
         elif kind == "scale_in":
-            self._lose_requests(float(st.inst_backlog[p.aux]))
-            self._free_slot(p.aux)
-            self.record_state(self.inst_name(p.aux), "removed", None, "scale_in")
+            victim = p.aux[0]
+            self._lose_requests(float(st.inst_backlog[victim]))
+            self._free_slot(victim)
+            self.record_state(self.inst_name(victim), "removed", None, "scale_in")
         elif kind == "config_rollback":
             mask = st.inst_used & (st.inst_service == i)
             st.inst_config_version[mask] = st.svc_good_config_version[i]

@@ -530,8 +530,11 @@ def test_twin_default_power_model_is_the_one_that_meets_the_specpower_check() ->
 
 
 def test_path_latency_cdf_is_exact_for_erlang_paths_and_matches_hypoexponential_sums() -> None:
-    """One exponential hop gives 1 - exp(-s/m); k equal hops give the Erlang-k cdf; unequal
-    hops (hypoexponential) are matched within 2% at the 95th percentile."""
+    """The path latency cdf is exact for Erlang paths and close for hypoexponential ones.
+
+    One exponential hop gives 1 - exp(-s/m); k equal hops give the Erlang-k cdf; unequal hops
+    (hypoexponential) are matched within 2% at the 95th percentile.
+    """
     m = 0.1
     assert serving.path_latency_cdf(m, m * m, 0.3) == pytest.approx(1 - np.exp(-3.0), rel=1e-9)
     k = 4

@@ -1,0 +1,485 @@
+"""The rule-based healing engine: detect, correlate, diagnose, remediate, verify, escalate.
+
+One :meth:`HealingEngine.step` per control interval, against any :class:`sim.plant.Plant`:
+
+1. the detection stage turns telemetry and operational events into alerts;
+2. alerts are correlated into groups; a new group opens an incident whose priority comes
+   from its impact and whose root cause is ranked by the topology-aware RCA;
+3. the root cause's runbook runs step by step; every action passes the safety gate (which
+   may block it, turn it into a logged dry-run decision, or ask the simulated operator);
+4. once a step's actions have finished, the incident resolves if the SLO is healthy and the
+   services it touched have their ready capacity back; past the step's deadline the next
+   step runs, and after the last one the incident escalates;
+5. an action that made the SLO worse is rolled back when rollback is enabled.
+
+Every decision is written to the plant's event log, which is what KPIs and post-mortems read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from control.detection import DetectionStage, default_detectors
+from control.incidents import Impact, Incident, priority
+from control.rca import AlertGroup, correlate, rank_root_causes
+from control.runbooks import RUNBOOKS, Runbook
+from control.safety import (
+    ApprovalTicket,
+    SafetyConfig,
+    SafetyGate,
+    SimulatedOperator,
+    rollback_action,
+)
+from sim.actions import ACTION_SPECS, Action
+from sim.errors import ConfigError
+from sim.events import (
+    ActionRecord,
+    AlertRecord,
+    ApprovalRecord,
+    DecisionRecord,
+    IncidentRecord,
+    SloWindow,
+)
+from sim.plant import Plant
+from sim.telemetry import INSTANCE_FEATURES, Observation
+
+_CPU_UTIL = INSTANCE_FEATURES.index("cpu_util")
+_RPS = INSTANCE_FEATURES.index("rps")
+_ERR = INSTANCE_FEATURES.index("error_rate")
+HEALTHY_ERROR_RATE = 0.01
+CONFIDENT = 0.7
+EVIDENCE_WAIT_S = 3.0
+"""A diagnosis below CONFIDENT waits this long for more alerts (e.g. a VM's telemetry)."""
+SHED_STEP, SHED_MAX = 0.2, 0.6
+"""What one shed_load action rate-limits, and the most it can (see sim.actions)."""
+UNSHED_UTIL = 0.6
+"""Stop shedding when the busiest service would run below this utilisation without it."""
+BLOCKED_RETRY_S = 60.0
+"""How long a blocked follow-up action is retried (cooldowns, rate and blast-radius limits)."""
+HUMAN_RERUNS = 1
+"""Times the on-call human reruns an exhausted runbook, approving each action."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Timing and thresholds of the healing loop."""
+
+    correlation_window_s: float = 120.0
+    slo_target: float = 0.999
+    verify_hold_s: float = 30.0
+    rollback_tolerance: float = 0.002
+
+    def __post_init__(self) -> None:
+        for name in ("correlation_window_s", "verify_hold_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"engine.{name} must be a non-negative number, got {value!r}")
+        if not 0.0 < self.slo_target <= 1.0:
+            raise ConfigError(f"engine.slo_target must lie in (0, 1], got {self.slo_target!r}")
+        if not 0.0 <= self.rollback_tolerance < 1.0:
+            raise ConfigError(
+                f"engine.rollback_tolerance must lie in [0, 1), got {self.rollback_tolerance!r}"
+            )
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An action the engine wants to run for an incident, and what it is waiting on."""
+
+    action: Action
+    incident_id: int
+    reason: str
+    ticket: ApprovalTicket | None = None
+    blocked_reason: str = ""
+
+
+@dataclass(slots=True)
+class _Executed:
+    action: Action
+    incident_id: int
+    good_share_before: float
+    rollback: bool
+
+
+@dataclass(slots=True)
+class _State:
+    incidents: dict[int, Incident] = field(default_factory=dict)
+    group_of: dict[int, int] = field(default_factory=dict)
+    groups: list[AlertGroup] = field(default_factory=list)
+    alerts: dict[int, AlertRecord] = field(default_factory=dict)
+    pending: list[_Pending] = field(default_factory=list)
+    executed: dict[int, _Executed] = field(default_factory=dict)
+    succeeded: set[int] = field(default_factory=set)
+    shed_level: float = 0.0
+    shed_started: dict[int, float] = field(default_factory=dict)
+    shed_incident: int = 0
+    next_incident: int = 0
+    seen_seq: int = 0
+
+
+class HealingEngine:
+    """Rule-based policy over a plant, behind the safety gate.
+
+    Args:
+        plant: the system to heal (the twin, or a live adapter).
+        safety: safety controls enforced on every action.
+        operator: the human in the loop (simulated in the twin); required when any action
+            can need approval.
+        config: timing and thresholds.
+        detection: the detection stage; the default detectors when None.
+    """
+
+    def __init__(
+        self,
+        plant: Plant,
+        safety: SafetyConfig | None = None,
+        operator: SimulatedOperator | None = None,
+        config: EngineConfig | None = None,
+        detection: DetectionStage | None = None,
+    ) -> None:
+        self.plant = plant
+        self.config = config or EngineConfig()
+        self.safety = safety or SafetyConfig()
+        self.gate = SafetyGate(self.safety)
+        self.operator = operator
+        self.detection = detection or DetectionStage(default_detectors())
+        self._s = _State(seen_seq=plant.log.next_seq)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def incidents(self) -> dict[int, Incident]:
+        """Incidents by id (open and closed)."""
+        return self._s.incidents
+
+    def emergency_stop(self, reason: str = "operator request") -> None:
+        """Halt every action from now on; in-flight ones finish, nothing new starts."""
+        self.gate.emergency_stop(self.plant.now_s, reason)
+
+    def resume(self) -> None:
+        """Lift an emergency stop."""
+        self.gate.resume()
+
+    def step(self) -> None:
+        """One control step at the plant's current time."""
+        plant, s = self.plant, self._s
+        new_events = plant.events(s.seen_seq)
+        self.gate.sync(new_events)
+        self._finish_actions(new_events)
+        alerts = self.detection.step(plant)
+        s.seen_seq = plant.log.next_seq
+        obs = plant.observe()
+        if alerts:
+            self._correlate(alerts, obs)
+        self._run_pending(obs)
+        for incident in list(s.incidents.values()):
+            if incident.phase in ("opened", "mitigating", "escalated"):
+                self._advance(incident, obs)
+        self._housekeeping(obs)
+
+    def _housekeeping(self, obs: Observation) -> None:
+        """Stop load shedding once the busiest service could take the full load again."""
+        s = self._s
+        if s.shed_level <= 0.0 or any(p.action.kind == "stop_shedding" for p in s.pending):
+            return
+        used = obs.inst_used & obs.inst_ready
+        n = len(obs.service_names)
+        counts = np.maximum(np.bincount(obs.inst_service[used], minlength=n), 1)
+        util = np.bincount(obs.inst_service[used], obs.inst[used, _CPU_UTIL], minlength=n) / counts
+        recent = any(e.action.kind == "shed_load" for aid, e in s.executed.items()
+                     if aid in s.shed_started and self.plant.now_s - s.shed_started[aid] < 900.0)
+        if not recent and float(util.max()) / (1.0 - s.shed_level) < UNSHED_UTIL:
+            s.pending.append(_Pending(Action("stop_shedding", "cluster"), s.shed_incident,
+                                      "follow-up: capacity is back, stop shedding load"))
+            self._run_pending(obs)
+
+    # ------------------------------------------------------------------ incidents
+    def _log_incident(self, inc: Incident, phase: str, note: str = "") -> None:
+        log = self.plant.log
+        log.add(IncidentRecord(
+            log.next_seq, self.plant.now_s, inc.incident_id, phase, inc.priority, inc.root_cause,
+            tuple(inc.alert_ids), tuple(inc.candidates[:5]), note,
+        ))
+
+    def _correlate(self, alerts: Sequence[AlertRecord], obs: Observation) -> None:
+        s = self._s
+        for a in alerts:
+            s.alerts[a.alert_id] = a
+        s.groups = correlate(alerts, s.groups, window_s=self.config.correlation_window_s, obs=obs)
+        for group in s.groups:
+            members = [s.alerts[i] for i in group.alert_ids if i in s.alerts]
+            inc_id = s.group_of.get(group.group_id)
+            if inc_id is None:
+                self._open(group, members, obs)
+            else:
+                inc = s.incidents[inc_id]
+                added = [i for i in group.alert_ids if i not in inc.alert_ids]
+                if added and inc.phase in ("opened", "mitigating"):
+                    inc.alert_ids += added
+                    inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
+                    if inc.step == 0 and not inc.action_ids:
+                        inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
+                                          for c in rank_root_causes(members, obs)]
+
+    def _open(self, group: AlertGroup, members: Sequence[AlertRecord], obs: Observation) -> None:
+        s, now = self._s, self.plant.now_s
+        targets = {a.target for a in members}
+        for other in s.incidents.values():
+            # Alerts about a component an unresolved incident already handles join it, so a
+            # remediation in progress does not spawn a competing incident.
+            if other.phase != "resolved" and other.components & targets:
+                s.group_of[group.group_id] = other.incident_id
+                other.alert_ids += [
+                    a.alert_id for a in members if a.alert_id not in other.alert_ids
+                ]
+                return
+        inc = Incident(
+            incident_id=s.next_incident, opened_s=now, priority="P4",
+            components={a.target for a in members}, alert_ids=list(group.alert_ids),
+        )
+        s.next_incident += 1
+        s.group_of[group.group_id] = inc.incident_id
+        inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
+                          for c in rank_root_causes(members, obs)]
+        inc.baseline_good_share = self._good_share()
+        inc.priority = priority(self._impact(inc, obs))
+        inc.step_started_s = now
+        s.incidents[inc.incident_id] = inc
+        self._log_incident(inc, "opened")
+        if inc.priority == "P0":
+            inc.phase = "escalated"
+            self._log_incident(inc, "escalated", "P0: on-call human paged; actions need approval")
+        elif inc.priority == "P1":
+            self._log_incident(inc, "opened", "P1: human notified; automation proceeds")
+
+    def _impact(self, inc: Incident, obs: Observation) -> Impact:
+        share = 1.0 - self._good_share()
+        n_inst = max(int(obs.inst_used.sum()), 1)
+        touched = self._instances_of(inc.components, obs)
+        data_risk = any(c.endswith("security_vulnerability") for c, _ in inc.candidates[:1]) or any(
+            "database" in c for c in inc.components
+        )
+        return Impact(share, max(share - (1.0 - self.config.slo_target), 0.0),
+                      len(touched) / n_inst, data_risk)
+
+    def _instances_of(self, components: set[str], obs: Observation) -> set[int]:
+        out: set[int] = set()
+        for comp in components:
+            kind, _, ident = comp.rpartition("-")
+            if kind == "inst" and ident.isdigit():
+                out.add(int(ident))
+            elif kind == "host" and ident.isdigit():
+                on_host = obs.inst_used & (obs.inst_host == int(ident))
+                out |= {int(i) for i in np.flatnonzero(on_host)}
+            elif kind == "tor" and ident.isdigit():
+                out |= {int(i) for i in np.flatnonzero(
+                    obs.inst_used & (obs.host_rack[obs.inst_host] == int(ident)))}
+            elif kind == "svc" and ident in obs.service_names:
+                svc = obs.service_names.index(ident)
+                out |= {int(i) for i in np.flatnonzero(obs.inst_used & (obs.inst_service == svc))}
+        return out
+
+    def _runbook(self, inc: Incident) -> tuple[Runbook | None, str]:
+        if not inc.root_cause or ":" not in inc.root_cause:
+            return None, ""
+        component, fault_class = inc.root_cause.rsplit(":", 1)
+        return RUNBOOKS.get(fault_class), component
+
+    def _advance(self, inc: Incident, obs: Observation) -> None:
+        now = self.plant.now_s
+        runbook, component = self._runbook(inc)
+        if runbook is None:
+            if now - inc.opened_s > 600.0 and inc.phase != "escalated":
+                inc.phase = "escalated"
+                self._log_incident(inc, "escalated", "no runbook for the diagnosed cause")
+            return
+        if inc.waiting_for or any(p.incident_id == inc.incident_id for p in self._s.pending):
+            return
+        if (
+            inc.step == 0 and inc.candidates and inc.candidates[0][1] < CONFIDENT
+            and now - inc.opened_s < EVIDENCE_WAIT_S
+        ):
+            return
+        if inc.step > 0 and self._healthy(inc, obs):
+            if inc.verify_after_s == 0.0:
+                inc.verify_after_s = now + self.config.verify_hold_s
+            if now >= inc.verify_after_s:
+                self._resolve(inc, runbook, component, obs)
+            return
+        inc.verify_after_s = 0.0
+        deadline = runbook.steps[inc.step - 1].deadline_s if inc.step else 0.0
+        if inc.step and now < inc.step_started_s + deadline:
+            return
+        if inc.step >= len(runbook.steps):
+            if inc.phase != "escalated":
+                inc.phase = "escalated"
+                self._log_incident(inc, "escalated", "runbook exhausted without recovery; "
+                                   "the on-call human reruns it, approving each action")
+            if inc.human_reruns >= HUMAN_RERUNS:
+                return
+            inc.human_reruns += 1
+            inc.step = 0
+        step = runbook.steps[inc.step]
+        inc.step += 1
+        inc.step_started_s = now
+        inc.step_action_ids = []
+        if inc.phase == "opened":
+            inc.phase = "mitigating"
+            self._log_incident(inc, "mitigating", f"runbook step {inc.step}")
+        for action in step.resolve(component, obs):
+            self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
+        self._run_pending(obs)
+
+    def _retry_s(self, inc: Incident) -> float:
+        """Blocked actions are retried until their step's deadline (cooldowns pass)."""
+        runbook, _ = self._runbook(inc)
+        if runbook is None or inc.step == 0:
+            return BLOCKED_RETRY_S
+        return runbook.steps[min(inc.step, len(runbook.steps)) - 1].deadline_s
+
+    def _resolve(self, inc: Incident, runbook: Runbook, component: str, obs: Observation) -> None:
+        inc.phase = "resolved"
+        inc.resolved_s = self.plant.now_s
+        self._log_incident(inc, "resolved")
+        for kind, rule in runbook.follow_up:
+            for target in rule(component, obs):
+                self._s.pending.append(_Pending(Action(kind, target), inc.incident_id, "follow-up"))
+        self._run_pending(obs)
+
+    def _healthy(self, inc: Incident, obs: Observation) -> bool:
+        """The current step's actions all succeeded and what the incident touched is well.
+
+        Local, so one incident's recovery does not wait on another's: every instance of the
+        touched services that is in use is ready, and their request-weighted error rate is
+        under ``HEALTHY_ERROR_RATE``. A cluster-wide cause (a load surge) needs the SLO met.
+        """
+        if not inc.step_action_ids or not set(inc.step_action_ids) <= self._s.succeeded:
+            return False
+        if inc.root_cause.startswith("cluster") and self._good_share() < self.config.slo_target:
+            return False
+        touched = self._instances_of(inc.components, obs)
+        services = {int(obs.inst_service[i]) for i in touched if obs.inst_used[i]}
+        for svc in services:
+            members = obs.inst_used & (obs.inst_service == svc)
+            if (members & ~obs.inst_ready).any():
+                return False
+            rps = obs.inst[members, _RPS]
+            err = float((rps * obs.inst[members, _ERR]).sum() / max(float(rps.sum()), 1e-9))
+            if err > HEALTHY_ERROR_RATE:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ actions
+    def _run_pending(self, obs: Observation) -> None:
+        s, now, log = self._s, self.plant.now_s, self.plant.log
+        keep: list[_Pending] = []
+        for p in s.pending:
+            inc = s.incidents[p.incident_id]
+            if p.ticket is not None:
+                if now < p.ticket.decide_at_s:
+                    keep.append(p)
+                    continue
+                phase = "approved" if p.ticket.approved else "denied"
+                log.add(ApprovalRecord(log.next_seq, now, inc.incident_id, p.action.kind,
+                                       p.action.target, phase))
+                if p.ticket.approved:
+                    # Limits may have changed while the human decided: check again.
+                    verdict = self.gate.check(p.action, obs, now, approved=True)
+                    if verdict.kind == "allowed":
+                        self._submit(p, inc, obs, "approved by operator")
+                    else:
+                        log.add(DecisionRecord(log.next_seq, now, inc.incident_id,
+                                               p.action.kind, p.action.target, verdict.kind,
+                                               verdict.reason, False))
+                continue
+            verdict = self.gate.check(p.action, obs, now)
+            needs_human = verdict.kind == "needs_approval" or (
+                inc.phase == "escalated" and verdict.kind == "allowed"
+            )
+            if verdict.kind == "blocked":
+                if p.blocked_reason != verdict.reason:
+                    p.blocked_reason = verdict.reason
+                    log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind,
+                                           p.action.target, "blocked", verdict.reason, False))
+                if not self.gate.stopped and now - inc.step_started_s < self._retry_s(inc):
+                    keep.append(p)
+                continue
+            if verdict.kind == "dry_run":
+                log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind,
+                                       p.action.target, "dry_run", p.reason, False))
+                continue
+            if needs_human:
+                if self.operator is None:
+                    log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind,
+                                           p.action.target, "blocked",
+                                           "needs approval and no operator is configured", False))
+                    continue
+                p.ticket = self.operator.request(p.action, now)
+                log.add(ApprovalRecord(log.next_seq, now, inc.incident_id, p.action.kind,
+                                       p.action.target, "requested"))
+                keep.append(p)
+                continue
+            self._submit(p, inc, obs, p.reason)
+        s.pending = keep
+
+    def _submit(self, p: _Pending, inc: Incident, obs: Observation, reason: str) -> None:
+        log, now = self.plant.log, self.plant.now_s
+        result = self.plant.apply(p.action)
+        if not result.accepted:
+            log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind,
+                                   p.action.target, "rejected", result.reason, False))
+            return
+        self.gate.started(p.action, result.action_id, obs, now)
+        log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind, p.action.target,
+                               "allowed", reason, True, result.action_id))
+        inc.action_ids.append(result.action_id)
+        if p.action.kind == "shed_load":
+            self._s.shed_started[result.action_id] = now
+        if not reason.startswith(("follow-up", "rollback")):
+            inc.step_action_ids.append(result.action_id)
+        inc.waiting_for.add(result.action_id)
+        self._s.executed[result.action_id] = _Executed(
+            p.action, inc.incident_id, self._good_share(), reason.startswith("rollback"),
+        )
+
+    def _finish_actions(self, events: Sequence[object]) -> None:
+        s = self._s
+        for r in events:
+            if not (isinstance(r, ActionRecord) and r.phase in ("succeeded", "failed")):
+                continue
+            ex = s.executed.get(r.action_id)
+            if ex is None:
+                continue
+            inc = s.incidents[ex.incident_id]
+            inc.waiting_for.discard(r.action_id)
+            if r.phase == "succeeded":
+                s.succeeded.add(r.action_id)
+                if ex.action.kind == "shed_load":
+                    s.shed_level = min(s.shed_level + SHED_STEP, SHED_MAX)
+                    s.shed_incident = ex.incident_id
+                elif ex.action.kind == "stop_shedding":
+                    s.shed_level = 0.0
+            if (
+                r.phase == "succeeded" and self.safety.rollback_enabled and not ex.rollback
+                and ex.good_share_before - self._good_share() > self.config.rollback_tolerance
+            ):
+                # Adding capacity cannot make the twin worse; a surge that keeps growing would
+                # otherwise read as the scale-out's fault.
+                inverse = None if ex.action.kind == "scale_out" else rollback_action(ex.action)
+                if inverse is not None:
+                    s.pending.append(_Pending(inverse, inc.incident_id,
+                                              f"rollback of {ex.action.kind}: SLO got worse"))
+
+    def _good_share(self) -> float:
+        for r in reversed(self.plant.log.since(max(0, self.plant.log.next_seq - 400))):
+            if isinstance(r, SloWindow):
+                return r.good / r.requests if r.requests else 1.0
+        return 1.0
+
+
+def action_spec_risk(kind: str) -> str:
+    """Risk class of an action kind (for reports)."""
+    return ACTION_SPECS[kind].risk

@@ -1,0 +1,52 @@
+"""Hydra callbacks of ``python -m experiments.run`` (named in ``conf/config.yaml``).
+
+:class:`CheckAtStart` validates the composed config and opens the MLflow store before any
+job starts, so a bad value or tracking URI fails in one line before anything runs, and
+parallel jobs never race to create the store. :class:`MultirunSummary` prints the KPIs of a
+multirun aggregated over seeds once every job has finished.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from experiments import tracking
+from experiments.config import CONFIG_ERRORS, StartupAbort, error_line, to_run_spec, to_schema
+from experiments.summarize import DEFAULT_BY, from_sweep, report
+
+
+class CheckAtStart(Callback):
+    """Validate the config before the run (for a multirun, the values its jobs share)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Validate the config and open the tracking store."""
+        _check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Validate the values shared by every job and open the tracking store once."""
+        _check(config)
+
+
+def _check(config: DictConfig) -> None:
+    try:
+        schema = to_schema(config)
+        to_run_spec(schema)
+        if schema.tracking.enabled:
+            client = tracking.client_for(schema.tracking.tracking_uri)
+            tracking.ensure_experiment(client, schema.tracking.experiment)
+    except CONFIG_ERRORS as err:
+        raise StartupAbort(error_line(err)) from None
+
+
+class MultirunSummary(Callback):
+    """Print per-scenario KPIs over the jobs of a multirun, JSON as the last line."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Aggregate the jobs of this multirun from their output folders."""
+        sweep_dir = str(config.hydra.sweep.dir)
+        sys.stdout.write(report(f"sweep:{sweep_dir}", from_sweep(sweep_dir), DEFAULT_BY) + "\n")
+        sys.stdout.flush()

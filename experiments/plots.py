@@ -1,0 +1,195 @@
+"""Figures of a run: cluster telemetry, and an incident timeline on a time axis.
+
+Figures are built with matplotlib's object API (no pyplot state), so they render under the
+Agg backend in scripts and inline in notebooks alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from sim.events import (
+    ActionRecord,
+    AlertRecord,
+    Event,
+    FaultCleared,
+    FaultRecord,
+    IncidentRecord,
+    SloWindow,
+)
+from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES
+
+_H = 3600.0
+_SUBROWS = 4
+_ACTION_COLOURS = {"succeeded": "tab:green", "failed": "tab:red", "rejected": "tab:gray",
+                   "started": "tab:orange"}
+_INCIDENT_COLOURS = {"resolved": "tab:green", "escalated": "tab:red"}
+
+
+def availability_series(events: Sequence[Event]) -> tuple[np.ndarray, np.ndarray]:
+    """End time (s) and request-weighted availability of each SLO window in the log."""
+    windows = [r for r in events if isinstance(r, SloWindow)]
+    t_s = np.array([w.t_s for w in windows], dtype=float)
+    good = np.array([w.good for w in windows], dtype=float)
+    requests = np.array([w.requests for w in windows], dtype=float)
+    share = np.divide(good, requests, out=np.full_like(good, np.nan), where=requests > 0)
+    return t_s, share
+
+
+def plot_telemetry(
+    events: Sequence[Event],
+    times_s: np.ndarray,
+    host: np.ndarray,
+    inst: np.ndarray,
+    inst_used: np.ndarray | None = None,
+    slo_target: float | None = None,
+) -> Figure:
+    """Availability per SLO window over the run, and host / instance metrics over time.
+
+    Args:
+        events: the run's event log (its SLO windows give the availability panel).
+        times_s: sample times, shape (n,), as from ``TelemetryBuffer.window``.
+        host: host metrics, shape (n, hosts, len(HOST_FEATURES)).
+        inst: instance metrics, shape (n, slots, len(INSTANCE_FEATURES)).
+        inst_used: which instance slots hold an instance; all when None.
+        slo_target: drawn as a reference line on the availability panel.
+    """
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    axes = fig.subplots(2, 2)
+    t_w, share = availability_series(events)
+    ax = axes[0, 0]
+    ax.plot(t_w / _H, share, lw=0.8, color="tab:blue")
+    if slo_target is not None:
+        ax.axhline(slo_target, color="tab:red", lw=0.8, ls="--", label=f"SLO {slo_target:g}")
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set(title="Availability per SLO window", xlabel="time (h)", ylabel="good / requests")
+
+    hours = np.asarray(times_s, dtype=float) / _H
+    span = f"last {len(hours)} samples" if len(hours) else "no samples"
+    h = {name: host[:, :, i] for i, name in enumerate(HOST_FEATURES)}
+    used = np.ones(inst.shape[1], dtype=bool) if inst_used is None else np.asarray(inst_used)
+    s = {name: inst[:, used, i] for i, name in enumerate(INSTANCE_FEATURES)}
+
+    ax = axes[0, 1]
+    if len(hours):
+        ax.plot(hours, h["up"].sum(axis=1), label="hosts up", color="tab:blue")
+        ax.plot(hours, s["ready"].sum(axis=1), label="instances ready", color="tab:green")
+        ax.set_ylim(0, max(host.shape[1], int(used.sum())) * 1.1)
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set(title=f"Capacity ({span})", xlabel="time (h)", ylabel="count")
+
+    ax = axes[1, 0]
+    if len(hours):
+        ax.plot(hours, h["cpu_util"].mean(axis=1), label="CPU mean", color="tab:blue")
+        ax.plot(hours, h["cpu_util"].max(axis=1), label="CPU max", color="tab:orange", lw=0.8)
+        temp_ax = ax.twinx()
+        temp_ax.plot(hours, h["temp_c"].max(axis=1), color="tab:red", lw=0.8, ls=":")
+        temp_ax.set_ylabel("max temperature (°C, dotted)", color="tab:red")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set(title=f"Hosts ({span})", xlabel="time (h)", ylabel="CPU utilisation")
+
+    ax = axes[1, 1]
+    if len(hours) and s["p99_latency_s"].shape[1]:
+        ax.plot(hours, np.median(s["p99_latency_s"], axis=1), color="tab:blue")
+        err_ax = ax.twinx()
+        err_ax.plot(hours, s["error_rate"].mean(axis=1), color="tab:red", lw=0.8, ls=":")
+        err_ax.set_ylabel("mean error rate (dotted)", color="tab:red")
+    ax.set(title=f"Instances ({span})", xlabel="time (h)", ylabel="median p99 latency (s)")
+    return fig
+
+
+def plot_timeline(
+    events: Sequence[Event], end_s: float | None = None, slo_target: float | None = None,
+) -> Figure:
+    """Faults, alerts, actions and incidents of a run on one time axis.
+
+    Faults and incidents are bars from onset (opening) to clearance (resolution or
+    escalation), or to ``end_s`` while still open; alerts are ticks; actions are markers at
+    their start, coloured by outcome. With ``slo_target``, SLO windows whose availability
+    fell below it are shaded.
+    """
+    end = end_s if end_s is not None else max((r.t_s for r in events), default=0.0)
+    lanes = ("incidents", "actions", "alerts", "faults")
+    base = {name: i for i, name in enumerate(lanes)}
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    ax = fig.subplots()
+    if slo_target is not None:
+        for w in events:
+            if isinstance(w, SloWindow) and w.requests > 0 and w.good / w.requests < slo_target:
+                ax.axvspan((w.t_s - w.window_s) / _H, w.t_s / _H, color="tab:red", alpha=0.12,
+                           lw=0)
+
+    cleared = {r.fault_id: r.t_s for r in events if isinstance(r, FaultCleared)}
+    faults = [r for r in events if isinstance(r, FaultRecord)]
+    for k, f in enumerate(faults):
+        y = base["faults"] + _subrow(k)
+        stop = cleared.get(f.fault_id, end)
+        ax.plot([f.t_s / _H, stop / _H], [y, y], color="tab:purple", lw=3, solid_capstyle="butt")
+        ax.annotate(f.kind, (f.t_s / _H, y), xytext=(2, 3), textcoords="offset points",
+                    fontsize=6)
+
+    alerts = [r.t_s / _H for r in events if isinstance(r, AlertRecord)]
+    ax.scatter(alerts, np.full(len(alerts), base["alerts"] + 0.4), marker="|", s=80,
+               color="tab:orange")
+
+    outcome: dict[int, str] = {}
+    started: dict[int, float] = {}
+    for r in events:
+        if isinstance(r, ActionRecord):
+            outcome[r.action_id] = r.phase
+            if r.phase in ("started", "rejected"):
+                started.setdefault(r.action_id, r.t_s)
+    for phase, colour in _ACTION_COLOURS.items():
+        ts = [started[a] / _H for a, p in outcome.items() if p == phase and a in started]
+        ax.scatter(ts, np.full(len(ts), base["actions"] + 0.4), marker=">", s=30, color=colour)
+
+    opened: dict[int, float] = {}
+    closed: dict[int, tuple[float, str]] = {}
+    for r in events:
+        if isinstance(r, IncidentRecord):
+            opened.setdefault(r.incident_id, r.t_s)
+            if r.phase in _INCIDENT_COLOURS:
+                closed[r.incident_id] = (r.t_s, r.phase)
+    for k, (iid, t0) in enumerate(sorted(opened.items())):
+        stop, phase = closed.get(iid, (end, "open"))
+        y = base["incidents"] + _subrow(k)
+        ax.plot([t0 / _H, max(stop, t0 + 1.0) / _H], [y, y],
+                color=_INCIDENT_COLOURS.get(phase, "tab:orange"), lw=3, solid_capstyle="butt")
+
+    ax.set_yticks([base[name] + 0.4 for name in lanes], lanes)
+    ax.set_ylim(-0.2, len(lanes))
+    ax.set_xlim(0.0, max(end, 1.0) / _H)
+    ax.set_xlabel("time (h)")
+    ax.set_title(f"Incident timeline: {len(faults)} faults, {len(alerts)} alerts, "
+                 f"{len(started)} actions, {len(opened)} incidents")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(handles=_legend(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    return fig
+
+
+def _subrow(k: int) -> float:
+    return 0.15 + 0.7 * (k % _SUBROWS) / _SUBROWS
+
+
+def _legend() -> list[Artist]:
+    items: list[Artist] = [
+        Line2D([], [], color="tab:purple", lw=3, label="fault (onset → cleared)"),
+        Line2D([], [], color="tab:orange", marker="|", ls="", label="alert"),
+    ]
+    items += [
+        Line2D([], [], color=c, marker=">", ls="",
+               label="action in flight" if p == "started" else f"action {p}")
+        for p, c in _ACTION_COLOURS.items()
+    ]
+    items += [
+        Line2D([], [], color=c, lw=3, label=f"incident {p}")
+        for p, c in (*_INCIDENT_COLOURS.items(), ("open", "tab:orange"))
+    ]
+    items.append(Patch(color="tab:red", alpha=0.12, label="SLO window below target"))
+    return items

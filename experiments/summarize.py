@@ -1,0 +1,183 @@
+"""Aggregate run KPIs over seeds: per scenario and agent, the mean and a 95% CI of each KPI.
+
+    python -m experiments.summarize --experiment novacron
+    python -m experiments.summarize --experiment novacron --by scenario.name safety.dry_run
+    python -m experiments.summarize --experiment novacron --filter "params.seed != '0'"
+    python -m experiments.summarize --sweep-dir multirun/2026-01-01/12-00-00
+
+Reads the finished MLflow runs of an experiment (or the job folders of one Hydra multirun),
+groups them by config keys (``--by``, the flattened config keys logged as params; by default
+scenario, agent, cluster size and simulated hours, so runs of different sizes never mix) and
+aggregates each group with :func:`control.kpi.aggregate`. Prints a Markdown table, then one
+JSON object: ``{"source": ..., "by": [...], "groups": [{<by keys>, "runs", <kpi>,
+"<kpi>_ci95": [lo, hi], ...}]}`` with NaN as null.
+
+After ``python -m experiments.run -m ...`` the callback
+:class:`experiments.callbacks.MultirunSummary` prints the same summary for the jobs of that
+multirun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from control.kpi import aggregate, to_markdown
+from experiments import tracking
+from sim.errors import ConfigError
+
+DEFAULT_BY = ("scenario.name", "agent.name", "cluster.hosts", "scenario.hours")
+_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunKpis:
+    """One finished run: its flattened config and its KPIs (NaN where undefined)."""
+
+    params: Mapping[str, str]
+    kpis: Mapping[str, float]
+
+
+def from_mlflow(
+    experiment: str, tracking_uri: str | None = None, filter_string: str = "",
+) -> list[RunKpis]:
+    """The finished runs of ``experiment`` (and matching ``filter_string``), oldest first.
+
+    Raises:
+        ConfigError: no such experiment in the tracking store.
+    """
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"tracking-uri: no MLflow store at {uri}")
+    client = tracking.client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(
+            f"experiment: no MLflow experiment named {experiment!r} at {uri}"
+        )
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id],
+            filter_string=" and ".join(f for f in ("attributes.status = 'FINISHED'",
+                                                    filter_string) if f),
+            max_results=_PAGE, order_by=["attributes.start_time ASC"], page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return [RunKpis(dict(r.data.params), dict(r.data.metrics)) for r in runs]
+
+
+def from_sweep(sweep_dir: str | Path) -> list[RunKpis]:
+    """The finished jobs of one Hydra multirun: ``<job>/.hydra/config.yaml`` and ``kpis.json``."""
+    out = []
+    for kpi_file in sorted(Path(sweep_dir).glob("*/kpis.json"), key=_job_order):
+        config_file = kpi_file.parent / ".hydra" / "config.yaml"
+        if not config_file.is_file():
+            continue
+        config = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+        if not isinstance(config, dict):
+            continue
+        raw = json.loads(kpi_file.read_text(encoding="utf-8"))
+        kpis = {k: math.nan if v is None else float(v) for k, v in raw.items()}
+        out.append(RunKpis(tracking.flatten(config), kpis))
+    return out
+
+
+def _job_order(path: Path) -> tuple[int, str]:
+    name = path.parent.name
+    return (int(name), name) if name.isdigit() else (sys.maxsize, name)
+
+
+def summarize(runs: Sequence[RunKpis], by: Sequence[str] = DEFAULT_BY) -> list[dict[str, Any]]:
+    """Runs grouped by the config keys ``by``; per group the :func:`aggregate` of its KPIs.
+
+    A KPI a run did not report (MLflow keeps no NaN metrics) is left out for that run, as
+    :func:`aggregate` leaves out NaN.
+    """
+    groups: dict[tuple[str, ...], list[Mapping[str, float]]] = {}
+    for r in runs:
+        label = tuple(r.params.get(k, "?") for k in by)
+        groups.setdefault(label, []).append(r.kpis)
+    return [
+        {**dict(zip(by, label, strict=True)), **aggregate(rows)}
+        for label, rows in sorted(groups.items())
+    ]
+
+
+def markdown(groups: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
+    """One KPI table per group, headed by its config values and number of runs."""
+    if not groups:
+        return "(no finished runs)\n"
+    parts = []
+    for g in groups:
+        head = ", ".join(f"{k}={g[k]}" for k in by)
+        kpis = {k: v for k, v in g.items() if k not in by and k != "runs"}
+        parts.append(f"### {head} (runs: {int(g['runs'])})\n\n{to_markdown(kpis)}")
+    return "\n".join(parts)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, tuples and arrays as lists."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def report(source: str, runs: Sequence[RunKpis], by: Sequence[str]) -> str:
+    """The printed summary: Markdown table, then the JSON object as the last line."""
+    groups = summarize(runs, by)
+    line = {"source": source, "by": list(by), "runs": len(runs), "groups": json_safe(groups)}
+    return markdown(groups, by) + json.dumps(line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; an unknown experiment prints one line on stderr and exits with 2."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.summarize",
+                                     description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--experiment", help="MLflow experiment name")
+    source.add_argument("--sweep-dir", help="a Hydra multirun folder")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+                             "sqlite in ./mlruns)")
+    parser.add_argument("--by", nargs="+", default=list(DEFAULT_BY),
+                        help="config keys to group by (default: %(default)s)")
+    parser.add_argument("--filter", default="",
+                        help="MLflow search filter, e.g. \"tags.hydra_sweep_dir = 'multirun/...'\"")
+    args = parser.parse_args(argv)
+    try:
+        if args.experiment is not None:
+            runs = from_mlflow(args.experiment, args.tracking_uri, args.filter)
+            name = f"mlflow:{args.experiment}"
+        else:
+            if not Path(args.sweep_dir).is_dir():
+                raise ConfigError(f"sweep-dir: no folder {args.sweep_dir}")
+            runs = from_sweep(args.sweep_dir)
+            name = f"sweep:{args.sweep_dir}"
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report(name, runs, args.by))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

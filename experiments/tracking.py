@@ -1,0 +1,165 @@
+"""MLflow helpers: where runs go, and how a run's params, metrics and artifacts are logged.
+
+Everything goes through an explicit :class:`mlflow.MlflowClient` and run id, never MLflow's
+global active run, so parallel jobs that share a worker process cannot nest runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from sim.errors import ConfigError
+
+DEFAULT_STORE_DIR = "mlruns"
+_PARAM_MAX_CHARS = 6000
+_BATCH = 100
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri``; else ``MLFLOW_TRACKING_URI``; else an embedded SQLite store in ``./mlruns``.
+
+    MLflow's plain-file store is refused by recent MLflow unless ``MLFLOW_ALLOW_FILE_STORE``
+    is set, so the embedded default is SQLite, with artifacts in the same folder.
+    """
+    if uri:
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(Path.cwd() / DEFAULT_STORE_DIR / 'mlflow.db').as_posix()}"
+
+
+def client_for(uri: str | None) -> MlflowClient:
+    """A client for the resolved tracking URI, one per process and URI.
+
+    Raises:
+        ConfigError: MLflow cannot use the URI.
+    """
+    return _client(resolve_tracking_uri(uri))
+
+
+@functools.lru_cache(maxsize=8)
+def _client(resolved: str) -> MlflowClient:
+    try:
+        return MlflowClient(tracking_uri=resolved)
+    except Exception as err:
+        raise ConfigError(f"tracking.tracking_uri: cannot use {resolved!r}: "
+                          f"{_first_line(str(err))}") from None
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """Id of experiment ``name``, created if missing; safe when parallel jobs race to create it.
+
+    Raises:
+        ConfigError: the tracking store cannot be opened or written.
+    """
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        try:
+            return str(client.create_experiment(name))
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+    except Exception as err:
+        raise ConfigError(f"tracking: {_first_line(str(err))}") from None
+
+
+def git_revision(path: str | Path | None = None) -> str:
+    """Commit of the git checkout holding ``path`` (this package by default), or ``unknown``.
+
+    A checkout with uncommitted changes gets ``-dirty`` appended.
+    """
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    rev = _git(where, "rev-parse", "HEAD")
+    if not rev:
+        return "unknown"
+    return f"{rev}-dirty" if _git(where, "status", "--porcelain", "--untracked-files=no") else rev
+
+
+def _git(where: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def flatten(tree: Mapping[Any, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping to ``{"a.b": "value"}`` strings, as MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = str(value)[:_PARAM_MAX_CHARS]
+    return out
+
+
+def finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric, finite entries of ``values``; undefined KPIs (NaN) are left out."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def start_run(
+    client: MlflowClient, experiment_id: str, run_name: str, params: Mapping[str, str],
+    tags: Mapping[str, str],
+) -> str:
+    """Create a run with its params and tags; returns its id."""
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    run_id = str(run.info.run_id)
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), _BATCH):
+        client.log_batch(run_id, params=items[i : i + _BATCH])
+    return run_id
+
+
+def finish_run(
+    client: MlflowClient, run_id: str, metrics: Mapping[str, Any], artifact_dir: str | Path,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Log finite ``metrics``, everything under ``artifact_dir`` and ``tags``; mark FINISHED."""
+    now_ms = int(time.time() * 1000)
+    items = [Metric(k, v, now_ms, 0) for k, v in finite_metrics(metrics).items()]
+    for i in range(0, len(items), _BATCH):
+        client.log_batch(run_id, metrics=items[i : i + _BATCH])
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_artifacts(run_id, str(artifact_dir))
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def fail_run(client: MlflowClient, run_id: str) -> None:
+    """Mark a run FAILED (best effort: the original error matters more)."""
+    with contextlib.suppress(Exception):
+        client.set_terminated(run_id, status="FAILED")
+
+
+def _first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return text

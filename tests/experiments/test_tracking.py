@@ -1,0 +1,56 @@
+"""MLflow helpers that need no tracking store."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from experiments.tracking import finite_metrics, flatten, git_revision, resolve_tracking_uri
+
+
+def test_flatten_joins_nested_keys_with_dots() -> None:
+    """Nested config becomes dotted param names with string values."""
+    assert flatten({"cluster": {"hosts": 20}, "safety": {"approval_risks": ["high"]},
+                    "seed": 0}) == {
+        "cluster.hosts": "20", "safety.approval_risks": "['high']", "seed": "0",
+    }
+
+
+def test_finite_metrics_drops_nan_inf_and_non_numbers() -> None:
+    """Undefined KPIs (NaN), infinities, booleans and strings are not logged as metrics."""
+    kept = finite_metrics({"a": 1, "b": math.nan, "c": math.inf, "d": True, "e": "x", "f": 0.5})
+    assert kept == {"a": 1.0, "f": 0.5}
+
+
+def test_tracking_uri_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Explicit URI, else MLFLOW_TRACKING_URI, else SQLite under ./mlruns."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None) == f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db')}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert resolve_tracking_uri(None) == "sqlite:///elsewhere.db"
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_git_revision_outside_a_checkout_is_unknown(tmp_path: Path) -> None:
+    """A folder that is not in a git checkout has revision ``unknown``."""
+    assert git_revision(tmp_path) == "unknown"
+
+
+def test_git_revision_of_a_checkout_is_its_head(tmp_path: Path) -> None:
+    """In a checkout the revision is HEAD's commit, marked dirty with uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    head = git("rev-parse", "HEAD")
+    assert git_revision(tmp_path) == head
+    (tmp_path / "f.txt").write_text("b")
+    assert git_revision(tmp_path) == f"{head}-dirty"
