@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-all lint bench clean
+.PHONY: setup run experiment test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m sim run --scenario mixed --hosts 100 --hours 24 --seed 0
+
+experiment: $(STAMP)
+	$(PY) -m experiments.run
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2
@@ -32,4 +35,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/twin_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outputs multirun

@@ -6,6 +6,7 @@ Prints one JSON object as the last line of standard output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -14,6 +15,7 @@ import time
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS, make_config
 from sim.twin import Twin
+from sim.workload import WorkloadParams
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--tick-s", type=float, default=10.0, help="physics tick, seconds")
     run.add_argument("--events-out", default=None, help="write the event log here (JSONL)")
+    run.add_argument(
+        "--trace", default=None,
+        help="replay this CSV as the load shape (NAB series or request-arrival trace)",
+    )
     sub.add_parser("scenarios", help="list the registered scenarios")
     return parser
 
@@ -36,8 +42,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise ConfigError(f"--hours must be positive, got {args.hours}")
     if args.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {args.seed}")
+    overrides: dict[str, object] = {}
+    if args.trace:
+        overrides["workload"] = dataclasses.replace(WorkloadParams(), trace=args.trace)
     config = make_config(args.scenario, args.hosts, tick_s=args.tick_s,
-                         telemetry_interval_s=max(10.0, args.tick_s))
+                         telemetry_interval_s=max(10.0, args.tick_s), **overrides)
     twin = Twin(config, seed=args.seed)
     wall0 = time.perf_counter()
     twin.advance(args.hours * 3600.0)

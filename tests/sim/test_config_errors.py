@@ -234,3 +234,16 @@ def test_cli_config_error_exits_2_with_one_line(args: tuple[str, ...], field: st
     assert lines[0].startswith("error: ")
     assert field in lines[0]
     assert proc.stdout == ""
+
+
+def test_cli_replays_a_vendored_trace_and_rejects_a_missing_one() -> None:
+    """--trace replays a CSV as the load shape (changing the run); a missing file is one error."""
+    base = _summary(_cli("run", "--scenario", "calm", "--hosts", "20", "--hours", "1"))
+    trace = "data/nab/realKnownCause/nyc_taxi.csv"
+    replay = _summary(
+        _cli("run", "--scenario", "calm", "--hosts", "20", "--hours", "1", "--trace", trace)
+    )
+    assert replay["digest"] != base["digest"] and replay["requests"] != base["requests"]
+    bad = _cli("run", "--scenario", "calm", "--hours", "1", "--trace", "no/such.csv")
+    assert bad.returncode == 2
+    assert "trace" in bad.stderr and "Traceback" not in bad.stderr
