@@ -15,7 +15,6 @@ import time
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS, make_config
 from sim.twin import Twin
-from sim.workload import WorkloadParams
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,11 +41,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise ConfigError(f"--hours must be positive, got {args.hours}")
     if args.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {args.seed}")
-    overrides: dict[str, object] = {}
-    if args.trace:
-        overrides["workload"] = dataclasses.replace(WorkloadParams(), trace=args.trace)
     config = make_config(args.scenario, args.hosts, tick_s=args.tick_s,
-                         telemetry_interval_s=max(10.0, args.tick_s), **overrides)
+                         telemetry_interval_s=max(10.0, args.tick_s))
+    if args.trace:
+        workload = dataclasses.replace(config.workload, trace=args.trace)
+        config = dataclasses.replace(config, workload=workload)
     twin = Twin(config, seed=args.seed)
     wall0 = time.perf_counter()
     twin.advance(args.hours * 3600.0)
