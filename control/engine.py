@@ -228,9 +228,10 @@ class HealingEngine:
         s, now = self._s, self.plant.now_s
         targets = {a.target for a in members}
         for other in s.incidents.values():
-            # Alerts about a component an unresolved incident already handles join it, so a
-            # remediation in progress does not spawn a competing incident.
-            if other.phase != "resolved" and other.components & targets:
+            # Alerts about a component an active incident is remediating join it, so a
+            # remediation in progress does not spawn a competing incident; an escalated one
+            # does not swallow new problems.
+            if other.phase in ("opened", "mitigating") and other.components & targets:
                 s.group_of[group.group_id] = other.incident_id
                 other.alert_ids += [
                     a.alert_id for a in members if a.alert_id not in other.alert_ids
