@@ -39,7 +39,6 @@ policy (:func:`rollback_action`, :func:`should_roll_back`, :class:`Rollback`).
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -47,7 +46,14 @@ from typing import Literal
 
 import numpy as np
 
-from sim.actions import ACTION_SPECS, INVERSE, Action, ActionSpec
+from sim.actions import (
+    ACTION_SPECS,
+    INVERSE,
+    TARGET_PATTERN,
+    TARGET_TYPES,
+    Action,
+    ActionSpec,
+)
 from sim.errors import ConfigError
 from sim.events import ActionRecord, Event
 from sim.telemetry import Observation
@@ -65,13 +71,8 @@ the smaller service would be over its capacity share."""
 _GROWS = frozenset({"scale_out"})
 """Kinds that add an instance of their service which may never serve (the boot can fail)."""
 _DONE_PHASES = frozenset({"succeeded", "failed"})
-_TARGET = re.compile(
-    r"^(?:(?P<type>inst|host|svc|rack|tor|spine|link-host|uplink)-(?P<id>[A-Za-z0-9_]+)|cluster)$"
-)
-_TYPE_OF = {
-    "inst": "instance", "host": "host", "svc": "service", "rack": "rack", "tor": "switch",
-    "spine": "switch", "link-host": "link", "uplink": "link", None: "cluster",
-}
+_TARGET = TARGET_PATTERN
+_TYPE_OF = TARGET_TYPES
 _SCOPE_OF = {
     "inst": "instance", "host": "host", "link-host": "host", "rack": "rack", "tor": "rack",
     "uplink": "rack", "svc": "service", "spine": "all", None: "all",

@@ -99,13 +99,16 @@ INVERSE: dict[str, str] = {
     "shed_load": "stop_shedding",
 }
 
-_TARGET = re.compile(
+TARGET_PATTERN = re.compile(
     r"^(?:(?P<type>inst|host|svc|rack|tor|spine|link-host|uplink)-(?P<id>[A-Za-z0-9_]+)|cluster)$"
 )
-_TYPE_OF = {
+"""The target grammar: ``<prefix>-<id>`` or ``cluster``."""
+TARGET_TYPES: dict[str | None, str] = {
     "inst": "instance", "host": "host", "svc": "service", "rack": "rack", "tor": "switch",
-    "spine": "switch", "link-host": "link", "uplink": "link",
+    "spine": "switch", "link-host": "link", "uplink": "link", None: "cluster",
 }
+"""Target type of each prefix (None is ``cluster``)."""
+_TYPE_OF = TARGET_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,7 @@ def parse_target(twin: Twin, target: str) -> ResolvedTarget | str:
     """Resolve a target name against the twin; a string is the reason it is invalid."""
     if not isinstance(target, str):
         return f"target must be a string, got {type(target).__name__}"
-    m = _TARGET.match(target)
+    m = TARGET_PATTERN.match(target)
     if m is None:
         return f"malformed target {target!r}; expected e.g. inst-3, host-0, svc-api, tor-1"
     if target == "cluster":
