@@ -1,0 +1,72 @@
+"""The healing engine end to end on small twins: it heals, and its safety switches hold."""
+
+from __future__ import annotations
+
+from control.engine import HealingEngine
+from control.run import RunSpec, build_twin
+from control.safety import SafetyConfig, SimulatedOperator
+from sim.events import ActionRecord, DecisionRecord, IncidentRecord, StateChange
+from sim.faults import FaultKind, strike
+from sim.twin import Twin
+
+
+def _engine(safety: SafetyConfig, seed: int = 0) -> tuple[HealingEngine, Twin]:
+    spec = RunSpec(scenario="calm", hosts=30, hours=1.0, seed=seed, safety=safety)
+    twin = build_twin(spec)
+    operator = SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 11))
+    return HealingEngine(twin, safety, operator), twin
+
+
+def _run(engine: HealingEngine, twin: Twin, seconds: int) -> None:
+    for _ in range(seconds):
+        twin.advance(1.0)
+        engine.step()
+
+
+def test_a_crashed_instance_is_detected_restarted_and_the_incident_resolved() -> None:
+    """A crash is alerted within seconds, restarted by the runbook, and the incident resolves."""
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 120)
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    _run(engine, twin, 300)
+    events = twin.events()
+    restarts = [r for r in events if isinstance(r, ActionRecord) and r.kind == "restart_instance"
+                and r.target == "inst-5" and r.phase == "succeeded"]
+    phases = [r.phase for r in events if isinstance(r, IncidentRecord)]
+    ups = [r for r in events if isinstance(r, StateChange) and r.target == "inst-5"
+           and r.state == "up"]
+    assert restarts and ups and "resolved" in phases
+
+
+def test_dry_run_takes_no_action_but_logs_every_decision() -> None:
+    """With dry_run the engine decides (logged as dry_run decisions) and never acts."""
+    engine, twin = _engine(SafetyConfig(dry_run=True))
+    _run(engine, twin, 60)
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    _run(engine, twin, 300)
+    events = twin.events()
+    started = [r for r in events if isinstance(r, ActionRecord) and r.phase == "started"]
+    dry = [r for r in events if isinstance(r, DecisionRecord) and r.verdict == "dry_run"]
+    assert not started
+    assert dry and all(not d.executed for d in dry)
+    assert any(d.action == "restart_instance" and d.target == "inst-5" for d in dry)
+
+
+def test_emergency_stop_halts_every_action_within_one_step() -> None:
+    """After an emergency stop no action starts, though incidents keep being opened."""
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 60)
+    engine.emergency_stop("test")
+    stop_seq = twin.log.next_seq
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    strike(twin, FaultKind.BAD_CONFIG, 1, twin.rng_for("script", 2))
+    _run(engine, twin, 300)
+    after = twin.events(stop_seq)
+    assert not [r for r in after if isinstance(r, ActionRecord) and r.phase == "started"]
+    assert [r for r in after if isinstance(r, IncidentRecord) and r.phase == "opened"]
+    blocked = [r for r in after if isinstance(r, DecisionRecord) and r.verdict == "blocked"]
+    assert blocked and all("emergency" in d.reason.lower() for d in blocked)
+    engine.resume()
+    _run(engine, twin, 400)
+    assert [r for r in twin.events(stop_seq)
+            if isinstance(r, ActionRecord) and r.phase == "started"]
