@@ -249,12 +249,11 @@ class HealingEngine:
         inc.priority = priority(self._impact(inc, obs))
         inc.step_started_s = now
         s.incidents[inc.incident_id] = inc
-        self._log_incident(inc, "opened")
+        notified = "P1: human notified; automation proceeds" if inc.priority == "P1" else ""
+        self._log_incident(inc, "opened", notified)
         if inc.priority == "P0":
             inc.phase = "escalated"
             self._log_incident(inc, "escalated", "P0: on-call human paged; actions need approval")
-        elif inc.priority == "P1":
-            self._log_incident(inc, "opened", "P1: human notified; automation proceeds")
 
     def _impact(self, inc: Incident, obs: Observation) -> Impact:
         share = 1.0 - self._good_share()
