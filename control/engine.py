@@ -34,7 +34,7 @@ from control.safety import (
     SimulatedOperator,
     rollback_action,
 )
-from sim.actions import ACTION_SPECS, Action
+from sim.actions import Action
 from sim.errors import ConfigError
 from sim.events import (
     ActionRecord,
@@ -245,7 +245,6 @@ class HealingEngine:
         s.group_of[group.group_id] = inc.incident_id
         inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
                           for c in rank_root_causes(members, obs)]
-        inc.baseline_good_share = self._good_share()
         inc.priority = priority(self._impact(inc, obs))
         inc.step_started_s = now
         s.incidents[inc.incident_id] = inc
@@ -479,7 +478,3 @@ class HealingEngine:
                 return r.good / r.requests if r.requests else 1.0
         return 1.0
 
-
-def action_spec_risk(kind: str) -> str:
-    """Risk class of an action kind (for reports)."""
-    return ACTION_SPECS[kind].risk

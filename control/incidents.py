@@ -75,7 +75,6 @@ class Incident:
     waiting_for: set[int] = field(default_factory=set)
     verify_after_s: float = 0.0
     resolved_s: float | None = None
-    baseline_good_share: float = 1.0
     human_reruns: int = 0
 
     @property

@@ -49,10 +49,9 @@ import numpy as np
 from sim.actions import (
     ACTION_SPECS,
     INVERSE,
-    TARGET_PATTERN,
-    TARGET_TYPES,
     Action,
     ActionSpec,
+    resolve_target,
 )
 from sim.errors import ConfigError
 from sim.events import ActionRecord, Event
@@ -71,8 +70,6 @@ the smaller service would be over its capacity share."""
 _GROWS = frozenset({"scale_out"})
 """Kinds that add an instance of their service which may never serve (the boot can fail)."""
 _DONE_PHASES = frozenset({"succeeded", "failed"})
-_TARGET = TARGET_PATTERN
-_TYPE_OF = TARGET_TYPES
 _SCOPE_OF = {
     "inst": "instance", "host": "host", "link-host": "host", "rack": "rack", "tor": "rack",
     "uplink": "rack", "svc": "service", "spine": "all", None: "all",
@@ -203,30 +200,14 @@ class _Target:
 
 def _resolve(target: str, obs: Observation) -> _Target | str:
     """Parse ``target`` against ``obs``; a string is why the target is invalid."""
-    if not isinstance(target, str):
-        return f"target must be a string, got {type(target).__name__}"
-    m = _TARGET.match(target)
-    if m is None:
-        return f"malformed target {target!r}; expected e.g. inst-3, host-0, svc-api, tor-1"
-    prefix, ident = m.group("type"), m.group("id")
-    if prefix is None:
-        return _Target("cluster", "all", 0)
-    if prefix == "svc":
-        if ident not in obs.service_names:
-            return f"unknown service {ident!r}; known: {list(obs.service_names)}"
-        return _Target("service", "service", obs.service_names.index(ident))
-    if not ident.isdigit():
-        return f"target {target!r} needs a numeric index"
-    idx = int(ident)
     n_hosts = int(obs.host_rack.size)
-    n_racks = int(obs.host_rack.max()) + 1 if n_hosts else 0
-    limit = {
-        "inst": int(obs.inst_used.size), "host": n_hosts, "link-host": n_hosts,
-        "rack": n_racks, "tor": n_racks, "uplink": n_racks,
-    }.get(prefix)
-    if (limit is not None and idx >= limit) or (prefix == "inst" and not obs.inst_used[idx]):
-        return f"unknown target {target!r}: no such {_TYPE_OF[prefix]}"
-    return _Target(_TYPE_OF[prefix], _SCOPE_OF[prefix], idx)
+    r = resolve_target(
+        target, service_names=obs.service_names, inst_used=obs.inst_used, n_hosts=n_hosts,
+        n_racks=int(obs.host_rack.max()) + 1 if n_hosts else 0,
+    )
+    if isinstance(r, str):
+        return r
+    return _Target(r.type, _SCOPE_OF[r.prefix or None], r.index)
 
 
 def _footprint(target: _Target, obs: Observation) -> tuple[tuple[int, int], ...]:

@@ -9,6 +9,7 @@ reason for rejection (or None); :mod:`sim.twin` runs accepted actions as SimPy p
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -108,7 +109,6 @@ TARGET_TYPES: dict[str | None, str] = {
     "spine": "switch", "link-host": "link", "uplink": "link", None: "cluster",
 }
 """Target type of each prefix (None is ``cluster``)."""
-_TYPE_OF = TARGET_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,39 +137,59 @@ class ActionResult:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedTarget:
-    """A parsed target: its type, the name it was given, and its index."""
+    """A parsed target: its type, the name it was given, its index and its name prefix."""
 
     type: str
     name: str
     index: int
+    prefix: str = ""
 
 
-def parse_target(twin: Twin, target: str) -> ResolvedTarget | str:
-    """Resolve a target name against the twin; a string is the reason it is invalid."""
+def resolve_target(
+    target: str,
+    *,
+    service_names: Sequence[str],
+    inst_used: np.ndarray,
+    n_hosts: int,
+    n_racks: int,
+    n_spines: int | None = None,
+) -> ResolvedTarget | str:
+    """Resolve a target name against an inventory; a string is the reason it is invalid.
+
+    Plant-agnostic: the twin passes its topology, a controller what it observes.
+    ``n_spines`` of None leaves spine indices unchecked.
+    """
     if not isinstance(target, str):
         return f"target must be a string, got {type(target).__name__}"
     m = TARGET_PATTERN.match(target)
     if m is None:
         return f"malformed target {target!r}; expected e.g. inst-3, host-0, svc-api, tor-1"
-    if target == "cluster":
-        return ResolvedTarget("cluster", target, 0)
     kind, ident = m.group("type"), m.group("id")
-    topo = twin.topo
+    if kind is None:
+        return ResolvedTarget("cluster", target, 0)
     if kind == "svc":
-        if ident not in topo.service_names:
-            return f"unknown service {ident!r}; known: {list(topo.service_names)}"
-        return ResolvedTarget("service", target, topo.service_names.index(ident))
+        if ident not in service_names:
+            return f"unknown service {ident!r}; known: {list(service_names)}"
+        return ResolvedTarget("service", target, list(service_names).index(ident), kind)
     if not ident.isdigit():
         return f"target {target!r} needs a numeric index"
     idx = int(ident)
     limit = {
-        "inst": twin.state.capacity, "host": topo.n_hosts, "link-host": topo.n_hosts,
-        "rack": topo.n_racks, "tor": topo.n_racks, "uplink": topo.n_racks,
-        "spine": topo.n_spines,
+        "inst": int(inst_used.size), "host": n_hosts, "link-host": n_hosts,
+        "rack": n_racks, "tor": n_racks, "uplink": n_racks, "spine": n_spines,
     }[kind]
-    if idx >= limit or (kind == "inst" and not twin.state.inst_used[idx]):
-        return f"unknown target {target!r}: no such {_TYPE_OF[kind]}"
-    return ResolvedTarget(_TYPE_OF[kind], target, idx)
+    if (limit is not None and idx >= limit) or (kind == "inst" and not inst_used[idx]):
+        return f"unknown target {target!r}: no such {TARGET_TYPES[kind]}"
+    return ResolvedTarget(TARGET_TYPES[kind], target, idx, kind)
+
+
+def parse_target(twin: Twin, target: str) -> ResolvedTarget | str:
+    """Resolve a target name against the twin; a string is the reason it is invalid."""
+    topo = twin.topo
+    return resolve_target(
+        target, service_names=topo.service_names, inst_used=twin.state.inst_used,
+        n_hosts=topo.n_hosts, n_racks=topo.n_racks, n_spines=topo.n_spines,
+    )
 
 
 def _destination(twin: Twin, inst: int) -> int:
