@@ -1,0 +1,1 @@
+"""Agents: optimisers and policies that act on a plant."""

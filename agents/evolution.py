@@ -1,0 +1,553 @@
+"""Genetic search over architectures on pymoo: a weighted single-objective GA and NSGA-II.
+
+The problem (what: :class:`ArchitectureProblem`, objectives from twin runs through a cached,
+parallel :class:`TwinEvaluator`) is apart from the algorithm (how: :func:`make_ga`,
+:func:`make_nsga2`, with the structural operators below) and from the termination (when:
+:func:`make_termination`). :func:`run_search` drives them by ask / tell, so the twin does the
+evaluating, writes a checkpoint after every generation and resumes from it.
+
+Operators always yield deployable genomes: :class:`StructuralMutation` adds or removes nodes
+(capacity steps, cache and read replicas, the cache layer itself) and rewires the graph (cache
+in or out of the read path, the load-balancing policy, rack spread); :class:`BlockCrossover`
+swaps whole per-service blocks between two parents; :class:`DeployRepair` makes every child
+deployable (:func:`sim.architecture.repair`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.soo.nonconvex.ga import GA
+from pymoo.core.algorithm import Algorithm
+from pymoo.core.crossover import Crossover
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.mutation import Mutation
+from pymoo.core.population import Population
+from pymoo.core.problem import Problem
+from pymoo.problems.static import StaticProblem
+from pymoo.core.repair import Repair
+from pymoo.core.sampling import Sampling
+from pymoo.core.survival import Survival
+from pymoo.core.termination import Termination
+from pymoo.indicators.hv import HV
+from pymoo.operators.selection.tournament import TournamentSelection
+from pymoo.termination.default import (
+    DefaultMultiObjectiveTermination,
+    DefaultSingleObjectiveTermination,
+)
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from sim.architecture import (
+    SIZED_SERVICES,
+    ArchitectureError,
+    EvalSpec,
+    GenomeSpace,
+    Objectives,
+    evaluate,
+    repair,
+    weighted_fitness,
+)
+
+HV_REF_POINT = (1.0, 3.0, 1.0)
+"""Reference point of the hypervolume in the minimised objective space
+``(1 - performance, cost / cost_ref, 1 - reliability)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GAParams:
+    """Settings of the genetic search; defaults are the issue's full-size run.
+
+    ``mutation_rate`` is the per-gene probability of a structural step; ``crossover_rate``
+    the probability that a mating recombines; ``elitism`` the share of the population kept
+    unchanged each generation; ``tournament_size`` the selection pressure. The convergence
+    termination stops when the best value moved less than ``ftol`` over ``period``
+    generations (or ``max_generations`` is reached).
+    """
+
+    pop_size: int = 100
+    max_generations: int = 500
+    mutation_rate: float = 0.1
+    crossover_rate: float = 0.7
+    elitism: float = 0.1
+    tournament_size: int = 5
+    ftol: float = 1e-4
+    period: int = 20
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pop_size, int) or self.pop_size < 2:
+            raise ArchitectureError(f"ga.pop_size must be an integer >= 2, got {self.pop_size!r}")
+        if not isinstance(self.max_generations, int) or self.max_generations < 1:
+            raise ArchitectureError(
+                f"ga.max_generations must be a positive integer, got {self.max_generations!r}"
+            )
+        for name in ("mutation_rate", "crossover_rate", "elitism"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ArchitectureError(f"ga.{name} must lie in [0, 1], got {value!r}")
+        if not isinstance(self.tournament_size, int) or not 2 <= self.tournament_size <= (
+                self.pop_size):
+            raise ArchitectureError(
+                f"ga.tournament_size must be an integer in [2, pop_size], got "
+                f"{self.tournament_size!r}"
+            )
+        if not self.ftol > 0 or not isinstance(self.period, int) or self.period < 1:
+            raise ArchitectureError("ga.ftol must be positive and ga.period a positive integer")
+
+    @property
+    def n_elite(self) -> int:
+        """Individuals carried over unchanged each generation."""
+        return max(1, round(self.elitism * self.pop_size)) if self.elitism > 0 else 0
+
+
+def _evaluate_one(space: GenomeSpace, spec: EvalSpec, seed: int,
+                  genome: tuple[int, ...]) -> Objectives:
+    arch = space.decode(np.asarray(genome, dtype=np.int64))
+    runs = [evaluate(arch, spec, seed * 1000 + r, space.base) for r in range(spec.replicates)]
+    if len(runs) == 1:
+        return runs[0]
+    values = {k: float(np.mean([r.as_dict()[k] for r in runs])) for k in runs[0].as_dict()}
+    values["actions"] = round(values["actions"])
+    values["faults"] = round(values["faults"])
+    return Objectives(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class TwinEvaluator:
+    """Objectives of genomes from twin runs: in parallel, cached by genome, deterministic.
+
+    Each genome's evaluation is a pure function of the genome, ``spec`` and ``seed`` (every
+    genome sees the same fault draws: common random numbers), so results do not depend on
+    ``n_jobs`` or on the order of evaluation.
+    """
+
+    space: GenomeSpace
+    spec: EvalSpec
+    seed: int = 0
+    n_jobs: int = 1
+    cache: dict[tuple[int, ...], Objectives] = field(default_factory=dict)
+    twin_runs: int = 0
+
+    def __call__(self, genomes: np.ndarray) -> list[Objectives]:
+        """Objectives of each row of ``genomes`` (which must be deployable)."""
+        keys = [tuple(int(v) for v in self.space.check(g)) for g in np.atleast_2d(genomes)]
+        todo = sorted({k for k in keys if k not in self.cache})
+        if todo:
+            if self.n_jobs == 1 or len(todo) == 1:
+                results = [_evaluate_one(self.space, self.spec, self.seed, k) for k in todo]
+            else:
+                results = Parallel(n_jobs=self.n_jobs, backend="loky")(
+                    delayed(_evaluate_one)(self.space, self.spec, self.seed, k) for k in todo
+                )
+            for k, r in zip(todo, results, strict=True):
+                self.cache[k] = r
+            self.twin_runs += len(todo) * self.spec.replicates
+        return [self.cache[k] for k in keys]
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct genomes evaluated."""
+        return len(self.cache)
+
+
+def objective_matrix(objs: Sequence[Objectives], cost_ref_usd: float) -> np.ndarray:
+    """Minimised three-objective matrix ``(1 - performance, cost / cost_ref, 1 - reliability)``."""
+    return np.array([[1.0 - o.performance, o.cost_usd / cost_ref_usd, 1.0 - o.reliability]
+                     for o in objs], dtype=float).reshape(-1, 3)
+
+
+class ArchitectureProblem(Problem):
+    """Architectures as integer vectors, minimising ``-fitness`` or the three objectives."""
+
+    def __init__(self, evaluator: TwinEvaluator, cost_ref_usd: float, n_obj: int) -> None:
+        if n_obj not in (1, 3):
+            raise ArchitectureError(f"n_obj must be 1 (weighted) or 3 (Pareto), got {n_obj!r}")
+        space = evaluator.space
+        super().__init__(n_var=space.n_genes, n_obj=n_obj, xl=space.low, xu=space.high,
+                         vtype=int)
+        self.evaluator = evaluator
+        self.cost_ref_usd = cost_ref_usd
+
+    def objectives(self, objs: Sequence[Objectives]) -> np.ndarray:
+        """pymoo's ``F`` for measured objectives."""
+        if self.n_obj == 1:
+            return np.array([[-weighted_fitness(o, self.cost_ref_usd)] for o in objs])
+        return objective_matrix(objs, self.cost_ref_usd)
+
+    def _evaluate(self, x: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        out["F"] = self.objectives(self.evaluator(np.asarray(x, dtype=np.int64)))
+
+
+class DeployRepair(Repair):
+    """Make every genome deployable (:func:`sim.architecture.repair`)."""
+
+    def _do(self, problem: Problem, X: np.ndarray, **kwargs: Any) -> np.ndarray:  # noqa: N803
+        space = problem.evaluator.space  # type: ignore[attr-defined]
+        return np.array([repair(space, x) for x in np.asarray(X)], dtype=np.int64)
+
+
+class SeededSampling(Sampling):
+    """Initial population: the default architecture, then uniform random genomes."""
+
+    def __init__(self, include_default: bool = True) -> None:
+        super().__init__()
+        self.include_default = include_default
+
+    def _do(self, problem: Problem, n_samples: int, *args: Any,
+            random_state: np.random.Generator | None = None, **kwargs: Any) -> np.ndarray:
+        space: GenomeSpace = problem.evaluator.space  # type: ignore[attr-defined]
+        assert random_state is not None
+        X = space.random_genomes(n_samples, random_state)  # noqa: N806
+        if self.include_default and n_samples:
+            X[0] = space.default_genome()
+        return X
+
+
+class StructuralMutation(Mutation):
+    """Each gene mutates with probability ``rate``: ordinal genes step by +-1 (capacity and
+    replica counts by +-1 or +-2, adding or removing nodes), binary and categorical genes flip
+    (the cache layer in or out of the graph, the balancing policy)."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(prob=1.0)
+        self.rate = rate
+
+    def _do(self, problem: Problem, X: np.ndarray, *args: Any,  # noqa: N803
+            random_state: np.random.Generator | None = None, **kwargs: Any) -> np.ndarray:
+        assert random_state is not None
+        space: GenomeSpace = problem.evaluator.space  # type: ignore[attr-defined]
+        X = np.asarray(X, dtype=np.int64).copy()  # noqa: N806
+        hit = random_state.random(X.shape) < self.rate
+        span = space.high - space.low
+        step = random_state.choice(np.array([-2, -1, 1, 2]), size=X.shape)
+        small = np.abs(step) == 2
+        step = np.where(small & (span[None, :] < 4), np.sign(step), step)
+        categorical = span == 1
+        flipped = space.low[None, :] + space.high[None, :] - X
+        X = np.where(hit & categorical[None, :], flipped, X)
+        X = np.where(hit & ~categorical[None, :], X + step, X)
+        return np.clip(X, space.low, space.high)
+
+
+def _blocks(space: GenomeSpace) -> list[list[int]]:
+    blocks = [[space.index(f"{s}.{g}") for g in ("capacity", "size", "spread")]
+              for s in SIZED_SERVICES]
+    blocks.append([space.index(f"cache.{g}") for g in ("present", "replicas", "size")])
+    used = {i for b in blocks for i in b}
+    blocks += [[i] for i in range(space.n_genes) if i not in used]
+    return blocks
+
+
+class BlockCrossover(Crossover):
+    """Uniform crossover over blocks: a service's (capacity, size, spread), the cache layer,
+    then each remaining gene; each block comes whole from one parent."""
+
+    def __init__(self, prob: float) -> None:
+        super().__init__(n_parents=2, n_offsprings=2, prob=prob)
+
+    def _do(self, problem: Problem, X: np.ndarray, *args: Any,  # noqa: N803
+            random_state: np.random.Generator | None = None, **kwargs: Any) -> np.ndarray:
+        assert random_state is not None
+        space: GenomeSpace = problem.evaluator.space  # type: ignore[attr-defined]
+        a, b = X[0].copy(), X[1].copy()
+        blocks = _blocks(space)
+        swap = random_state.random((X.shape[1], len(blocks))) < 0.5
+        for k, idx in enumerate(blocks):
+            rows = swap[:, k]
+            a_part = a[rows][:, idx].copy()
+            a[np.ix_(rows, idx)] = b[rows][:, idx]
+            b[np.ix_(rows, idx)] = a_part
+        return np.stack([a, b])
+
+
+def tournament_best(pop: Population, P: np.ndarray, **kwargs: Any) -> np.ndarray:  # noqa: N803
+    """Winner of each tournament row of ``P``: the lowest ``F`` (ties: the first)."""
+    F = pop.get("F")[:, 0]  # noqa: N806
+    return P[np.arange(P.shape[0]), np.argmin(F[P], axis=1)]
+
+
+class EliteSurvival(Survival):
+    """Generational replacement with elitism: the best ``n_elite`` parents survive unchanged,
+    the rest of the next population is the best offspring."""
+
+    def __init__(self, n_elite: int) -> None:
+        super().__init__(filter_infeasible=False)
+        self.n_elite = n_elite
+
+    def _do(self, problem: Problem, pop: Population, *args: Any, n_survive: int | None = None,
+            algorithm: Algorithm | None = None, **kwargs: Any) -> Population:
+        assert n_survive is not None
+        F = pop.get("F")[:, 0]  # noqa: N806
+        parents = getattr(algorithm, "pop", None)
+        n_par = len(parents) if parents is not None else 0
+        if n_par == 0 or n_par >= len(pop):
+            return pop[np.argsort(F, kind="stable")[:n_survive]]
+        par_order = np.argsort(F[:n_par], kind="stable")
+        off_order = n_par + np.argsort(F[n_par:], kind="stable")
+        n_elite = min(self.n_elite, n_survive)
+        chosen = list(par_order[:n_elite]) + list(off_order[: n_survive - n_elite])
+        if len(chosen) < n_survive:
+            chosen += list(par_order[n_elite: n_elite + n_survive - len(chosen)])
+        keep = np.array(chosen)
+        return pop[keep[np.argsort(F[keep], kind="stable")]]
+
+
+def make_ga(params: GAParams, include_default: bool = True) -> GA:
+    """The single-objective GA: tournament selection, block crossover, structural mutation,
+    repair, elitist generational survival."""
+    return GA(
+        pop_size=params.pop_size,
+        n_offsprings=max(1, params.pop_size - params.n_elite),
+        sampling=SeededSampling(include_default),
+        selection=TournamentSelection(func_comp=tournament_best,
+                                      pressure=params.tournament_size),
+        crossover=BlockCrossover(params.crossover_rate),
+        mutation=StructuralMutation(params.mutation_rate),
+        survival=EliteSurvival(params.n_elite),
+        repair=DeployRepair(),
+        eliminate_duplicates=True,
+    )
+
+
+def make_nsga2(params: GAParams, include_default: bool = True) -> NSGA2:
+    """NSGA-II over the three objectives with the same operators (its own crowded tournament
+    and rank-and-crowding survival, which is elitist by construction)."""
+    return NSGA2(
+        pop_size=params.pop_size,
+        sampling=SeededSampling(include_default),
+        crossover=BlockCrossover(params.crossover_rate),
+        mutation=StructuralMutation(params.mutation_rate),
+        repair=DeployRepair(),
+        eliminate_duplicates=True,
+    )
+
+
+def make_termination(params: GAParams, n_obj: int) -> Termination:
+    """Convergence-based termination, capped at ``max_generations``."""
+    if n_obj == 1:
+        return DefaultSingleObjectiveTermination(
+            xtol=0.0, ftol=params.ftol, period=params.period, n_max_gen=params.max_generations,
+            n_max_evals=math.inf,
+        )
+    return DefaultMultiObjectiveTermination(
+        xtol=0.0, ftol=params.ftol * 10, period=params.period,
+        n_max_gen=params.max_generations, n_max_evals=math.inf,
+    )
+
+
+@dataclass
+class Generation:
+    """What one generation produced."""
+
+    gen: int
+    evaluations: int
+    twin_runs: int
+    best_fitness: float
+    mean_fitness: float
+    hypervolume: float
+
+
+@dataclass
+class SearchResult:
+    """Outcome of a search: the best genome, the Pareto front, the history."""
+
+    mode: str
+    best_genome: np.ndarray
+    best_fitness: float
+    best_objectives: Objectives
+    front_genomes: np.ndarray
+    front_objectives: list[Objectives]
+    history: list[Generation]
+    evaluations: int
+    twin_runs: int
+    cost_ref_usd: float
+    resumed_from: int = 0
+
+    @property
+    def front_matrix(self) -> np.ndarray:
+        """Minimised objectives of the front."""
+        return objective_matrix(self.front_objectives, self.cost_ref_usd)
+
+    @property
+    def hypervolume(self) -> float:
+        """Hypervolume of the front at :data:`HV_REF_POINT`."""
+        return hypervolume(self.front_matrix)
+
+
+def hypervolume(F: np.ndarray) -> float:  # noqa: N803
+    """Hypervolume of minimised objectives ``F`` at :data:`HV_REF_POINT` (0 if empty)."""
+    if F.size == 0:
+        return 0.0
+    return float(HV(ref_point=np.array(HV_REF_POINT))(np.asarray(F, dtype=float)))
+
+
+def pareto_front(genomes: np.ndarray, objs: Sequence[Objectives], cost_ref_usd: float,
+                 ) -> tuple[np.ndarray, list[Objectives]]:
+    """The non-dominated genomes among ``genomes`` (first front, duplicates dropped)."""
+    F = objective_matrix(objs, cost_ref_usd)  # noqa: N806
+    if len(F) == 0:
+        return np.zeros((0, genomes.shape[1]), dtype=np.int64), []
+    front = NonDominatedSorting().do(F, only_non_dominated_front=True)
+    seen: set[tuple[int, ...]] = set()
+    keep = []
+    for i in sorted(int(j) for j in front):
+        key = tuple(int(v) for v in genomes[i])
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return genomes[keep], [objs[i] for i in keep]
+
+
+def default_cost_ref(evaluator: TwinEvaluator) -> float:
+    """Cost of the default architecture under the evaluator: the cost normaliser."""
+    return evaluator(evaluator.space.default_genome()[None, :])[0].cost_usd
+
+
+def _atomic_pickle(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def run_search(
+    evaluator: TwinEvaluator,
+    params: GAParams,
+    mode: str = "ga",
+    seed: int = 0,
+    *,
+    checkpoint: str | Path | None = None,
+    resume: bool = True,
+    include_default: bool = True,
+    max_generations: int | None = None,
+    on_generation: Callable[[Generation], None] | None = None,
+) -> SearchResult:
+    """Run the GA (``mode="ga"``) or NSGA-II (``mode="nsga2"``) by ask / tell on the twin.
+
+    After every generation the algorithm, the evaluation cache and the history are written
+    to ``checkpoint``; with ``resume`` a run finds its checkpoint and continues from the last
+    complete generation, giving the same result as an uninterrupted run. ``max_generations``
+    stops this call early (a later call resumes), without changing the algorithm's own
+    termination.
+
+    Raises:
+        ArchitectureError: unknown mode, or a checkpoint of another mode or seed.
+    """
+    if mode not in ("ga", "nsga2"):
+        raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ArchitectureError(f"seed must be a non-negative integer, got {seed!r}")
+    n_obj = 1 if mode == "ga" else 3
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    history: list[Generation] = []
+    resumed_from = 0
+    if ckpt is not None and resume and ckpt.exists():
+        with ckpt.open("rb") as fh:
+            state = pickle.load(fh)
+        if state["mode"] != mode or state["seed"] != seed:
+            raise ArchitectureError(
+                f"checkpoint {ckpt} is of mode {state['mode']!r} seed {state['seed']}, "
+                f"not {mode!r} seed {seed}"
+            )
+        algorithm: Algorithm = state["algorithm"]
+        evaluator.cache.update(state["cache"])
+        evaluator.twin_runs = max(evaluator.twin_runs, state["twin_runs"])
+        history = state["history"]
+        cost_ref = state["cost_ref"]
+        algorithm.problem.evaluator = evaluator  # type: ignore[attr-defined]
+        resumed_from = len(history)
+    else:
+        cost_ref = default_cost_ref(evaluator)
+        problem = ArchitectureProblem(evaluator, cost_ref, n_obj)
+        algorithm = make_ga(params, include_default) if n_obj == 1 else make_nsga2(
+            params, include_default)
+        algorithm.setup(problem, termination=make_termination(params, n_obj), seed=seed,
+                        verbose=False)
+    problem = algorithm.problem
+    steps = 0
+    while algorithm.has_next():
+        if max_generations is not None and steps >= max_generations:
+            break
+        pop = algorithm.ask()
+        X = np.asarray(pop.get("X"), dtype=np.int64)  # noqa: N806
+        objs = evaluator(X)
+        F = problem.objectives(objs)  # type: ignore[attr-defined]  # noqa: N806
+        Evaluator().eval(StaticProblem(problem, F=F), pop)
+        algorithm.tell(infills=pop)
+        steps += 1
+        gen = _summarise(algorithm, evaluator, cost_ref, len(history) + 1)
+        history.append(gen)
+        if on_generation is not None:
+            on_generation(gen)
+        if ckpt is not None:
+            _atomic_pickle({"mode": mode, "seed": seed, "algorithm": algorithm,
+                            "cache": evaluator.cache, "twin_runs": evaluator.twin_runs,
+                            "history": history, "cost_ref": cost_ref}, ckpt)
+    return _result(mode, algorithm, evaluator, cost_ref, history, resumed_from)
+
+
+def _summarise(algorithm: Algorithm, evaluator: TwinEvaluator, cost_ref: float,
+               gen: int) -> Generation:
+    X = np.asarray(algorithm.pop.get("X"), dtype=np.int64)  # noqa: N806
+    objs = evaluator(X)
+    fit = np.array([weighted_fitness(o, cost_ref) for o in objs])
+    genomes = np.array(list(evaluator.cache), dtype=np.int64)
+    _, front = pareto_front(genomes, list(evaluator.cache.values()), cost_ref)
+    return Generation(gen, evaluator.evaluations, evaluator.twin_runs, float(fit.max()),
+                      float(fit.mean()), hypervolume(objective_matrix(front, cost_ref)))
+
+
+def _result(mode: str, algorithm: Algorithm, evaluator: TwinEvaluator, cost_ref: float,
+            history: list[Generation], resumed_from: int) -> SearchResult:
+    genomes = np.array(sorted(evaluator.cache), dtype=np.int64)
+    objs = [evaluator.cache[tuple(int(v) for v in g)] for g in genomes]
+    fits = np.array([weighted_fitness(o, cost_ref) for o in objs])
+    best = int(np.argmax(fits))
+    front_g, front_o = pareto_front(genomes, objs, cost_ref)
+    return SearchResult(
+        mode=mode, best_genome=genomes[best], best_fitness=float(fits[best]),
+        best_objectives=objs[best], front_genomes=front_g, front_objectives=front_o,
+        history=history, evaluations=evaluator.evaluations, twin_runs=evaluator.twin_runs,
+        cost_ref_usd=cost_ref, resumed_from=resumed_from,
+    )
+
+
+def random_search(evaluator: TwinEvaluator, n_evaluations: int, seed: int = 0,
+                  include_default: bool = True) -> SearchResult:
+    """Uniform random genomes (repaired), ``n_evaluations`` distinct ones, for comparison."""
+    if not isinstance(n_evaluations, int) or n_evaluations < 1:
+        raise ArchitectureError(f"n_evaluations must be a positive integer, got {n_evaluations}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A5D]))
+    space = evaluator.space
+    cost_ref = default_cost_ref(evaluator)
+    chosen: dict[tuple[int, ...], None] = {}
+    if include_default:
+        chosen[tuple(int(v) for v in space.default_genome())] = None
+    attempts = 0
+    while len(chosen) < n_evaluations and attempts < 100 * n_evaluations:
+        attempts += 1
+        g = repair(space, space.random_genomes(1, rng)[0])
+        chosen.setdefault(tuple(int(v) for v in g), None)
+    X = np.array(list(chosen), dtype=np.int64)  # noqa: N806
+    objs = evaluator(X)
+    fits = np.array([weighted_fitness(o, cost_ref) for o in objs])
+    best = int(np.argmax(fits))
+    front_g, front_o = pareto_front(X, objs, cost_ref)
+    hv = hypervolume(objective_matrix(front_o, cost_ref))
+    return SearchResult(
+        mode="random", best_genome=X[best], best_fitness=float(fits[best]),
+        best_objectives=objs[best], front_genomes=front_g, front_objectives=front_o,
+        history=[Generation(1, len(X), evaluator.twin_runs, float(fits.max()),
+                            float(fits.mean()), hv)],
+        evaluations=len(X), twin_runs=evaluator.twin_runs, cost_ref_usd=cost_ref,
+    )
