@@ -551,3 +551,21 @@ def random_search(evaluator: TwinEvaluator, n_evaluations: int, seed: int = 0,
                             float(fits.mean()), hv)],
         evaluations=len(X), twin_runs=evaluator.twin_runs, cost_ref_usd=cost_ref,
     )
+
+
+FRESH_SEED_BASE = 10_000
+"""Evaluation seeds from here on are kept for confirmation, never used by a search."""
+
+
+def confirm_on_fresh_seeds(space: GenomeSpace, spec: EvalSpec, genomes: np.ndarray,
+                           n_seeds: int, cost_ref_usd: float, n_jobs: int = 1) -> np.ndarray:
+    """Weighted fitness of each genome on ``n_seeds`` fresh evaluation seeds (new fault
+    draws and workload noise), shape ``(len(genomes), n_seeds)``."""
+    if not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ArchitectureError(f"n_seeds must be a positive integer, got {n_seeds!r}")
+    keys = [tuple(int(v) for v in space.check(g)) for g in np.atleast_2d(genomes)]
+    jobs = [(k, FRESH_SEED_BASE + s) for k in keys for s in range(n_seeds)]
+    results = Parallel(n_jobs=n_jobs, backend="loky" if n_jobs > 1 else "sequential")(
+        delayed(_evaluate_one)(space, spec, seed, k) for k, seed in jobs)
+    fit = np.array([weighted_fitness(o, cost_ref_usd) for o in results])
+    return fit.reshape(len(keys), n_seeds)

@@ -590,7 +590,7 @@ class EvalSpec:
     usd_per_vcpu_h: float = 0.04
     usd_per_gib_h: float = 0.005
     slo_target: float = 0.99
-    replicates: int = 1
+    replicates: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.replicates, int) or self.replicates < 1:
