@@ -50,8 +50,10 @@ class SearchSpaceError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """One dimension: ``kind`` is ``float``, ``int`` or ``log`` (a positive float searched
-    on a log scale)."""
+    """One dimension of a search space.
+
+    ``kind`` is ``float``, ``int`` or ``log`` (a positive float searched on a log scale).
+    """
 
     name: str
     low: float
@@ -73,7 +75,9 @@ class Param:
                 f"parameter {self.name!r}: bounds inverted (low {self.low} > high {self.high})"
             )
         if self.low == self.high:
-            raise SearchSpaceError(f"parameter {self.name!r}: empty range [{self.low}, {self.high}]")
+            raise SearchSpaceError(
+                f"parameter {self.name!r}: empty range [{self.low}, {self.high}]"
+            )
         if self.kind == "log" and self.low <= 0:
             raise SearchSpaceError(f"parameter {self.name!r}: a log scale needs low > 0")
         if self.kind == "int" and (self.low != round(self.low) or self.high != round(self.high)):
@@ -262,7 +266,7 @@ class BayesOpt:
         return self._optimize(PosteriorMean(model), 1, bounds)
 
     def _model(self, rows: np.ndarray | None = None) -> SingleTaskGP:
-        X, Y = (self.X, self.Y) if rows is None else (self.X[rows], self.Y[rows])  # noqa: N806
+        X, Y = (self.X, self.Y) if rows is None else (self.X[rows], self.Y[rows])
         train_x = torch.as_tensor(self.space.to_unit(X), dtype=DTYPE)
         train_y = -torch.as_tensor(Y, dtype=DTYPE)
         yvar = None

@@ -34,13 +34,13 @@ from pymoo.core.evaluator import Evaluator
 from pymoo.core.mutation import Mutation
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
-from pymoo.problems.static import StaticProblem
 from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 from pymoo.core.survival import Survival
 from pymoo.core.termination import Termination
 from pymoo.indicators.hv import HV
 from pymoo.operators.selection.tournament import TournamentSelection
+from pymoo.problems.static import StaticProblem
 from pymoo.termination.default import (
     DefaultMultiObjectiveTermination,
     DefaultSingleObjectiveTermination,
@@ -53,7 +53,7 @@ from sim.architecture import (
     EvalSpec,
     GenomeSpace,
     Objectives,
-    evaluate,
+    evaluate_mean,
     repair,
     weighted_fitness,
 )
@@ -111,14 +111,7 @@ class GAParams:
 
 def _evaluate_one(space: GenomeSpace, spec: EvalSpec, seed: int,
                   genome: tuple[int, ...]) -> Objectives:
-    arch = space.decode(np.asarray(genome, dtype=np.int64))
-    runs = [evaluate(arch, spec, seed * 1000 + r, space.base) for r in range(spec.replicates)]
-    if len(runs) == 1:
-        return runs[0]
-    values = {k: float(np.mean([r.as_dict()[k] for r in runs])) for k in runs[0].as_dict()}
-    values["actions"] = round(values["actions"])
-    values["faults"] = round(values["faults"])
-    return Objectives(**values)  # type: ignore[arg-type]
+    return evaluate_mean(space.decode(np.asarray(genome, dtype=np.int64)), spec, seed, space.base)
 
 
 @dataclass
@@ -178,7 +171,7 @@ class ArchitectureProblem(Problem):
         self.cost_ref_usd = cost_ref_usd
 
     def objectives(self, objs: Sequence[Objectives]) -> np.ndarray:
-        """pymoo's ``F`` for measured objectives."""
+        """Pymoo's ``F`` for measured objectives."""
         if self.n_obj == 1:
             return np.array([[-weighted_fitness(o, self.cost_ref_usd)] for o in objs])
         return objective_matrix(objs, self.cost_ref_usd)
@@ -190,8 +183,8 @@ class ArchitectureProblem(Problem):
 class DeployRepair(Repair):
     """Make every genome deployable (:func:`sim.architecture.repair`)."""
 
-    def _do(self, problem: Problem, X: np.ndarray, **kwargs: Any) -> np.ndarray:  # noqa: N803
-        space = problem.evaluator.space  # type: ignore[attr-defined]
+    def _do(self, problem: Problem, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+        space = problem.evaluator.space
         return np.array([repair(space, x) for x in np.asarray(X)], dtype=np.int64)
 
 
@@ -204,28 +197,31 @@ class SeededSampling(Sampling):
 
     def _do(self, problem: Problem, n_samples: int, *args: Any,
             random_state: np.random.Generator | None = None, **kwargs: Any) -> np.ndarray:
-        space: GenomeSpace = problem.evaluator.space  # type: ignore[attr-defined]
+        space: GenomeSpace = problem.evaluator.space
         assert random_state is not None
-        X = space.random_genomes(n_samples, random_state)  # noqa: N806
+        X = space.random_genomes(n_samples, random_state)
         if self.include_default and n_samples:
             X[0] = space.default_genome()
         return X
 
 
 class StructuralMutation(Mutation):
-    """Each gene mutates with probability ``rate``: ordinal genes step by +-1 (capacity and
-    replica counts by +-1 or +-2, adding or removing nodes), binary and categorical genes flip
-    (the cache layer in or out of the graph, the balancing policy)."""
+    """Structural mutation: each gene mutates with probability ``rate``.
+
+    Ordinal genes step by +-1 (capacity and replica counts by +-1 or +-2, adding or removing
+    nodes); binary and categorical genes flip (the cache layer in or out of the graph, the
+    balancing policy).
+    """
 
     def __init__(self, rate: float) -> None:
         super().__init__(prob=1.0)
         self.rate = rate
 
-    def _do(self, problem: Problem, X: np.ndarray, *args: Any,  # noqa: N803
+    def _do(self, problem: Problem, X: np.ndarray, *args: Any,
             random_state: np.random.Generator | None = None, **kwargs: Any) -> np.ndarray:
         assert random_state is not None
-        space: GenomeSpace = problem.evaluator.space  # type: ignore[attr-defined]
-        X = np.asarray(X, dtype=np.int64).copy()  # noqa: N806
+        space: GenomeSpace = problem.evaluator.space
+        X = np.asarray(X, dtype=np.int64).copy()
         hit = random_state.random(X.shape) < self.rate
         span = space.high - space.low
         step = random_state.choice(np.array([-2, -1, 1, 2]), size=X.shape)
@@ -248,36 +244,43 @@ def _blocks(space: GenomeSpace) -> list[list[int]]:
 
 
 class BlockCrossover(Crossover):
-    """Uniform crossover over blocks: a service's (capacity, size, spread), the cache layer,
-    then each remaining gene; each block comes whole from one parent."""
+    """Uniform crossover over blocks of genes.
+
+    Blocks are a service's (capacity, size, spread), the cache layer, then each remaining
+    gene; each block comes whole from one parent.
+    """
 
     def __init__(self, prob: float) -> None:
         super().__init__(n_parents=2, n_offsprings=2, prob=prob)
 
-    def _do(self, problem: Problem, X: np.ndarray, *args: Any,  # noqa: N803
+    def _do(self, problem: Problem, X: np.ndarray, *args: Any,
             random_state: np.random.Generator | None = None, **kwargs: Any) -> np.ndarray:
         assert random_state is not None
-        space: GenomeSpace = problem.evaluator.space  # type: ignore[attr-defined]
+        space: GenomeSpace = problem.evaluator.space
         a, b = X[0].copy(), X[1].copy()
         blocks = _blocks(space)
         swap = random_state.random((X.shape[1], len(blocks))) < 0.5
         for k, idx in enumerate(blocks):
-            rows = swap[:, k]
-            a_part = a[rows][:, idx].copy()
-            a[np.ix_(rows, idx)] = b[rows][:, idx]
-            b[np.ix_(rows, idx)] = a_part
+            rows = np.flatnonzero(swap[:, k])
+            cols = np.asarray(idx, dtype=np.int64)
+            a_part = a[np.ix_(rows, cols)].copy()
+            a[np.ix_(rows, cols)] = b[np.ix_(rows, cols)]
+            b[np.ix_(rows, cols)] = a_part
         return np.stack([a, b])
 
 
-def tournament_best(pop: Population, P: np.ndarray, **kwargs: Any) -> np.ndarray:  # noqa: N803
+def tournament_best(pop: Population, P: np.ndarray, **kwargs: Any) -> np.ndarray:
     """Winner of each tournament row of ``P``: the lowest ``F`` (ties: the first)."""
-    F = pop.get("F")[:, 0]  # noqa: N806
+    F = pop.get("F")[:, 0]
     return P[np.arange(P.shape[0]), np.argmin(F[P], axis=1)]
 
 
 class EliteSurvival(Survival):
-    """Generational replacement with elitism: the best ``n_elite`` parents survive unchanged,
-    the rest of the next population is the best offspring."""
+    """Generational replacement with elitism.
+
+    The best ``n_elite`` parents survive unchanged; the rest of the next population is the
+    best offspring.
+    """
 
     def __init__(self, n_elite: int) -> None:
         super().__init__(filter_infeasible=False)
@@ -286,7 +289,7 @@ class EliteSurvival(Survival):
     def _do(self, problem: Problem, pop: Population, *args: Any, n_survive: int | None = None,
             algorithm: Algorithm | None = None, **kwargs: Any) -> Population:
         assert n_survive is not None
-        F = pop.get("F")[:, 0]  # noqa: N806
+        F = pop.get("F")[:, 0]
         parents = getattr(algorithm, "pop", None)
         n_par = len(parents) if parents is not None else 0
         if n_par == 0 or n_par >= len(pop):
@@ -302,8 +305,11 @@ class EliteSurvival(Survival):
 
 
 def make_ga(params: GAParams, include_default: bool = True) -> GA:
-    """The single-objective GA: tournament selection, block crossover, structural mutation,
-    repair, elitist generational survival."""
+    """The single-objective GA.
+
+    Tournament selection, block crossover, structural mutation, repair, elitist generational
+    survival.
+    """
     return GA(
         pop_size=params.pop_size,
         n_offsprings=max(1, params.pop_size - params.n_elite),
@@ -319,8 +325,11 @@ def make_ga(params: GAParams, include_default: bool = True) -> GA:
 
 
 def make_nsga2(params: GAParams, include_default: bool = True) -> NSGA2:
-    """NSGA-II over the three objectives with the same operators (its own crowded tournament
-    and rank-and-crowding survival, which is elitist by construction)."""
+    """NSGA-II over the three objectives with the same operators.
+
+    It keeps its own crowded tournament and rank-and-crowding survival, which is elitist by
+    construction.
+    """
     return NSGA2(
         pop_size=params.pop_size,
         sampling=SeededSampling(include_default),
@@ -383,7 +392,7 @@ class SearchResult:
         return hypervolume(self.front_matrix)
 
 
-def hypervolume(F: np.ndarray) -> float:  # noqa: N803
+def hypervolume(F: np.ndarray) -> float:
     """Hypervolume of minimised objectives ``F`` at :data:`HV_REF_POINT` (0 if empty)."""
     if F.size == 0:
         return 0.0
@@ -393,7 +402,7 @@ def hypervolume(F: np.ndarray) -> float:  # noqa: N803
 def pareto_front(genomes: np.ndarray, objs: Sequence[Objectives], cost_ref_usd: float,
                  ) -> tuple[np.ndarray, list[Objectives]]:
     """The non-dominated genomes among ``genomes`` (first front, duplicates dropped)."""
-    F = objective_matrix(objs, cost_ref_usd)  # noqa: N806
+    F = objective_matrix(objs, cost_ref_usd)
     if len(F) == 0:
         return np.zeros((0, genomes.shape[1]), dtype=np.int64), []
     front = NonDominatedSorting().do(F, only_non_dominated_front=True)
@@ -464,7 +473,7 @@ def run_search(
         evaluator.twin_runs = max(evaluator.twin_runs, state["twin_runs"])
         history = state["history"]
         cost_ref = state["cost_ref"]
-        algorithm.problem.evaluator = evaluator  # type: ignore[attr-defined]
+        algorithm.problem.evaluator = evaluator
         resumed_from = len(history)
     else:
         cost_ref = default_cost_ref(evaluator)
@@ -479,9 +488,9 @@ def run_search(
         if max_generations is not None and steps >= max_generations:
             break
         pop = algorithm.ask()
-        X = np.asarray(pop.get("X"), dtype=np.int64)  # noqa: N806
+        X = np.asarray(pop.get("X"), dtype=np.int64)
         objs = evaluator(X)
-        F = problem.objectives(objs)  # type: ignore[attr-defined]  # noqa: N806
+        F = problem.objectives(objs)
         Evaluator().eval(StaticProblem(problem, F=F), pop)
         algorithm.tell(infills=pop)
         steps += 1
@@ -498,7 +507,7 @@ def run_search(
 
 def _summarise(algorithm: Algorithm, evaluator: TwinEvaluator, cost_ref: float,
                gen: int) -> Generation:
-    X = np.asarray(algorithm.pop.get("X"), dtype=np.int64)  # noqa: N806
+    X = np.asarray(algorithm.pop.get("X"), dtype=np.int64)
     objs = evaluator(X)
     fit = np.array([weighted_fitness(o, cost_ref) for o in objs])
     genomes = np.array(list(evaluator.cache), dtype=np.int64)
@@ -538,7 +547,7 @@ def random_search(evaluator: TwinEvaluator, n_evaluations: int, seed: int = 0,
         attempts += 1
         g = repair(space, space.random_genomes(1, rng)[0])
         chosen.setdefault(tuple(int(v) for v in g), None)
-    X = np.array(list(chosen), dtype=np.int64)  # noqa: N806
+    X = np.array(list(chosen), dtype=np.int64)
     objs = evaluator(X)
     fits = np.array([weighted_fitness(o, cost_ref) for o in objs])
     best = int(np.argmax(fits))
@@ -559,8 +568,11 @@ FRESH_SEED_BASE = 10_000
 
 def confirm_on_fresh_seeds(space: GenomeSpace, spec: EvalSpec, genomes: np.ndarray,
                            n_seeds: int, cost_ref_usd: float, n_jobs: int = 1) -> np.ndarray:
-    """Weighted fitness of each genome on ``n_seeds`` fresh evaluation seeds (new fault
-    draws and workload noise), shape ``(len(genomes), n_seeds)``."""
+    """Weighted fitness of each genome on ``n_seeds`` fresh evaluation seeds.
+
+    Fresh seeds mean new fault draws and workload noise; the shape is
+    ``(len(genomes), n_seeds)``.
+    """
     if not isinstance(n_seeds, int) or n_seeds < 1:
         raise ArchitectureError(f"n_seeds must be a positive integer, got {n_seeds!r}")
     keys = [tuple(int(v) for v in space.check(g)) for g in np.atleast_2d(genomes)]

@@ -98,6 +98,13 @@ class OnlineTuner:
         self._last_change_s: dict[str, float] = {}
         self.history: list[Adjustment] = []
 
+    def sync(self, param: str, value: float) -> None:
+        """Set ``param`` to the value the plant actually has, clipped into its hard limits."""
+        rule = next((r for r in self.rules if r.param == param), None)
+        if rule is None:
+            raise TunerError(f"no rule for {param!r}")
+        self.values[param] = min(max(float(value), rule.min_value), rule.max_value)
+
     def step(self, now_s: float, metrics: Mapping[str, float]) -> list[Adjustment]:
         """Adjust every parameter whose metric is out of band and whose cooldown has passed.
 

@@ -26,14 +26,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.evolution import (  # noqa: E402
+from agents.evolution import (
     GAParams,
     TwinEvaluator,
     confirm_on_fresh_seeds,
     random_search,
     run_search,
 )
-from sim.architecture import EvalSpec, GenomeSpace, weighted_fitness  # noqa: E402
+from sim.architecture import EvalSpec, GenomeSpace, weighted_fitness
 
 
 def main() -> None:

@@ -671,16 +671,49 @@ def evaluate(arch: Architecture, spec: EvalSpec, seed: int,
         Autoscaler(arch.scale_up_util, arch.scale_down_util)
         if arch.scale_up_util or arch.scale_down_util else None
     )
+    return measure(twin, spec, spec.hours * 3600.0, scaler)
+
+
+def evaluate_mean(arch: Architecture, spec: EvalSpec, seed: int,
+                  base: TwinConfig | None = None) -> Objectives:
+    """:func:`evaluate` averaged over ``spec.replicates`` runs (seeds ``1000 seed + r``).
+
+    The replicates are independent fault draws and workload noise, so the objectives are an
+    estimate of their expectation under the fault regime, not of one draw.
+    """
+    base = base if base is not None else spec.base_config()
+    runs = [evaluate(arch, spec, seed * 1000 + r, base) for r in range(spec.replicates)]
+    if len(runs) == 1:
+        return runs[0]
+    values = {k: float(np.mean([r.as_dict()[k] for r in runs])) for k in runs[0].as_dict()}
+    return Objectives(
+        performance=values["performance"], cost_usd=values["cost_usd"],
+        reliability=values["reliability"], throughput_share=values["throughput_share"],
+        latency_score=values["latency_score"], resource_usd=values["resource_usd"],
+        action_usd=values["action_usd"], actions=round(values["actions"]),
+        faults=round(values["faults"]),
+    )
+
+
+def measure(twin: Twin, spec: EvalSpec, duration_s: float,
+            scaler: Autoscaler | None = None) -> Objectives:
+    """Advance ``twin`` by ``duration_s`` in steps of ``spec.step_s`` and score that stretch.
+
+    Works on a fresh deployment and on a fork of a running twin alike: only records written
+    during the stretch count.
+    """
+    if not duration_s > 0:
+        raise ArchitectureError(f"duration_s must be positive, got {duration_s!r}")
     topo = twin.topo
     st = twin.state
     n_s = topo.n_services
-    end_s = spec.hours * 3600.0
+    start_seq = twin.log.next_seq
+    end_s = twin.now_s + duration_s
     last_scale: dict[int, float] = {}
     actions = 0
     vcpu_s = gib_s = 0.0
     lat_weighted = weight = 0.0
     share = topo.class_share
-    q99 = _gamma_q99
     while twin.now_s < end_s - 1e-9:
         dt = min(spec.step_s, end_s - twin.now_s)
         twin.advance(dt)
@@ -693,14 +726,14 @@ def evaluate(arch: Architecture, spec: EvalSpec, seed: int,
             np.maximum(lam, 1e-12))
         mean = topo.path_matrix @ svc_lat
         var = topo.path_matrix @ (svc_lat * svc_lat)
-        p99 = q99(mean, var)
+        p99 = _gamma_q99(mean, var)
         score = np.minimum(1.0, topo.class_slo_s / np.maximum(p99, 1e-12))
         total = float(lam.sum())
         lat_weighted += float(share @ score) * total * dt
         weight += total * dt
         if scaler is not None:
             actions += scaler.step(twin, last_scale)
-    kpis = window_kpis(twin.log.since(0), slo_target=spec.slo_target)
+    kpis = window_kpis(twin.log.since(start_seq), slo_target=spec.slo_target)
     latency_score = lat_weighted / weight if weight > 0 else 0.0
     resource = vcpu_s / 3600.0 * spec.usd_per_vcpu_h + gib_s / 3600.0 * spec.usd_per_gib_h
     action_usd = float(kpis["action_cost_usd"])
@@ -765,8 +798,9 @@ timeout is where queued requests are dropped; target utilisations set replicas."
 
 def configure(space: GenomeSpace, values: dict[str, float],
               genome: np.ndarray | None = None) -> Architecture:
-    """The architecture ``genome`` (default: the default genome) with ``values`` of
-    :data:`CONFIG_PARAMS` applied.
+    """An architecture with a configuration applied.
+
+    ``genome`` (default: the default genome) with ``values`` of :data:`CONFIG_PARAMS`.
 
     Raises:
         ArchitectureError: a missing, unknown or out-of-range value.
@@ -784,7 +818,7 @@ def configure(space: GenomeSpace, values: dict[str, float],
     base = space.decode(g)
     api = SIZED_SERVICES.index("api")
     workers = list(base.workers)
-    workers[api] = int(round(values["api.cpu_limit"]))
+    workers[api] = round(values["api.cpu_limit"])
     mem = list(base.mem_limit_bytes)
     api_spec = next(s for s in space.base.app.services if s.name == "api")
     mem[api] = int(max(values["api.mem_limit_gib"] * GIB, api_spec.mem_base_bytes + GIB))
