@@ -463,7 +463,8 @@ def repair(space: GenomeSpace, genome: np.ndarray) -> np.ndarray:
 
     Genes are rounded and clipped to their bounds; then, while the deployment does not fit,
     the spread of the service that failed is widened, else the capacity of the service with
-    the most vCPUs is lowered one level, else read and cache replicas are removed.
+    the most vCPUs is lowered one level, else read and cache replicas, cache size and instance
+    sizes are reduced.
 
     Raises:
         ArchitectureError: nothing deploys even at the smallest capacity (a cluster too
@@ -491,7 +492,9 @@ def repair(space: GenomeSpace, genome: np.ndarray) -> np.ndarray:
                 break
         if lowered:
             continue
-        for name in ("database.read_replicas", "cache.replicas"):
+        shrink = ["database.read_replicas", "cache.replicas", "cache.size"]
+        shrink += [f"{SIZED_SERVICES[int(i)]}.size" for i in np.argsort(arch.workers)[::-1]]
+        for name in shrink:
             j = space.index(name)
             if g[j] > space.low[j]:
                 g[j] -= 1
