@@ -40,7 +40,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 DTYPE = torch.float64
 LOCAL_POINTS_PER_DIM = 4
-NOISE_FREE_VAR = 1e-6
+NOISE_FREE_VAR = 2e-6
 """Observation variance, relative to the outcomes' variance, for a noise-free objective."""
 
 
@@ -153,7 +153,7 @@ class BOParams:
 
     ``n_initial`` Sobol points come before the model is used; ``num_restarts`` and
     ``raw_samples`` size the acquisition optimiser (multi-start L-BFGS-B from the best of
-    ``raw_samples`` random points). Every ``exploit_every``-th model-based suggestion (0:
+    ``raw_samples`` random points, at most ``acq_maxiter`` iterations each). Every ``exploit_every``-th model-based suggestion (0:
     never) is instead the posterior-mean minimiser of a GP fitted to the incumbent's nearest
     observations, which refines the incumbent's basin once EI has found it; a point already
     observed falls back to EI.
@@ -167,13 +167,14 @@ class BOParams:
     max_iter: int = 100
     exploit_every: int = 3
     noise_free: bool = False
+    acq_maxiter: int = 200
 
     def __post_init__(self) -> None:
         if not isinstance(self.exploit_every, int) or self.exploit_every < 0:
             raise SearchSpaceError(
                 f"bo.exploit_every must be a non-negative integer, got {self.exploit_every!r}"
             )
-        for name in ("n_initial", "num_restarts", "raw_samples", "max_iter"):
+        for name in ("n_initial", "num_restarts", "raw_samples", "max_iter", "acq_maxiter"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SearchSpaceError(f"bo.{name} must be a positive integer, got {value!r}")
@@ -320,7 +321,8 @@ class BayesOpt:
             cand, _ = optimize_acqf(acq, bounds=bounds, q=q,
                                     num_restarts=self.params.num_restarts,
                                     raw_samples=self.params.raw_samples,
-                                    options={"batch_limit": 8, "maxiter": 200})
+                                    options={"batch_limit": 8,
+                                             "maxiter": self.params.acq_maxiter})
         return cand.detach().numpy()
 
     def _ref_point_max(self, train_y: torch.Tensor) -> torch.Tensor:

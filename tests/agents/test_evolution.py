@@ -1,0 +1,135 @@
+"""GA and NSGA-II on the twin: operators, determinism, caching, resume, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.evolution import (
+    ArchitectureProblem,
+    BlockCrossover,
+    GAParams,
+    StructuralMutation,
+    TwinEvaluator,
+    hypervolume,
+    random_search,
+    run_search,
+)
+from sim.architecture import ArchitectureError, EvalSpec, GenomeSpace, deployable
+
+SPEC = EvalSpec(hosts=20, hours=0.1, replicates=1, fault_rate_scale=100.0)
+SMALL = GAParams(pop_size=6, max_generations=3, tournament_size=3, period=3)
+
+
+@pytest.fixture(scope="module")
+def space() -> GenomeSpace:
+    return GenomeSpace(SPEC.base_config())
+
+
+def _problem(space: GenomeSpace) -> ArchitectureProblem:
+    return ArchitectureProblem(TwinEvaluator(space, SPEC), 1.0, 1)
+
+
+def test_ga_same_seed_same_best_and_front(space: GenomeSpace) -> None:
+    """Two GA runs with one seed give the same best genome, front and history."""
+    a = run_search(TwinEvaluator(space, SPEC), SMALL, "ga", seed=4)
+    b = run_search(TwinEvaluator(space, SPEC), SMALL, "ga", seed=4)
+    assert np.array_equal(a.best_genome, b.best_genome)
+    assert np.array_equal(a.front_genomes, b.front_genomes)
+    assert [h.best_fitness for h in a.history] == [h.best_fitness for h in b.history]
+    assert a.history[-1].best_fitness >= a.history[0].best_fitness
+
+
+def test_nsga2_same_seed_same_front(space: GenomeSpace) -> None:
+    """NSGA-II is deterministic too, and its front is non-empty with positive hypervolume."""
+    a = run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=1)
+    b = run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=1)
+    assert np.array_equal(a.front_genomes, b.front_genomes)
+    assert a.hypervolume == b.hypervolume > 0
+
+
+def test_parallel_evaluation_matches_serial(space: GenomeSpace) -> None:
+    """Objectives do not depend on the number of worker processes."""
+    genomes = np.stack([space.default_genome(), space.default_genome() * 0 + space.low])
+    serial = TwinEvaluator(space, SPEC, n_jobs=1)(genomes)
+    parallel = TwinEvaluator(space, SPEC, n_jobs=2)(genomes)
+    assert serial == parallel
+
+
+def test_evaluations_are_cached_by_genome(space: GenomeSpace) -> None:
+    """A genome evaluated twice runs the twin once."""
+    ev = TwinEvaluator(space, SPEC)
+    g = space.default_genome()[None, :]
+    first = ev(g)
+    second = ev(np.vstack([g, g]))
+    assert ev.evaluations == 1 and ev.twin_runs == 1
+    assert second == [first[0], first[0]]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(space: GenomeSpace, tmp_path: Path
+                                                     ) -> None:
+    """A run stopped after one generation and resumed ends where an uninterrupted run does."""
+    full = run_search(TwinEvaluator(space, SPEC), SMALL, "ga", seed=2)
+    ckpt = tmp_path / "ga.pkl"
+    part = run_search(TwinEvaluator(space, SPEC), SMALL, "ga", seed=2, checkpoint=ckpt,
+                      max_generations=1)
+    assert len(part.history) == 1 and ckpt.exists()
+    resumed = run_search(TwinEvaluator(space, SPEC), SMALL, "ga", seed=2, checkpoint=ckpt)
+    assert resumed.resumed_from == 1
+    assert np.array_equal(resumed.best_genome, full.best_genome)
+    assert [h.best_fitness for h in resumed.history] == [h.best_fitness for h in full.history]
+    with pytest.raises(ArchitectureError, match="checkpoint"):
+        run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=2, checkpoint=ckpt)
+
+
+def test_operators_stay_in_bounds_and_repair_deploys(space: GenomeSpace) -> None:
+    """Mutation and crossover keep genes within bounds; repaired children deploy."""
+    from agents.evolution import DeployRepair
+
+    rng = np.random.default_rng(0)
+    problem = _problem(space)
+    X = space.random_genomes(8, rng)  # noqa: N806
+    mutated = StructuralMutation(0.5)._do(problem, X, random_state=rng)
+    assert ((mutated >= space.low) & (mutated <= space.high)).all()
+    assert (mutated != X).any()
+    children = BlockCrossover(1.0)._do(problem, np.stack([X[:4], X[4:]]), random_state=rng)
+    assert children.shape == (2, 4, space.n_genes)
+    for child in children.reshape(-1, space.n_genes):
+        for j in range(space.n_genes):
+            assert child[j] in (X[:, j])
+    repaired = DeployRepair()._do(problem, mutated)
+    assert all(deployable(space, g) is None for g in repaired)
+
+
+def test_random_search_uses_the_budget(space: GenomeSpace) -> None:
+    """Random search evaluates exactly the number of distinct genomes asked for."""
+    rs = random_search(TwinEvaluator(space, SPEC), 7, seed=0)
+    assert rs.evaluations == 7
+    assert rs.best_fitness >= rs.history[0].mean_fitness
+
+
+def test_hypervolume_of_dominated_sets() -> None:
+    """A front that dominates another has the larger hypervolume; empty is zero."""
+    a = np.array([[0.1, 0.5, 0.1]])
+    b = np.array([[0.2, 0.8, 0.3]])
+    assert hypervolume(a) > hypervolume(b) > 0
+    assert hypervolume(np.zeros((0, 3))) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [({"pop_size": 1}, "pop_size"), ({"mutation_rate": 1.5}, "mutation_rate"),
+     ({"tournament_size": 200}, "tournament_size"), ({"max_generations": 0}, "max_gen")],
+)
+def test_bad_ga_params_are_clear_errors(kwargs: dict[str, object], words: str) -> None:
+    """Out-of-range GA settings raise ArchitectureError naming the setting."""
+    with pytest.raises(ArchitectureError, match=words):
+        GAParams(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_mode_is_a_clear_error(space: GenomeSpace) -> None:
+    """An unknown search mode is refused before anything runs."""
+    with pytest.raises(ArchitectureError, match="mode"):
+        run_search(TwinEvaluator(space, SPEC), SMALL, "sa", seed=0)
