@@ -153,10 +153,10 @@ class BOParams:
 
     ``n_initial`` Sobol points come before the model is used; ``num_restarts`` and
     ``raw_samples`` size the acquisition optimiser (multi-start L-BFGS-B from the best of
-    ``raw_samples`` random points, at most ``acq_maxiter`` iterations each). Every ``exploit_every``-th model-based suggestion (0:
-    never) is instead the posterior-mean minimiser of a GP fitted to the incumbent's nearest
-    observations, which refines the incumbent's basin once EI has found it; a point already
-    observed falls back to EI.
+    ``raw_samples`` random points, at most ``acq_maxiter`` iterations each). Every
+    ``exploit_every``-th model-based suggestion (0: never) is instead the posterior-mean
+    minimiser of a GP fitted to the incumbent's nearest observations, which refines the
+    incumbent's basin once EI has found it; a point already observed falls back to EI.
     ``noise_free`` fixes the observation noise near zero (a deterministic objective) instead
     of inferring it, so the surrogate interpolates the data.
     """

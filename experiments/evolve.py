@@ -41,7 +41,7 @@ from agents.evolution import (
     run_search,
 )
 from experiments import tracking
-from experiments.config import CONFIG_ERRORS, error_line, register_configs
+from experiments.config import CONFIG_ERRORS, StartupAbort, error_line, register_configs
 from experiments.search_config import (
     EvolveSchema,
     register_search_configs,
@@ -72,10 +72,14 @@ def _validate(s: EvolveSchema) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evolve")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, search, confirm, log."""
-    schema: EvolveSchema = to_object(cfg, EvolveSchema)
-    _validate(schema)
-    params = to_ga_params(schema.ga)
-    spec = to_eval_spec(schema.eval)
+    try:
+        schema: EvolveSchema = to_object(cfg, EvolveSchema)
+        _validate(schema)
+        params = to_ga_params(schema.ga)
+        spec = to_eval_spec(schema.eval)
+    except CONFIG_ERRORS as err:
+        # A BaseException passes Hydra's job error report: one line, from main().
+        raise StartupAbort(error_line(err)) from None
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt = Path(schema.checkpoint) if schema.checkpoint else out_dir / "checkpoint.pkl"
     space = GenomeSpace(spec.base_config())
@@ -188,6 +192,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
+    except StartupAbort as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except CONFIG_ERRORS as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         sys.exit(2)

@@ -26,6 +26,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+import torch
 from hydra.core.hydra_config import HydraConfig
 from joblib import Parallel, delayed
 from omegaconf import DictConfig
@@ -36,7 +37,7 @@ from agents.evolution import FRESH_SEED_BASE, HV_REF_POINT, hypervolume, objecti
 from agents.tuner import OnlineTuner
 from control.optimise import replica_rules, run_tuner
 from experiments import tracking
-from experiments.config import CONFIG_ERRORS, error_line, register_configs
+from experiments.config import CONFIG_ERRORS, StartupAbort, error_line, register_configs
 from experiments.search_config import (
     OptimizeSchema,
     register_search_configs,
@@ -70,15 +71,20 @@ def _score(space: GenomeSpace, spec: EvalSpec, seed: int, values: dict[str, floa
 @hydra.main(version_base="1.3", config_path="../conf", config_name="optimize")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, run BO or the tuner, log."""
-    schema: OptimizeSchema = to_object(cfg, OptimizeSchema)
-    if schema.mode not in ("bo", "tuner"):
-        raise ConfigError(f"mode must be 'bo' or 'tuner', got {schema.mode!r}")
-    if not isinstance(schema.n_jobs, int) or schema.n_jobs < 1:
-        raise ConfigError(f"n_jobs must be a positive integer, got {schema.n_jobs!r}")
-    bo_params = to_bo_params(schema.bo)
-    spec = to_eval_spec(schema.eval)
-    if schema.tuner.scenario not in SCENARIOS:
-        raise ConfigError(f"tuner.scenario: unknown scenario {schema.tuner.scenario!r}")
+    torch.set_num_threads(1)
+    try:
+        schema: OptimizeSchema = to_object(cfg, OptimizeSchema)
+        if schema.mode not in ("bo", "tuner"):
+            raise ConfigError(f"mode must be 'bo' or 'tuner', got {schema.mode!r}")
+        if not isinstance(schema.n_jobs, int) or schema.n_jobs < 1:
+            raise ConfigError(f"n_jobs must be a positive integer, got {schema.n_jobs!r}")
+        bo_params = to_bo_params(schema.bo)
+        spec = to_eval_spec(schema.eval)
+        if schema.tuner.scenario not in SCENARIOS:
+            raise ConfigError(f"tuner.scenario: unknown scenario {schema.tuner.scenario!r}")
+    except CONFIG_ERRORS as err:
+        # A BaseException passes Hydra's job error report: one line, from main().
+        raise StartupAbort(error_line(err)) from None
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     client, run_id = None, None
@@ -225,6 +231,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
+    except StartupAbort as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except CONFIG_ERRORS as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         sys.exit(2)

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from agents.bayesopt import BOParams
 from agents.evolution import GAParams
 from experiments.config import TrackingSchema, _reject_unknown_keys
 from sim.architecture import EvalSpec
 from sim.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agents.bayesopt import BOParams
 
 
 @dataclass
@@ -171,6 +173,9 @@ def to_eval_spec(s: EvalSchema) -> EvalSpec:
 
 def to_bo_params(s: BOSchema) -> BOParams:
     """Validated optimiser settings (iterations, batch and objectives are checked here)."""
+    from agents.bayesopt import BOParams
+
+
     for name in ("iterations", "batch_size"):
         value = getattr(s, name)
         if not isinstance(value, int) or value < 1:

@@ -90,7 +90,7 @@ def test_operators_stay_in_bounds_and_repair_deploys(space: GenomeSpace) -> None
 
     rng = np.random.default_rng(0)
     problem = _problem(space)
-    X = space.random_genomes(8, rng)  # noqa: N806
+    X = space.random_genomes(8, rng)
     mutated = StructuralMutation(0.5)._do(problem, X, random_state=rng)
     assert ((mutated >= space.low) & (mutated <= space.high)).all()
     assert (mutated != X).any()

@@ -40,7 +40,7 @@ def test_in_band_or_missing_metric_changes_nothing() -> None:
 
 
 def test_direction_minus_one_lowers_on_high() -> None:
-    """direction -1 lowers the parameter when the metric is high."""
+    """Direction -1 lowers the parameter when the metric is high."""
     rule = TuningRule("timeout", "errors", 0.01, 0.05, 0.5, 0.5, 5.0, direction=-1)
     tuner = OnlineTuner([rule], {"timeout": 2.0})
     assert tuner.step(0.0, {"errors": 0.2})[0].new == 1.5
