@@ -46,8 +46,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--hours", type=float, default=1.0)
+    parser.add_argument("--replicates", type=int, default=EvalSpec().replicates)
     args = parser.parse_args()
-    spec = EvalSpec(hosts=args.hosts, hours=args.hours)
+    spec = EvalSpec(hosts=args.hosts, hours=args.hours, replicates=args.replicates)
     space = GenomeSpace(spec.base_config())
     params = GAParams(pop_size=args.pop, max_generations=args.gens,
                       tournament_size=min(5, args.pop), period=max(args.gens, 1))
