@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.evolution import TwinEvaluator  # noqa: E402
-from sim.architecture import EvalSpec, GenomeSpace, repair  # noqa: E402
+from agents.evolution import TwinEvaluator
+from sim.architecture import EvalSpec, GenomeSpace, repair
 
 
 def main() -> None:
