@@ -468,6 +468,10 @@ def run_search(
                 f"checkpoint {ckpt} is of mode {state['mode']!r} seed {state['seed']}, "
                 f"not {mode!r} seed {seed}"
             )
+        if state.get("spec") != evaluator.spec or state.get("eval_seed") != evaluator.seed:
+            raise ArchitectureError(
+                f"checkpoint {ckpt} was written with another evaluation (spec or eval seed)"
+            )
         algorithm: Algorithm = state["algorithm"]
         evaluator.cache.update(state["cache"])
         evaluator.twin_runs = max(evaluator.twin_runs, state["twin_runs"])
@@ -499,7 +503,8 @@ def run_search(
         if on_generation is not None:
             on_generation(gen)
         if ckpt is not None:
-            _atomic_pickle({"mode": mode, "seed": seed, "algorithm": algorithm,
+            _atomic_pickle({"mode": mode, "seed": seed, "spec": evaluator.spec,
+                            "eval_seed": evaluator.seed, "algorithm": algorithm,
                             "cache": evaluator.cache, "twin_runs": evaluator.twin_runs,
                             "history": history, "cost_ref": cost_ref}, ckpt)
     return _result(mode, algorithm, evaluator, cost_ref, history, resumed_from)

@@ -82,6 +82,8 @@ def test_resume_from_checkpoint_equals_uninterrupted(space: GenomeSpace, tmp_pat
     assert [h.best_fitness for h in resumed.history] == [h.best_fitness for h in full.history]
     with pytest.raises(ArchitectureError, match="checkpoint"):
         run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=2, checkpoint=ckpt)
+    with pytest.raises(ArchitectureError, match="another evaluation"):
+        run_search(TwinEvaluator(space, SPEC, seed=9), SMALL, "ga", seed=2, checkpoint=ckpt)
 
 
 def test_operators_stay_in_bounds_and_repair_deploys(space: GenomeSpace) -> None:
