@@ -111,6 +111,7 @@ class _State:
     group_of: dict[int, int] = field(default_factory=dict)
     groups: list[AlertGroup] = field(default_factory=list)
     alerts: dict[int, AlertRecord] = field(default_factory=dict)
+    routed: set[int] = field(default_factory=set)
     pending: list[_Pending] = field(default_factory=list)
     executed: dict[int, _Executed] = field(default_factory=dict)
     succeeded: set[int] = field(default_factory=set)
@@ -214,35 +215,87 @@ class HealingEngine:
             inc_id = s.group_of.get(group.group_id)
             if inc_id is None:
                 self._open(group, members, obs)
-            else:
-                inc = s.incidents[inc_id]
-                added = [i for i in group.alert_ids if i not in inc.alert_ids]
-                if added and inc.phase in ("opened", "mitigating"):
-                    inc.alert_ids += added
-                    inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
-                    if inc.step == 0 and not inc.action_ids:
-                        inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
-                                          for c in rank_root_causes(members, obs)]
+                continue
+            inc = s.incidents[inc_id]
+            added = [i for i in group.alert_ids if i not in inc.alert_ids and i not in s.routed]
+            if not added or inc.phase not in ("opened", "mitigating"):
+                continue
+            if inc.step == 0 and not inc.action_ids:
+                inc.alert_ids += added
+                inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
+                inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
+                                  for c in rank_root_causes(members, obs)]
+            elif not self._split_off(inc, [s.alerts[i] for i in added if i in s.alerts], obs):
+                inc.alert_ids += added
+                inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
+
+    def _explains(self, root: str, component: str, obs: Observation) -> bool:
+        """Whether a fault at ``root`` accounts for symptoms at ``component``."""
+        if root == component:
+            return True
+        if "cluster" in (root, component):
+            return False
+        theirs = self._instances_of({component}, obs)
+        return bool(theirs) and theirs <= self._instances_of({root}, obs)
+
+    def _split_off(
+        self, inc: Incident, alerts: Sequence[AlertRecord], obs: Observation
+    ) -> bool:
+        """Route alerts with a confident cause of their own away from ``inc``.
+
+        An incident already remediating one cause must not absorb a second, concurrent one
+        (a bad deploy on the service of an instance being restarted for a leak): when the
+        new alerts alone point with confidence at a component the incident's root cause does
+        not account for, they join the active incident with that diagnosis, or open one.
+
+        Returns:
+            Whether the alerts were routed away.
+        """
+        ranked = rank_root_causes(alerts, obs)
+        if not ranked or ranked[0].confidence < CONFIDENT or not inc.root_cause:
+            return False
+        top = ranked[0]
+        if top.label == inc.root_cause or self._explains(
+            inc.root_cause.rsplit(":", 1)[0], top.component, obs
+        ):
+            return False
+        s = self._s
+        ids = [a.alert_id for a in alerts]
+        s.routed.update(ids)
+        for other in s.incidents.values():
+            if other.phase in ("opened", "mitigating") and other.root_cause == top.label:
+                other.alert_ids += [i for i in ids if i not in other.alert_ids]
+                other.components |= {a.target for a in alerts}
+                return True
+        self._new_incident(ids, alerts, obs)
+        return True
 
     def _open(self, group: AlertGroup, members: Sequence[AlertRecord], obs: Observation) -> None:
-        s, now = self._s, self.plant.now_s
+        s = self._s
         targets = {a.target for a in members}
         for other in s.incidents.values():
             # Alerts about a component an active incident is remediating join it, so a
-            # remediation in progress does not spawn a competing incident; an escalated one
-            # does not swallow new problems.
+            # remediation in progress does not spawn a competing incident, unless they point
+            # with confidence at a cause of their own; an escalated one does not swallow new
+            # problems.
             if other.phase in ("opened", "mitigating") and other.components & targets:
                 s.group_of[group.group_id] = other.incident_id
-                other.alert_ids += [
-                    a.alert_id for a in members if a.alert_id not in other.alert_ids
-                ]
+                if not self._split_off(other, members, obs):
+                    other.alert_ids += [
+                        a.alert_id for a in members if a.alert_id not in other.alert_ids
+                    ]
                 return
+        s.group_of[group.group_id] = self._new_incident(list(group.alert_ids), members, obs)
+
+    def _new_incident(
+        self, alert_ids: list[int], members: Sequence[AlertRecord], obs: Observation
+    ) -> int:
+        s, now = self._s, self.plant.now_s
         inc = Incident(
             incident_id=s.next_incident, opened_s=now, priority="P4",
-            components={a.target for a in members}, alert_ids=list(group.alert_ids),
+            components={a.target for a in members}, alert_ids=list(alert_ids),
         )
         s.next_incident += 1
-        s.group_of[group.group_id] = inc.incident_id
         inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
                           for c in rank_root_causes(members, obs)]
         inc.priority = priority(self._impact(inc, obs))
@@ -253,6 +306,7 @@ class HealingEngine:
         if inc.priority == "P0":
             inc.phase = "escalated"
             self._log_incident(inc, "escalated", "P0: on-call human paged; actions need approval")
+        return inc.incident_id
 
     def _impact(self, inc: Incident, obs: Observation) -> Impact:
         share = 1.0 - self._good_share()
@@ -349,22 +403,29 @@ class HealingEngine:
         self._run_pending(obs)
 
     def _healthy(self, inc: Incident, obs: Observation) -> bool:
-        """The current step's actions all succeeded and what the incident touched is well.
+        """The current step's actions all succeeded and what the incident is about is well.
 
-        Local, so one incident's recovery does not wait on another's: every instance of the
-        touched services that is in use is ready, and their request-weighted error rate is
-        under ``HEALTHY_ERROR_RATE``. A cluster-wide cause (a load surge) needs the SLO met.
+        Local, so one incident's recovery does not wait on another's: the root-cause
+        instance (or every instance still placed on the root-cause host) is ready again, and
+        the request-weighted error rate of the ready instances of the touched services is
+        under ``HEALTHY_ERROR_RATE``. Instances another incident took out of rotation (a
+        failed-over rack) do not hold this one open. A cluster-wide cause (a load surge)
+        needs the SLO met.
         """
         if not inc.step_action_ids or not set(inc.step_action_ids) <= self._s.succeeded:
             return False
-        if inc.root_cause.startswith("cluster") and self._good_share() < self.config.slo_target:
-            return False
-        touched = self._instances_of(inc.components, obs)
+        component = inc.root_cause.rsplit(":", 1)[0]
+        if component == "cluster":
+            return self._good_share() >= self.config.slo_target
+        kind, _, ident = component.rpartition("-")
+        if kind in ("inst", "host") and ident.isdigit():
+            own = self._instances_of({component}, obs)
+            if any(obs.inst_used[i] and not obs.inst_ready[i] for i in own):
+                return False
+        touched = self._instances_of(inc.components | {component}, obs)
         services = {int(obs.inst_service[i]) for i in touched if obs.inst_used[i]}
         for svc in services:
-            members = obs.inst_used & (obs.inst_service == svc)
-            if (members & ~obs.inst_ready).any():
-                return False
+            members = obs.inst_used & obs.inst_ready & (obs.inst_service == svc)
             rps = obs.inst[members, _RPS]
             err = float((rps * obs.inst[members, _ERR]).sum() / max(float(rps.sum()), 1e-9))
             if err > HEALTHY_ERROR_RATE:

@@ -71,7 +71,9 @@ Let ``f`` be a :class:`~sim.events.FaultRecord` with onset ``t0`` (its ``t_s``, 
   included); **MTTM** = mean(max(``tr - td``, 0)), 0 when the fault was restored before it
   was detected. Means are over faults that needed healing and have the times involved.
 * **auto_recovered**: ``tr`` exists and ``tr <= t_imp + deadline_s``, and no incident that
-  contains an attributed alert was escalated or had an action approved by a human. The
+  contains an attributed alert was escalated or had an action approved by a human before it
+  resolved (a follow-up such as a disk replacement approved after recovery does not make
+  the recovery manual; it still counts in the human intervention rate). The
   deadline runs from ``t_imp``, which is ``t0`` for every fault that harms at once; for a
   latent fault (a leak hours from its OOM kill) it starts when the fault first shows, since
   nothing could be healed before that.
@@ -235,12 +237,12 @@ def _healthy(window: SloWindow, slo_target: float) -> bool:
 
 def _incidents(records: Sequence[Event]) -> dict[int, _Incident]:
     life: dict[int, list[IncidentRecord]] = defaultdict(list)
-    approved: set[int] = set()
+    approved: dict[int, list[float]] = defaultdict(list)
     for r in records:
         if isinstance(r, IncidentRecord):
             life[r.incident_id].append(r)
         elif isinstance(r, ApprovalRecord) and r.phase == "approved":
-            approved.add(r.incident_id)
+            approved[r.incident_id].append(r.t_s)
     out: dict[int, _Incident] = {}
     for iid, recs in life.items():
         cands: tuple[str, ...] = ()
@@ -249,12 +251,13 @@ def _incidents(records: Sequence[Event]) -> dict[int, _Incident]:
                 cands = tuple(c for c, _ in r.candidates)
             elif not cands and r.root_cause:
                 cands = (r.root_cause,)
+        resolved_s = next((r.t_s for r in recs if r.phase == "resolved"), math.inf)
         out[iid] = _Incident(
             alert_ids=frozenset(a for r in recs for a in r.alert_ids),
             escalated=any(r.phase == "escalated" for r in recs),
             resolved=any(r.phase == "resolved" for r in recs),
             candidates=cands,
-            human_approved=iid in approved,
+            human_approved=any(t < resolved_s for t in approved.get(iid, ())),
         )
     return out
 

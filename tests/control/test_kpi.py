@@ -371,6 +371,16 @@ def test_human_approval_in_the_incident_makes_recovery_not_automatic() -> None:
     assert o.recovered_s == 120.0 and not o.auto_recovered
 
 
+def test_follow_up_approved_after_resolution_keeps_recovery_automatic() -> None:
+    """A disk replacement approved after the incident resolved does not undo auto-healing."""
+    log = _log(*_crash(), incident(103.0, 0, "opened", (0,), ("inst-1:service_crash",)),
+               incident(130.0, 0, "resolved", (0,), ("inst-1:service_crash",)),
+               ApprovalRecord(0, 200.0, 0, "replace_disk", "host-1", "approved"),
+               *windows(600.0))
+    (o,) = fault_outcomes(log)
+    assert o.recovered_s == 120.0 and o.auto_recovered
+
+
 def test_availability_is_request_weighted_and_time_weighted() -> None:
     """Windows of 1000 and 3000 requests at 50% and 100%: 0.875 by requests, 0.5 by time."""
     log = _log(SloWindow(0, 60.0, 60.0, 1000.0, 500.0, ()),
