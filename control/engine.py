@@ -62,6 +62,13 @@ BLOCKED_RETRY_S = 60.0
 """How long a blocked follow-up action is retried (cooldowns, rate and blast-radius limits)."""
 HUMAN_RERUNS = 1
 """Times the on-call human reruns an exhausted runbook, approving each action."""
+AUTOSCALE_UTIL = 0.75
+"""While a load surge is being handled, a service busier than this gets another scale-out."""
+AUTOSCALE_GAP_S = 300.0
+"""Least time between two autoscaling scale-outs of one service (boot plus settling)."""
+SURGE_WATCH_S = 4 * 3600.0
+"""How long after a load-surge incident resolves its capacity stays watched (surges last
+hours and keep ramping after the first scale-out has cleared the alert)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,7 @@ class _State:
     shed_level: float = 0.0
     shed_started: dict[int, float] = field(default_factory=dict)
     shed_incident: int = 0
+    last_autoscale_s: dict[str, float] = field(default_factory=dict)
     next_incident: int = 0
     seen_seq: int = 0
 
@@ -182,14 +190,57 @@ class HealingEngine:
         self._housekeeping(obs)
 
     def _housekeeping(self, obs: Observation) -> None:
+        """Keep capacity ahead of a surge; stop shedding once the full load fits again."""
+        self._autoscale(obs)
+        self._unshed(obs)
+
+    def _service_util(self, obs: Observation) -> np.ndarray:
+        used = obs.inst_used & obs.inst_ready
+        n = len(obs.service_names)
+        counts = np.maximum(np.bincount(obs.inst_service[used], minlength=n), 1)
+        return np.bincount(obs.inst_service[used], obs.inst[used, _CPU_UTIL], minlength=n) / counts
+
+    def _autoscale(self, obs: Observation) -> None:
+        """While a surge is handled or watched, scale out any service past AUTOSCALE_UTIL.
+
+        A surge ramps for hours; the trend alert that opened its incident stays latched while
+        the load keeps rising, so no new alert would ask for the next scale-out in time. The
+        actions belong to the surge's incident and pass the safety gate like any other.
+        """
+        s, now = self._s, self.plant.now_s
+        surge = None
+        for inc in s.incidents.values():
+            if not inc.root_cause.startswith("cluster:"):
+                continue
+            watched = inc.phase in ("opened", "mitigating") or (
+                inc.phase == "resolved" and inc.resolved_s is not None
+                and now - inc.resolved_s < SURGE_WATCH_S
+            )
+            if watched and (surge is None or inc.opened_s > surge.opened_s):
+                surge = inc
+        if surge is None:
+            return
+        util = self._service_util(obs)
+        busy = {p.action.target for p in s.pending if p.action.kind == "scale_out"}
+        busy |= {f.action.target for f in self.gate.in_flight() if f.action.kind == "scale_out"}
+        for svc in np.flatnonzero(util > AUTOSCALE_UTIL):
+            target = f"svc-{obs.service_names[int(svc)]}"
+            if target in busy or now - s.last_autoscale_s.get(target, -math.inf) < AUTOSCALE_GAP_S:
+                continue
+            s.last_autoscale_s[target] = now
+            s.pending.append(_Pending(
+                Action("scale_out", target), surge.incident_id,
+                f"follow-up: autoscale, {target} at {float(util[svc]):.0%} utilisation",
+            ))
+        if any(p.reason.startswith("follow-up: autoscale") for p in s.pending):
+            self._run_pending(obs)
+
+    def _unshed(self, obs: Observation) -> None:
         """Stop load shedding once the busiest service could take the full load again."""
         s = self._s
         if s.shed_level <= 0.0 or any(p.action.kind == "stop_shedding" for p in s.pending):
             return
-        used = obs.inst_used & obs.inst_ready
-        n = len(obs.service_names)
-        counts = np.maximum(np.bincount(obs.inst_service[used], minlength=n), 1)
-        util = np.bincount(obs.inst_service[used], obs.inst[used, _CPU_UTIL], minlength=n) / counts
+        util = self._service_util(obs)
         recent = any(e.action.kind == "shed_load" for aid, e in s.executed.items()
                      if aid in s.shed_started and self.plant.now_s - s.shed_started[aid] < 900.0)
         if not recent and float(util.max()) / (1.0 - s.shed_level) < UNSHED_UTIL:

@@ -71,7 +71,8 @@ Let ``f`` be a :class:`~sim.events.FaultRecord` with onset ``t0`` (its ``t_s``, 
   included); **MTTM** = mean(max(``tr - td``, 0)), 0 when the fault was restored before it
   was detected. Means are over faults that needed healing and have the times involved.
 * **auto_recovered**: ``tr`` exists and ``tr <= t_imp + deadline_s``, and no incident that
-  contains an attributed alert was escalated or had an action approved by a human before it
+  contains an alert attributed to ``f`` up to ``tr`` (later ones concern whatever else
+  touched the same components) was escalated or had an action approved by a human before it
   resolved (a follow-up such as a disk replacement approved after recovery does not make
   the recovery manual; it still counts in the human intervention rate). The
   deadline runs from ``t_imp``, which is ``t0`` for every fault that harms at once; for a
@@ -367,7 +368,13 @@ def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> Fa
             evidence.append(max(ix.bad_start[i], t0))
     t_imp = min(evidence) if evidence else None
 
-    alert_ids = frozenset(a.alert_id for a in alerts)
+    tr = None
+    if t_imp is not None:
+        tr = _recovery(f, comps, states, counts, ix, t_imp, t_clear, hold_s)
+
+    # Alerts after the recovery are about something else that touched the same components
+    # (a service alerted hours later, while a repaired host still awaits its technician).
+    alert_ids = frozenset(a.alert_id for a in alerts if tr is None or a.t_s <= tr)
     incident_ids = sorted(iid for iid, inc in ix.incidents.items() if inc.alert_ids & alert_ids)
     escalated = any(ix.incidents[i].escalated for i in incident_ids)
     first_incident = (
@@ -378,10 +385,6 @@ def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> Fa
         _rank(ix.incidents[first_incident].candidates, f.target, f.kind)
         if first_incident is not None else None
     )
-
-    tr = None
-    if t_imp is not None:
-        tr = _recovery(f, comps, states, counts, ix, t_imp, t_clear, hold_s)
     auto = (
         tr is not None and t_imp is not None and tr <= t_imp + deadline_s and not escalated
         and not any(ix.incidents[i].human_approved for i in incident_ids)

@@ -381,6 +381,25 @@ def test_follow_up_approved_after_resolution_keeps_recovery_automatic() -> None:
     assert o.recovered_s == 120.0 and o.auto_recovered
 
 
+def test_alerts_after_recovery_do_not_make_a_fault_escalated() -> None:
+    """A later, escalated incident on the same components does not taint a healed fault.
+
+    The host stays down (awaiting repair) long after its instance was migrated and ready.
+    """
+    log = _log(fault(100.0, 0, "host_failure", "host-1", ("host-1", "inst-1", "svc-api")),
+               state(100.0, "inst-1", "down", 0),
+               alert(101.0, 0, "host-1"),
+               incident(101.0, 0, "opened", (0,), ("host-1:host_failure",)),
+               state(140.0, "inst-1", "up"), state(150.0, "inst-1", "ready"),
+               incident(300.0, 0, "resolved", (0,), ("host-1:host_failure",)),
+               alert(400.0, 1, "svc-api"),
+               incident(400.0, 1, "opened", (1,), ("cluster:load_surge",)),
+               incident(700.0, 1, "escalated", (1,), ("cluster:load_surge",)),
+               *windows(900.0))
+    (o,) = fault_outcomes(log)
+    assert o.recovered_s == 140.0 and not o.escalated and o.auto_recovered
+
+
 def test_availability_is_request_weighted_and_time_weighted() -> None:
     """Windows of 1000 and 3000 requests at 50% and 100%: 0.875 by requests, 0.5 by time."""
     log = _log(SloWindow(0, 60.0, 60.0, 1000.0, 500.0, ()),
