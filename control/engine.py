@@ -449,6 +449,8 @@ class HealingEngine:
         inc.resolved_s = self.plant.now_s
         self._log_incident(inc, "resolved")
         for kind, rule in runbook.follow_up:
+            if kind == "stop_shedding" and self._s.shed_level <= 0.0:
+                continue
             for target in rule(component, obs):
                 self._s.pending.append(_Pending(Action(kind, target), inc.incident_id, "follow-up"))
         self._run_pending(obs)
