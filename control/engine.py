@@ -10,7 +10,9 @@ One :meth:`HealingEngine.step` per control interval, against any :class:`sim.pla
 4. once a step's actions have finished, the incident resolves if the SLO is healthy and the
    services it touched have their ready capacity back; past the step's deadline the next
    step runs, and after the last one the incident escalates;
-5. an action that made the SLO worse is rolled back when rollback is enabled.
+5. an action that made the SLO worse (the first whole SLO window after it finished has a
+   lower good share than the last one before it started) is rolled back when rollback is
+   enabled.
 
 Every decision is written to the plant's event log, which is what KPIs and post-mortems read.
 """
@@ -110,6 +112,7 @@ class _Executed:
     incident_id: int
     good_share_before: float
     rollback: bool
+    finished_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -122,6 +125,7 @@ class _State:
     pending: list[_Pending] = field(default_factory=list)
     executed: dict[int, _Executed] = field(default_factory=dict)
     succeeded: set[int] = field(default_factory=set)
+    to_verify: list[int] = field(default_factory=list)
     shed_level: float = 0.0
     shed_started: dict[int, float] = field(default_factory=dict)
     shed_incident: int = 0
@@ -575,20 +579,45 @@ class HealingEngine:
                     s.shed_incident = ex.incident_id
                 elif ex.action.kind == "stop_shedding":
                     s.shed_level = 0.0
-            if (
-                r.phase == "succeeded" and self.safety.rollback_enabled and not ex.rollback
-                and ex.good_share_before - self._good_share() > self.config.rollback_tolerance
-            ):
                 # Adding capacity cannot make the twin worse; a surge that keeps growing would
                 # otherwise read as the scale-out's fault.
-                inverse = None if ex.action.kind == "scale_out" else rollback_action(ex.action)
-                if inverse is not None:
-                    s.pending.append(_Pending(inverse, inc.incident_id,
-                                              f"rollback of {ex.action.kind}: SLO got worse"))
+                if (self.safety.rollback_enabled and not ex.rollback
+                        and ex.action.kind != "scale_out"
+                        and rollback_action(ex.action) is not None):
+                    ex.finished_s = r.t_s
+                    s.to_verify.append(r.action_id)
+        self._verify_actions()
 
-    def _good_share(self) -> float:
+    def _verify_actions(self) -> None:
+        """Undo a finished action once a whole SLO window after it is worse than before it."""
+        s = self._s
+        if not s.to_verify:
+            return
+        window = self._latest_window()
+        keep: list[int] = []
+        for aid in s.to_verify:
+            ex = s.executed[aid]
+            assert ex.finished_s is not None
+            if window is None or window.t_s - window.window_s < ex.finished_s:
+                keep.append(aid)
+                continue
+            after = window.good / window.requests if window.requests else 1.0
+            inverse = rollback_action(ex.action)
+            if ex.good_share_before - after > self.config.rollback_tolerance and inverse:
+                s.pending.append(_Pending(
+                    inverse, ex.incident_id,
+                    f"rollback of {ex.action.kind}: good share {ex.good_share_before:.4f} "
+                    f"before, {after:.4f} in the window after",
+                ))
+        s.to_verify = keep
+
+    def _latest_window(self) -> SloWindow | None:
         for r in reversed(self.plant.log.since(max(0, self.plant.log.next_seq - 400))):
             if isinstance(r, SloWindow):
-                return r.good / r.requests if r.requests else 1.0
-        return 1.0
+                return r
+        return None
+
+    def _good_share(self) -> float:
+        w = self._latest_window()
+        return w.good / w.requests if w is not None and w.requests else 1.0
 
