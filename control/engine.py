@@ -64,6 +64,8 @@ BLOCKED_RETRY_S = 60.0
 """How long a blocked follow-up action is retried (cooldowns, rate and blast-radius limits)."""
 HUMAN_RERUNS = 1
 """Times the on-call human reruns an exhausted runbook, approving each action."""
+RUNNER_UP_MIN = 0.15
+"""Least confidence of a runner-up diagnosis worth a runbook of its own before escalating."""
 AUTOSCALE_UTIL = 0.75
 """While a load surge is being handled, a service busier than this gets another scale-out."""
 AUTOSCALE_GAP_S = 300.0
@@ -421,6 +423,11 @@ class HealingEngine:
         deadline = runbook.steps[inc.step - 1].deadline_s if inc.step else 0.0
         if inc.step and now < inc.step_started_s + deadline:
             return
+        exhausted = inc.step >= len(runbook.steps)
+        if exhausted and inc.phase != "escalated" and self._next_hypothesis(inc):
+            runbook, component = self._runbook(inc)
+            if runbook is None:
+                return
         if inc.step >= len(runbook.steps):
             if inc.phase != "escalated":
                 inc.phase = "escalated"
@@ -440,6 +447,24 @@ class HealingEngine:
         for action in step.resolve(component, obs):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
+
+    def _next_hypothesis(self, inc: Incident) -> bool:
+        """After a runbook ran out, act on the runner-up diagnosis if it is plausible.
+
+        Two causes can look alike (a bad deploy on a database that is also saturated by a
+        surge); an operator tries the second explanation before paging anyone.
+        """
+        nxt = inc.hypothesis + 1
+        if nxt >= len(inc.candidates) or inc.candidates[nxt][1] < RUNNER_UP_MIN:
+            return False
+        tried = inc.root_cause
+        if inc.candidates[nxt][0].rsplit(":", 1)[-1] not in RUNBOOKS:
+            return False
+        inc.hypothesis = nxt
+        inc.step = 0
+        self._log_incident(inc, "mitigating",
+                           f"runbook for {tried} ran out; trying the runner-up diagnosis")
+        return True
 
     def _retry_s(self, inc: Incident) -> float:
         """Blocked actions are retried until their step's deadline (cooldowns pass)."""
