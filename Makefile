@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run experiment test test-all lint bench clean
+.PHONY: setup run twin experiment test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m sim run --scenario mixed --hosts 100 --hours 24 --seed 0
-
-experiment: $(STAMP)
 	$(PY) -m experiments.run
+
+experiment: run
+
+twin: $(STAMP)
+	$(PY) -m sim run --scenario mixed --hosts 100 --hours 24 --seed 0
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2
