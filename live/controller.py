@@ -75,7 +75,7 @@ def live_detection() -> DetectionStage:
     the host's CPU is shared with other work.
     """
     rules = (
-        ThresholdRule("instance", "mem_util", ">", 0.6, "warning"),
+        ThresholdRule("instance", "mem_util", ">", 0.35, "warning"),
         ThresholdRule("instance", "error_rate", ">", 0.2, "critical"),
         ThresholdRule("instance", "p99_latency_s", ">", 1.0, "warning"),
         ThresholdRule("service", "error_rate", ">", 0.5, "critical"),
@@ -87,7 +87,7 @@ def live_detection() -> DetectionStage:
 def live_engine(plant: Plant, *, actuate: bool) -> HealingEngine:
     """The rule-based engine configured for a live fleet (second-scale verification)."""
     return HealingEngine(plant, live_safety(actuate=actuate), None,
-                         EngineConfig(correlation_window_s=2.0, verify_hold_s=1.0),
+                         EngineConfig(correlation_window_s=0.3, verify_hold_s=1.0),
                          live_detection())
 
 

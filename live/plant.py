@@ -99,7 +99,7 @@ class FleetSpec:
     probe_interval_s: float = 0.1
     probe_timeout_s: float = 0.15
     failure_threshold: int = 2
-    mem_limit_bytes: int = 192 * 2**20
+    mem_limit_bytes: int = 256 * 2**20
     replica_startup_delay_s: float = 0.0
     slo_window_s: float = 1.0
     ready_timeout_s: float = 15.0
@@ -143,6 +143,7 @@ class _Slot:
     prev: tuple[float, int, int, float] | None = None
     metrics: np.ndarray = field(default_factory=lambda: np.zeros(len(INSTANCE_FEATURES)))
     faults: dict[int, str] = field(default_factory=dict)
+    cleared_s: float = -math.inf
 
 
 class LivePlant:
@@ -326,6 +327,18 @@ class LivePlant:
     def used_slots(self) -> list[int]:
         """Slots with a replica."""
         return [s.slot for s in self._slots if s.used]
+
+    def busy(self, slot: int) -> bool:
+        """Whether an action is running on a slot's replica."""
+        return self._slots[slot].busy
+
+    def active_faults(self, slot: int) -> dict[int, str]:
+        """Injected faults on a slot's replica not yet cleared: fault id -> kind."""
+        return dict(self._slots[slot].faults)
+
+    def last_cleared_s(self, slot: int) -> float:
+        """When the last fault on a slot's replica was cleared (-inf if never)."""
+        return self._slots[slot].cleared_s
 
     def incarnation(self, slot: int) -> int:
         """How many times a slot's process has been (re)started."""
@@ -531,6 +544,7 @@ class LivePlant:
         for fid, kind in list(s.faults.items()):
             if kinds is None or kind in kinds:
                 del s.faults[fid]
+                s.cleared_s = t
                 self._enqueue(lambda seq, fid=fid: FaultCleared(seq, t, fid, by))
 
     def _run(self, aid: int, action: Action, progress: dict[str, Any]) -> tuple[bool, str]:

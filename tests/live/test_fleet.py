@@ -1,0 +1,128 @@
+"""The live fleet healed by the unchanged rule-based engine; dry run; emergency stop; blast radius."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from control.kpi import fault_outcomes
+from live.chaos import inject
+from live.controller import PolicyController, control_loop, live_engine, live_safety
+from live.loadgen import run_load
+from live.plant import LivePlant
+from live.procs import alive
+from live.runtime import Runtime
+from sim.actions import Action
+from sim.events import ActionRecord, DecisionRecord, FaultCleared
+from sim.telemetry import Observation
+
+Factory = Callable[..., LivePlant]
+
+
+def _run_until(plant: LivePlant, ctrl: object, cond: Callable[[], bool], limit_s: float) -> None:
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end and not cond():
+        plant.advance(0.1)
+        ctrl.step()  # type: ignore[attr-defined]
+
+
+def test_engine_heals_a_crash_under_load(fleet_factory: Factory) -> None:
+    """A killed replica is detected within 1 s and restarted; KPIs come from the live log."""
+    plant = fleet_factory(3)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.5, 0.1)
+    old = plant.pids()["inst-1"]
+    rec = inject(plant, "service_crash", "inst-1")
+    _run_until(plant, engine, lambda: any(isinstance(r, FaultCleared)
+                                          for r in plant.log.since(rec.seq)), 8.0)
+    control_loop(plant, engine, 1.5, 0.1)
+    new = plant.pids()["inst-1"]
+    assert new != old and alive(new)
+    (out,) = fault_outcomes(plant.log.since(0), hold_s=0.5, deadline_s=30.0)
+    assert out.detected_s is not None and out.detected_s - out.t0_s <= 1.0
+    assert out.recovered_s is not None and out.auto_recovered
+    assert run_load(plant.lb_url + "/", 40.0, 1.0).success == 1.0
+
+
+def test_dry_run_changes_no_process(fleet_factory: Factory) -> None:
+    """Without actuation the engine decides (dry_run) but no process is started or stopped."""
+    plant = fleet_factory(2, actuate=False)
+    engine = live_engine(plant, actuate=False)
+    control_loop(plant, engine, 0.3, 0.1)
+    before = plant.pids()
+    inject(plant, "service_crash", "inst-0")
+    control_loop(plant, engine, 2.0, 0.1)
+    after = plant.pids()
+    assert after["inst-1"] == before["inst-1"] and alive(after["inst-1"])
+    assert not alive(before["inst-0"]) and after["inst-0"] == before["inst-0"]
+    assert after["haproxy"] == before["haproxy"]
+    log = plant.log.since(0)
+    assert not [r for r in log if isinstance(r, ActionRecord) and r.phase == "started"]
+    assert [r for r in log if isinstance(r, DecisionRecord) and r.verdict == "dry_run"]
+    assert not plant.apply(Action("restart_instance", "inst-0")).accepted
+
+
+def test_emergency_stop_halts_actuation_within_a_second(fleet_factory: Factory) -> None:
+    """After the stop (which takes effect in well under 1 s) no action starts."""
+    plant = fleet_factory(2)
+    runtime = Runtime(plant, live_engine(plant, actuate=True), mode="live", step_s=0.1,
+                      plant_dt_s=0.0)
+    runtime.start()
+    try:
+        assert runtime.wait_steps(3)
+        t0 = time.monotonic()
+        stop_at_s = runtime.emergency_stop("test")
+        assert time.monotonic() - t0 < 1.0 and runtime.gate.stopped
+        with runtime.lock:
+            inject(plant, "service_crash", "inst-0")
+        assert runtime.wait_steps(20)
+        with runtime.lock:
+            started = [r for r in plant.log.since(0) if isinstance(r, ActionRecord)
+                       and r.phase == "started" and r.t_s >= stop_at_s]
+            blocked = [r for r in plant.log.since(0) if isinstance(r, DecisionRecord)
+                       and r.verdict == "blocked"]
+        assert started == [] and blocked
+    finally:
+        runtime.stop()
+
+
+def test_blast_radius_holds_when_every_replica_fails(fleet_factory: Factory) -> None:
+    """All four replicas crash at once: restarts run, never more than one (25%) at a time."""
+    plant = fleet_factory(4)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.3, 0.1)
+    for k in range(4):
+        inject(plant, "service_crash", f"inst-{k}")
+    _run_until(plant, engine, lambda: sum(isinstance(r, FaultCleared)
+                                          for r in plant.log.since(0)) >= 2, 6.0)
+    in_flight, worst = set(), 0
+    for r in plant.log.since(0):
+        if isinstance(r, ActionRecord) and r.kind == "restart_instance":
+            if r.phase == "started":
+                in_flight.add(r.action_id)
+            elif r.phase in ("succeeded", "failed"):
+                in_flight.discard(r.action_id)
+            worst = max(worst, len(in_flight))
+    assert worst == 1
+    assert sum(isinstance(r, FaultCleared) for r in plant.log.since(0)) >= 1
+
+
+def test_any_policy_drives_the_fleet_through_the_gate(fleet_factory: Factory) -> None:
+    """A plain observation -> action policy heals a hang via the same control loop."""
+    plant = fleet_factory(2)
+
+    def restart_dead(obs: Observation) -> Action | None:
+        dead = obs.inst_used & ~obs.inst_live
+        return Action("restart_instance", f"inst-{int(dead.argmax())}") if dead.any() else None
+
+    ctrl = PolicyController(plant, restart_dead, live_safety(actuate=True))
+    control_loop(plant, ctrl, 0.3, 0.1)
+    old = plant.pids()["inst-0"]
+    inject(plant, "service_hang", "inst-0")
+    _run_until(plant, ctrl, lambda: any(isinstance(r, FaultCleared)
+                                        for r in plant.log.since(0)), 8.0)
+    assert plant.pids()["inst-0"] != old
+    assert [r for r in plant.log.since(0) if isinstance(r, DecisionRecord)
+            and r.executed and r.action == "restart_instance"]
+    assert os.path.exists(plant.store.path)
