@@ -33,7 +33,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "service_crash", "service_hang", "memory_leak", "slow_response", "error_responses",
     "bad_config",
 )
-DEFAULT_LEAK_BYTES_PER_S = 384 * 2**20
+DEFAULT_LEAK_BYTES_PER_S = 160 * 2**20
 DEFAULT_LATENCY_S = 1.5
 DEFAULT_ERROR_RATE = 0.5
 

@@ -75,7 +75,7 @@ def live_detection() -> DetectionStage:
     the host's CPU is shared with other work.
     """
     rules = (
-        ThresholdRule("instance", "mem_util", ">", 0.35, "warning"),
+        ThresholdRule("instance", "mem_util", ">", 0.25, "warning"),
         ThresholdRule("instance", "error_rate", ">", 0.2, "critical"),
         ThresholdRule("instance", "p99_latency_s", ">", 1.0, "warning"),
         ThresholdRule("service", "error_rate", ">", 0.5, "critical"),

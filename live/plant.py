@@ -177,6 +177,7 @@ class LivePlant:
             spec.max_replicas, thread_name_prefix="probe")
         self._obs: Observation | None = None
         self._host = np.zeros(len(HOST_FEATURES))
+        self._host[_H["throttle"]] = self._host[_H["up"]] = 1.0
         self._fe_prev: tuple[float, int, int] | None = None
         self._shed_percent = 0
         self._next_fault = 0
@@ -737,11 +738,12 @@ class LivePlant:
             m[_I["vm_up"]] = 1.0
             s.metrics = m
         vm = psutil.virtual_memory()
-        self._host[:] = 0.0
-        self._host[_H["cpu_util"]] = psutil.cpu_percent(None) / 100.0
-        self._host[_H["mem_alloc"]] = vm.percent / 100.0
-        self._host[_H["throttle"]] = 1.0
-        self._host[_H["up"]] = 1.0
+        host = np.zeros(len(HOST_FEATURES))
+        host[_H["cpu_util"]] = psutil.cpu_percent(None) / 100.0
+        host[_H["mem_alloc"]] = vm.percent / 100.0
+        host[_H["throttle"]] = 1.0
+        host[_H["up"]] = 1.0
+        self._host = host
         self._t_sample = self.now_s
 
     def _slo_window(self) -> None:

@@ -77,12 +77,15 @@ class ReplicaState:
 
 def _leak_loop(state: ReplicaState) -> None:
     tick_s = 0.05
+    last = time.monotonic()
     while True:
         time.sleep(tick_s)
+        now = time.monotonic()
+        elapsed_s, last = now - last, now
         rate = state.leak_bytes_per_s
         if rate <= 0:
             continue
-        chunk = bytearray(int(rate * tick_s))
+        chunk = bytearray(int(rate * elapsed_s))
         for k in range(0, len(chunk), 4096):
             chunk[k] = 1
         state.leaked.append(chunk)
