@@ -32,15 +32,28 @@ from control.kpi import compute_kpis, fault_outcomes  # noqa: E402
 from live.chaos import ChaosInjector  # noqa: E402
 from live.controller import control_loop, live_engine  # noqa: E402
 from live.plant import FleetSpec, LivePlant  # noqa: E402
+from sim.events import IncidentRecord  # noqa: E402
 
 MIX = {"service_crash": 0.4, "service_hang": 0.35, "memory_leak": 0.25}
-QUIET_S = 3.0
-"""A replica gets its next fault no sooner than this after its last one was cleared: a fault
-during the engine's verification of the previous repair joins that incident (see README)."""
+QUIET_S = 1.0
+"""A replica gets its next fault no sooner than this after its last one was cleared, and not
+while an incident about it is still open: the engine resolves an incident only once every
+replica of the service has been ready for its verification hold, and a new fault on a
+replica whose incident is still open joins that incident instead of being remediated (see
+the README's live section)."""
 STALL_S = 60.0
 """Injection stops when no replica has been healthy for this long (reported as stalled)."""
 RESTORE_KINDS = ("service_crash", "service_hang", "memory_leak")
 HOLD_S, DEADLINE_S = 1.0, 30.0
+
+
+def _open_incident_targets(plant: LivePlant) -> set[str]:
+    """Components named by the root cause of incidents still opened or mitigating."""
+    phase: dict[int, tuple[str, str]] = {}
+    for r in plant.log.since(0):
+        if isinstance(r, IncidentRecord):
+            phase[r.incident_id] = (r.phase, r.root_cause.rpartition(":")[0])
+    return {c for p, c in phase.values() if p in ("opened", "mitigating")}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -86,7 +99,8 @@ def main() -> None:
                 healthy = [k for k in plant.used_slots()
                            if obs.inst_live[k] and obs.inst_ready[k] and not plant.busy(k)
                            and not plant.active_faults(k)
-                           and plant.now_s - plant.last_cleared_s(k) >= QUIET_S]
+                           and plant.now_s - plant.last_cleared_s(k) >= QUIET_S
+                           and f"inst-{k}" not in _open_incident_targets(plant)]
                 if healthy:
                     chaos.inject_next(healthy)
                     injected += 1

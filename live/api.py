@@ -11,7 +11,7 @@ answer 503 ("no evolution service configured").
 from __future__ import annotations
 
 import hmac
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -48,7 +48,7 @@ class HealRequest(BaseModel):
 class StopRequest(BaseModel):
     """Why the emergency stop was pulled."""
 
-    reason: str = Field("operator request", max_length=500)
+    reason: str = Field(default="operator request", max_length=500)
 
 
 class EvolveRequest(BaseModel):
@@ -72,7 +72,7 @@ def create_app(runtime: Runtime, token: str,
                               "the autonomous control plane.")
     bearer = HTTPBearer(auto_error=False)
 
-    def auth(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if creds is None or creds.scheme.lower() != "bearer" or not hmac.compare_digest(
             creds.credentials.encode(), token.encode()
         ):

@@ -56,7 +56,7 @@ def run_load(url: str, rate_per_s: float, duration_s: float, *, connections: int
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in LOOPBACK:
         raise ValueError(f"load is only sent to http://127.0.0.1 (loopback), got {url!r}")
-    if not (0 < rate_per_s and 0 < duration_s <= MAX_DURATION_S):
+    if not (rate_per_s > 0 and 0 < duration_s <= MAX_DURATION_S):
         raise ValueError(f"rate must be > 0 and duration in (0, {MAX_DURATION_S}] s")
     if rate_per_s * duration_s > MAX_REQUESTS:
         raise ValueError(f"at most {MAX_REQUESTS} requests per run")

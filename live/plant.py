@@ -28,6 +28,8 @@ restarted controller continues the same time line.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import http.client
 import json
 import math
@@ -69,6 +71,10 @@ rejected with a reason (there are no VMs, hosts or switches to act on here)."""
 SHED_STEP_PERCENT, SHED_MAX_PERCENT = 20, 60
 _H = {n: j for j, n in enumerate(HOST_FEATURES)}
 _I = {n: j for j, n in enumerate(INSTANCE_FEATURES)}
+
+
+def _cleared(seq: int, *, t_s: float, fault_id: int, by: str) -> Event:
+    return FaultCleared(seq, t_s, fault_id, by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,14 +311,16 @@ class LivePlant:
             self._monitor.join(timeout=5)
         self._workers.shutdown(wait=True, cancel_futures=True)
         self._probe_pool.shutdown(wait=True)
-        if stop_fleet:
-            for s in self._slots:
-                if s.pid is not None:
-                    kill(s.pid)
-                    self._reap(s)
-            self.lb.stop()
         self.poll()
-        self.store.close()
+        try:
+            if stop_fleet:
+                for s in self._slots:
+                    if s.pid is not None:
+                        kill(s.pid)
+                        self._reap(s)
+                self.lb.stop()
+        finally:
+            self.store.close()
 
     def pids(self) -> dict[str, int]:
         """Pids of the running processes: ``inst-k`` and ``haproxy``."""
@@ -421,18 +429,14 @@ class LivePlant:
         s.incarnation += 1
         s.seen_up = False
         s.prev = None
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(s.pid, {cores[s.slot % len(cores)]})
-        except OSError:
-            pass
         self._save(s)
 
     def _reap(self, s: _Slot) -> None:
         if s.popen is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 s.popen.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
             s.popen = None
 
     def _probe_ok(self, port: int, path: str = "/healthz") -> bool:
@@ -546,7 +550,7 @@ class LivePlant:
             if kinds is None or kind in kinds:
                 del s.faults[fid]
                 s.cleared_s = t
-                self._enqueue(lambda seq, fid=fid: FaultCleared(seq, t, fid, by))
+                self._enqueue(functools.partial(_cleared, t_s=t, fault_id=fid, by=by))
 
     def _run(self, aid: int, action: Action, progress: dict[str, Any]) -> tuple[bool, str]:
         kind = action.kind
@@ -668,7 +672,7 @@ class LivePlant:
                 if tick >= next_window:
                     next_window += self.spec.slo_window_s
                     self._slo_window()
-            except Exception as exc:  # noqa: BLE001 - the monitor must outlive one bad sample
+            except Exception as exc:
                 self.monitor_errors.append(f"{type(exc).__name__}: {exc}")
                 del self.monitor_errors[:-20]
             self._stop.wait(max(0.0, self.spec.probe_interval_s - (time.monotonic() - tick)))
@@ -728,9 +732,14 @@ class LivePlant:
                     m[_I["error_rate"]] = max(err - s.prev[2], 0) / d_req if d_req else 0.0
                     m[_I["cpu_util"]] = min(max(cpu_s - s.prev[3], 0.0) / dt / n_cores, 1.0)
                 s.prev = (now, req, err, cpu_s)
-                m[_I["mem_util"]] = body["rss_bytes"] / max(body["mem_limit_bytes"], 1)
                 m[_I["latency_s"]] = max(float(body["mean_latency_s"]), probe_s)
                 m[_I["p99_latency_s"]] = float(body["p99_latency_s"])
+            if proc_alive and s.pid is not None:
+                # Memory is read from outside, like a cgroup's usage: a replica too busy
+                # leaking to answer its probe is still measured.
+                with contextlib.suppress(psutil.Error):
+                    rss = psutil.Process(s.pid).memory_info().rss
+                    m[_I["mem_util"]] = rss / self.spec.mem_limit_bytes
             row = lb_stats.get(server_name(s.slot), {})
             m[_I["queue_len"]] = float(row.get("qcur") or 0)
             m[_I["up"]] = float(s.live)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -10,7 +11,7 @@ import psutil
 
 
 def alive(pid: int | None, marker: str = "") -> bool:
-    """Whether ``pid`` runs (not a zombie) and, when ``marker`` is given, its command line has it."""
+    """Whether ``pid`` runs (not a zombie) and its command line has ``marker`` (when given)."""
     if pid is None or pid <= 0:
         return False
     try:
@@ -24,10 +25,8 @@ def alive(pid: int | None, marker: str = "") -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def terminate(pid: int, timeout_s: float = 2.0) -> None:

@@ -96,7 +96,7 @@ class Runtime:
                     if self.enabled:
                         self.controller.step()
                     self.steps += 1
-                except Exception as exc:  # noqa: BLE001 - keep serving; report it in status
+                except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
 
     def emergency_stop(self, reason: str) -> float:

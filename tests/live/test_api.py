@@ -119,8 +119,10 @@ def test_runtime_runs_the_twin_accelerated() -> None:
 @settings(max_examples=15, deadline=None,
           suppress_health_check=list(HealthCheck))
 def test_fuzz_finds_no_server_error(case: Any) -> None:
-    """Schema-driven fuzzing, with and without the token, never gets a 5xx except the
-    documented 503 of the unconfigured evolution service."""
+    """Schema-driven fuzzing, with and without the token, finds no 5xx.
+
+    The documented 503 of the unconfigured evolution service is the one exception.
+    """
     for headers in ({"Authorization": f"Bearer {TOKEN}"}, {}):
         resp = case.call(headers=headers)
         if "evol" in case.path and resp.status_code == 503:

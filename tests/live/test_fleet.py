@@ -1,4 +1,4 @@
-"""The live fleet healed by the unchanged rule-based engine; dry run; emergency stop; blast radius."""
+"""The live fleet healed by the unchanged rule-based engine; dry run; stop; blast radius."""
 
 from __future__ import annotations
 
