@@ -72,7 +72,9 @@ def live_detection() -> DetectionStage:
     """Detectors for the live fleet: probes, state changes and instance / service thresholds.
 
     Host rules are left out: power, temperature, fans and disks are not measured live, and
-    the host's CPU is shared with other work.
+    the host's CPU is shared with other work. Rules re-arm after 1 s clear (not 60 s as in
+    the twin), since a replica can fail again seconds after it was repaired; memory alerts at
+    25% of the limit, so a fast leak is caught well before the limit kills the replica.
     """
     rules = (
         ThresholdRule("instance", "mem_util", ">", 0.25, "warning"),
@@ -81,7 +83,7 @@ def live_detection() -> DetectionStage:
         ThresholdRule("service", "error_rate", ">", 0.5, "critical"),
     )
     return DetectionStage([ProbeDetector(grace_s=0.5), EventDetector(),
-                           ThresholdDetector(rules)])
+                           ThresholdDetector(rules, rearm_s=1.0)])
 
 
 def live_engine(plant: Plant, *, actuate: bool) -> HealingEngine:
