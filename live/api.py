@@ -23,6 +23,10 @@ from live.runtime import Runtime
 from sim.actions import ACTION_SPECS, TARGET_PATTERN, Action
 from sim.events import ActionRecord, AlertRecord, DecisionRecord, IncidentRecord
 
+_BEARER = HTTPBearer(auto_error=False)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+"""The ``Authorization: Bearer`` credentials of a request, None when absent."""
+
 
 class EvolutionService(Protocol):
     """What the evolution / optimisation module offers the API."""
@@ -70,9 +74,8 @@ def create_app(runtime: Runtime, token: str,
     app = FastAPI(title="NovaCron autonomous control plane", version="0.1.0",
                   description="Status, healing history, post-mortems and safety switches of "
                               "the autonomous control plane.")
-    bearer = HTTPBearer(auto_error=False)
 
-    def auth(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def auth(creds: BearerCredentials) -> None:
         if creds is None or creds.scheme.lower() != "bearer" or not hmac.compare_digest(
             creds.credentials.encode(), token.encode()
         ):
