@@ -5,8 +5,10 @@ A :class:`Controller` is anything with ``step()`` and an emergency stop: the rul
 :class:`ObservationPolicy` (an Observation in, an Action or None out, e.g. an exported
 policy wrapped with its observation encoder and action decoder) into one, with every action
 through the same :class:`control.safety.SafetyGate` and logged as a
-:class:`~sim.events.DecisionRecord`. :func:`control_loop` drives a controller against a
-plant, the twin or the live fleet alike.
+:class:`~sim.events.DecisionRecord`. :class:`EncodedPolicy` turns an exported policy
+(a ``predict`` on encoded observations plus the environment's encoder and decoder) into
+an :class:`ObservationPolicy`. :func:`control_loop` drives a controller against a plant, the
+twin or the live fleet alike.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from control.detection import (
     DetectionStage,
@@ -38,6 +42,43 @@ class ObservationPolicy(Protocol):
     def __call__(self, obs: Observation) -> Action | None:
         """Choose an action."""
         ...
+
+
+class Predictor(Protocol):
+    """An exported policy's runtime: ``predict`` on an encoded observation.
+
+    Returns an action index, or Stable-Baselines3's ``(action, state)`` pair.
+    """
+
+    def predict(self, observation: np.ndarray) -> Any:
+        """The action index for an encoded observation."""
+        ...
+
+
+class EncodedPolicy:
+    """An exported policy as an :class:`ObservationPolicy`: encode, predict, decode.
+
+    Args:
+        predictor: the policy runtime (``predict`` on the encoded observation).
+        encode: Observation -> the policy's input vector (the environment's layout).
+        decode: action index -> Action, or None for "do nothing".
+    """
+
+    def __init__(self, predictor: Predictor, encode: Callable[[Observation], np.ndarray],
+                 decode: Callable[[int], Action | None]) -> None:
+        self.predictor = predictor
+        self.encode = encode
+        self.decode = decode
+
+    def __call__(self, obs: Observation) -> Action | None:
+        """Encode, predict, decode."""
+        raw = self.predictor.predict(self.encode(obs))
+        if isinstance(raw, tuple):
+            raw = raw[0]
+        index = np.asarray(raw)
+        if index.size != 1 or not np.issubdtype(index.dtype, np.integer):
+            raise ValueError(f"the policy must predict one integer action, got {raw!r}")
+        return self.decode(int(index.item()))
 
 
 @runtime_checkable

@@ -49,20 +49,25 @@ class Runtime:
         plant_dt_s: plant time to advance per step: 0 for a live plant (wall-clock time
             passes by itself), ``step_s * speed`` for the twin.
         apply: how a manual action reaches the plant, with its idempotency key.
+        substep_s: the controller steps after every ``substep_s`` of plant time within a
+            step (the twin's tick), so an accelerated twin is controlled as often as in a
+            batch run; None steps it once per step.
     """
 
     def __init__(self, plant: Plant, controller: GatedController, *, mode: str, step_s: float,
                  plant_dt_s: float,
-                 apply: Callable[[Action, str | None], ActionResult] | None = None) -> None:
+                 apply: Callable[[Action, str | None], ActionResult] | None = None,
+                 substep_s: float | None = None) -> None:
         if mode not in ("live", "twin"):
             raise ValueError(f"mode must be 'live' or 'twin', got {mode!r}")
-        if not step_s > 0 or plant_dt_s < 0:
-            raise ValueError("step_s must be > 0 and plant_dt_s >= 0")
+        if not step_s > 0 or plant_dt_s < 0 or (substep_s is not None and not substep_s > 0):
+            raise ValueError("step_s and substep_s must be > 0 and plant_dt_s >= 0")
         self.plant = plant
         self.controller = controller
         self.mode = mode
         self.step_s = step_s
         self.plant_dt_s = plant_dt_s
+        self.substep_s = substep_s
         self.lock = threading.RLock()
         self.enabled = True
         self.steps = 0
@@ -92,9 +97,15 @@ class Runtime:
         while not self._stop.wait(self.step_s):
             with self.lock:
                 try:
-                    self.plant.advance(self.plant_dt_s)
-                    if self.enabled:
-                        self.controller.step()
+                    left = self.plant_dt_s
+                    while True:
+                        dt = left if self.substep_s is None else min(self.substep_s, left)
+                        self.plant.advance(dt)
+                        left -= dt
+                        if self.enabled:
+                            self.controller.step()
+                        if left <= 1e-9:
+                            break
                     self.steps += 1
                 except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"

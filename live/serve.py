@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         plant = build_twin(RunSpec(scenario=args.scenario, hosts=args.hosts, seed=args.seed))
         controller = HealingEngine(plant, SafetyConfig(dry_run=not args.actuate))
         runtime = Runtime(plant, controller, mode="twin", step_s=args.step_s,
-                          plant_dt_s=args.step_s * args.speed)
+                          plant_dt_s=args.step_s * args.speed, substep_s=plant.config.tick_s)
     app = create_app(runtime, token)
     runtime.start()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,

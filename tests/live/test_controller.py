@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from control.run import RunSpec, build_twin
-from live.controller import PolicyController, control_loop, live_safety
+from live.controller import EncodedPolicy, PolicyController, control_loop, live_safety
 from live.lb import LbSpec, render_config
 from live.loadgen import run_load
 from live.plant import FleetSpec
@@ -22,7 +23,8 @@ def restart_dead(obs: Observation) -> Action | None:
 
 def test_the_same_policy_drives_the_twin_through_the_same_loop() -> None:
     """PolicyController + control_loop run unchanged on the twin; decisions are logged."""
-    twin = build_twin(RunSpec(scenario="service_crash", hosts=10, seed=1))
+    twin = build_twin(RunSpec(scenario="service_crash", hosts=10, seed=1, tick_s=10.0,
+                              probe_interval_s=10.0))
     ctrl = PolicyController(twin, restart_dead, live_safety(actuate=True))
     control_loop(twin, ctrl, 6 * 3600.0, 60.0)
     decisions = [r for r in twin.log if isinstance(r, DecisionRecord)]
@@ -32,7 +34,8 @@ def test_the_same_policy_drives_the_twin_through_the_same_loop() -> None:
 
 def test_dry_run_safety_never_executes_on_the_twin() -> None:
     """With actuation off every policy decision is a logged dry run."""
-    twin = build_twin(RunSpec(scenario="service_crash", hosts=10, seed=1))
+    twin = build_twin(RunSpec(scenario="service_crash", hosts=10, seed=1, tick_s=10.0,
+                              probe_interval_s=10.0))
     ctrl = PolicyController(twin, restart_dead, live_safety(actuate=False))
     control_loop(twin, ctrl, 6 * 3600.0, 60.0)
     decisions = [r for r in twin.log if isinstance(r, DecisionRecord)]
@@ -66,3 +69,43 @@ def test_haproxy_config_retries_and_redispatches(tmp_path: object) -> None:
     assert "server r0 127.0.0.1:20001 check" in text
     assert "server r1 127.0.0.1:9 check disabled" in text
     assert "bind 127.0.0.1:20000" in text
+
+
+class FirstDeadIndex:
+    """A stand-in exported policy: predicts 1 + the first dead slot (0 = do nothing)."""
+
+    def predict(self, observation: np.ndarray) -> tuple[np.ndarray, None]:
+        """SB3-style (action, state)."""
+        dead = np.flatnonzero(observation < 0.5)
+        return np.array(int(dead[0]) + 1 if dead.size else 0), None
+
+
+def _encode(obs: Observation) -> np.ndarray:
+    return np.where(obs.inst_used, obs.inst_live.astype(float), 1.0)
+
+
+def _decode(index: int) -> Action | None:
+    return None if index == 0 else Action("restart_instance", f"inst-{index - 1}")
+
+
+def test_encoded_policy_drives_the_twin_and_maps_actions() -> None:
+    """Encode -> predict -> decode is an ObservationPolicy; it restarts crashed twin replicas."""
+    policy = EncodedPolicy(FirstDeadIndex(), _encode, _decode)
+    twin = build_twin(RunSpec(scenario="service_crash", hosts=10, seed=1, tick_s=10.0,
+                              probe_interval_s=10.0))
+    assert policy(twin.observe()) is None
+    ctrl = PolicyController(twin, policy, live_safety(actuate=True))
+    control_loop(twin, ctrl, 6 * 3600.0, 60.0)
+    assert any(isinstance(r, DecisionRecord) and r.executed for r in twin.log)
+
+
+def test_encoded_policy_refuses_a_non_integer_prediction() -> None:
+    """A float or vector prediction is a clear error."""
+
+    class Bad:
+        def predict(self, observation: np.ndarray) -> np.ndarray:
+            return np.array([0.5, 0.5])
+
+    twin = build_twin(RunSpec(scenario="service_crash", hosts=4, seed=0))
+    with pytest.raises(ValueError, match="one integer action"):
+        EncodedPolicy(Bad(), _encode, _decode)(twin.observe())
