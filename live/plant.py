@@ -195,6 +195,7 @@ class LivePlant:
         self._epoch = float(epoch)
         self.resumed_actions: list[int] = []
         self.monitor_errors: list[str] = []
+        self._busy_targets: set[str] = set()
         for r in self._log:
             if isinstance(r, FaultRecord):
                 self._next_fault = max(self._next_fault, r.fault_id + 1)
@@ -239,9 +240,10 @@ class LivePlant:
     def apply(self, action: Action, idempotency_key: str | None = None) -> ActionResult:
         """Execute an action in the background; rejected ones come back with the reason.
 
-        The idempotency key defaults to the action and the state it acts on (the target
-        replica's incarnation, the service's replica count or configuration, the shed level):
-        an action whose key was journaled before is not executed again.
+        The idempotency key defaults to the action, the state it acts on (the target
+        replica's incarnation, the service's replica count or configuration, the shed level)
+        and how many actions on the target had finished: the same decision about the same
+        state is not executed twice, while a later decision after the target changed is.
         """
         now = self.now_s
         reason = self._check(action)
@@ -460,6 +462,11 @@ class LivePlant:
         return False
 
     def _mark_busy(self, action: Action, busy: bool) -> None:
+        with self._lock:
+            if busy:
+                self._busy_targets.add(action.target)
+            else:
+                self._busy_targets.discard(action.target)
         if action.target.startswith("inst-") and action.target[5:].isdigit():
             k = int(action.target[5:])
             if k < len(self._slots):
@@ -482,10 +489,10 @@ class LivePlant:
         if tgt.type != spec.target_type:
             return f"{spec.kind} needs a {spec.target_type} target, got {tgt.type} {tgt.name!r}"
         n_used = int(used.sum())
+        if tgt.name in self._busy_targets:
+            return f"{tgt.name} already has an action in progress"
         if tgt.type == "instance":
             s = self._slots[tgt.index]
-            if s.busy:
-                return f"{tgt.name} already has an action in progress"
             in_rot = sum(1 for o in self._slots if o.used and o.in_rotation)
             if action.kind == "reroute_traffic" and (not s.in_rotation or in_rot <= 1):
                 return f"{tgt.name} is out of rotation already or the last one in rotation"
@@ -523,7 +530,8 @@ class LivePlant:
             state = f"config={self._config().get('version')}"
         elif action.kind in ("shed_load", "stop_shedding"):
             state = f"shed={self._shed_percent}"
-        return f"{action.kind}:{action.target}:{state}:t={int(self.now_s // 3600)}"
+        done = self.store.finished_on(action.target)
+        return f"{action.kind}:{action.target}:{state}:after={done}"
 
     # ------------------------------------------------------------------ action execution
     def _execute(self, aid: int, action: Action, progress: dict[str, Any]) -> None:

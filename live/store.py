@@ -173,6 +173,12 @@ class Store:
         """Every journaled action, by id."""
         return [self._action(r) for r in self._exec("SELECT * FROM actions ORDER BY action_id")]
 
+    def finished_on(self, target: str) -> int:
+        """How many journaled actions on ``target`` have finished (succeeded or failed)."""
+        rows = self._exec("SELECT COUNT(*) FROM actions WHERE target = ? AND phase IN "
+                          "('succeeded', 'failed')", (target,))
+        return int(rows[0][0])
+
     def next_action_id(self) -> int:
         """One more than the largest journaled action id (0 when empty)."""
         rows = self._exec("SELECT MAX(action_id) FROM actions")

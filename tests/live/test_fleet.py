@@ -149,3 +149,35 @@ def test_an_encoded_policy_heals_a_crash_on_the_fleet(fleet_factory: Factory) ->
                                         for r in plant.log.since(0)), 8.0)
     new = plant.pids()["inst-1"]
     assert new != old and alive(new)
+
+
+def test_the_same_decision_is_not_executed_twice(fleet_factory: Factory) -> None:
+    """A request repeated while the first runs, or under a used key, is refused."""
+    plant = fleet_factory(2, replica_startup_delay_s=0.5)
+    first = plant.apply(Action("scale_out", "svc-api"))
+    assert first.accepted
+    plant.advance(0.0)
+    again = plant.apply(Action("scale_out", "svc-api"))
+    assert not again.accepted and "in progress" in again.reason
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end and not any(
+        isinstance(r, ActionRecord) and r.action_id == first.action_id and r.phase == "succeeded"
+        for r in plant.log.since(0)
+    ):
+        plant.advance(0.1)
+    assert len(plant.used_slots()) == 3
+    late = plant.apply(Action("scale_in", "svc-api"))
+    assert late.accepted, late.reason
+    plant.advance(0.0)
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end and "svc-api" in plant._busy_targets:
+        plant.advance(0.1)
+    refused = plant.apply(Action("restore_traffic", "inst-0"), idempotency_key="k-1")
+    assert not refused.accepted and "already in rotation" in refused.reason
+    ok = plant.apply(Action("reroute_traffic", "inst-0"), idempotency_key="k-1")
+    assert ok.accepted, ok.reason
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and "inst-0" in plant._busy_targets:
+        plant.advance(0.1)
+    dup = plant.apply(Action("restore_traffic", "inst-0"), idempotency_key="k-1")
+    assert not dup.accepted and "k-1" in dup.reason
