@@ -181,3 +181,48 @@ def test_the_same_decision_is_not_executed_twice(fleet_factory: Factory) -> None
         plant.advance(0.1)
     dup = plant.apply(Action("restore_traffic", "inst-0"), idempotency_key="k-1")
     assert not dup.accepted and "k-1" in dup.reason
+
+
+def _until_done(plant: LivePlant, action_id: int, limit_s: float = 10.0) -> str:
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        plant.advance(0.1)
+        for r in plant.log.since(0):
+            if isinstance(r, ActionRecord) and r.action_id == action_id and r.phase in (
+                "succeeded", "failed"
+            ):
+                return r.phase
+    return "timed out"
+
+
+def test_actions_act_for_real(fleet_factory: Factory) -> None:
+    """Rollback repairs a bad deploy; shedding denies requests; add_cpu widens the affinity."""
+    plant = fleet_factory(2)
+    plant.advance(0.3)
+    inject(plant, "bad_config", "svc-api")
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and plant.observe().inst_ready[:2].any():
+        plant.advance(0.1)
+    assert not plant.observe().inst_ready[:2].any()
+    assert _until_done(plant, plant.apply(Action("config_rollback", "svc-api")).action_id) \
+        == "succeeded"
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and not plant.observe().inst_ready[:2].all():
+        plant.advance(0.1)
+    assert plant.observe().inst_ready[:2].all()
+    assert any(isinstance(r, FaultCleared) and r.by == "config_rollback"
+               for r in plant.log.since(0))
+
+    assert _until_done(plant, plant.apply(Action("shed_load", "cluster")).action_id) \
+        == "succeeded"
+    shed = run_load(plant.lb_url + "/", 100.0, 1.0)
+    assert 0 < shed.failed < shed.sent
+    assert _until_done(plant, plant.apply(Action("stop_shedding", "cluster")).action_id) \
+        == "succeeded"
+    assert run_load(plant.lb_url + "/", 50.0, 0.5).success == 1.0
+
+    pid = plant.pids()["inst-0"]
+    assert _until_done(plant, plant.apply(Action("add_cpu", "inst-0")).action_id) == "succeeded"
+    assert sorted(os.sched_getaffinity(pid)) == sorted(os.sched_getaffinity(0))
+    rejected = plant.apply(Action("cold_migrate", "inst-0"))
+    assert not rejected.accepted and "not available on the live plant" in rejected.reason
