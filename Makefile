@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup run twin experiment test test-all lint bench clean
+.PHONY: live-deps bench-live
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +25,10 @@ experiment: run
 twin: $(STAMP)
 	$(PY) -m sim run --scenario mixed --hosts 100 --hours 24 --seed 0
 
-test: $(STAMP)
+test: $(STAMP) live-deps
 	$(PY) -m pytest -n 2
 
-test-all: $(STAMP)
+test-all: $(STAMP) live-deps
 	$(PY) -m pytest -n 2 -m ""
 
 lint: $(STAMP)
@@ -35,6 +37,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/twin_speed.py
+
+# HAProxy (Debian package) fronts the live fleet; installed when missing.
+live-deps:
+	command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || \
+		($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q haproxy)
+
+bench-live: $(STAMP) live-deps
+	$(PY) benchmarks/live_healing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outputs multirun
