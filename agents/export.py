@@ -57,7 +57,7 @@ def export_dqn(
     torch.onnx.export(
         module, (example,), str(path), input_names=["obs"],
         output_names=["q_values", "action"],
-        dynamic_shapes={"obs": {0: torch.export.Dim("batch")}}, dynamo=True,
+        dynamic_shapes={"obs": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False,
         verbose=False,
     )
     proto = onnx.load(str(path))
