@@ -31,9 +31,9 @@ class RewardWeights:
 
     slo: float = 10.0
     downtime: float = 1.0
-    action: float = 0.02
+    action: float = 0.05
     usd: float = 0.001
-    refused: float = 0.01
+    refused: float = 0.1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
