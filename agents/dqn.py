@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from torch import nn
 
 from sim.errors import ConfigError
 
@@ -38,7 +37,9 @@ class BoundsScaler(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """Scale each feature to [0, 1]."""
-        return (observations.float() - self.low) * self.inv_range
+        low: torch.Tensor = self.low  # type: ignore[assignment]
+        inv_range: torch.Tensor = self.inv_range  # type: ignore[assignment]
+        return (observations.float() - low) * inv_range
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,9 @@ def export_dqn(
             "stable_baselines3": stable_baselines3.__version__,
             "gymnasium": gymnasium.__version__,
             "onnx": onnx.__version__,
-            "onnx_opset": int(max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))),
+            "onnx_opset": int(
+                max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+            ),
             "numpy": np.__version__,
             "python": platform.python_version(),
         },

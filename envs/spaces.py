@@ -339,8 +339,10 @@ def encode_and_mask(
 
 
 def _worst_instance(obs: Observation, service: int) -> int:
-    """The instance of ``service`` most in need of a restart: on an up host, down first, then
-    not ready, then the highest memory use; -1 if none."""
+    """The instance of ``service`` most in need of a restart; -1 if none.
+
+    Among its instances on up hosts: down first, then not ready, then the highest memory use.
+    """
     cand = obs.inst_used & (obs.inst_service == service)
     cand &= obs.host[obs.inst_host, _H["up"]] > 0.5
     idx = np.flatnonzero(cand)

@@ -2,7 +2,7 @@
 
     python -m experiments.evaluate                                   # noop, random, rules, dqn
     python -m experiments.evaluate 'scenarios=[service_crash,vm_failure]' seeds=20 hours=12
-    python -m experiments.evaluate 'agents=[rules,dqn]' models.service_crash=exports/sc
+    python -m experiments.evaluate 'agents=[rules,dqn]' +models.service_crash=exports/sc
 
 Every agent runs the same seeds (so the same fault schedules) on each scenario's env. For
 each scenario and agent the table gives the mean and Student-t 95% interval of the KPIs;
@@ -16,6 +16,7 @@ standard output is one JSON object.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -110,6 +111,10 @@ def load_dqn(path: Path) -> Policy:
     return DqnPolicy.load(str(path))
 
 
+def _twin_of(env: Any) -> Any:
+    return env.unwrapped.twin
+
+
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
     """Mean and Student-t 95% interval (NaNs dropped; NaN when fewer than two values)."""
     v = values[np.isfinite(values)]
@@ -142,7 +147,7 @@ def compare(agent: np.ndarray, base: np.ndarray) -> dict[str, float]:
 
 def _fmt(x: float, digits: int = 5) -> str:
     if not math.isfinite(x):
-        return "–"
+        return "-"
     return f"{x:.{digits}f}" if abs(x) < 10 else f"{x:,.1f}"
 
 
@@ -157,7 +162,8 @@ def table(rows: list[dict[str, Any]], metric: str, baseline: str) -> str:
         m = r[metric]
         out.append(
             f"| {r['scenario']} | {r['agent']} | {_fmt(m['mean'], 6)} "
-            f"[{_fmt(m['lo'], 6)}, {_fmt(m['hi'], 6)}] | {_fmt(r['slo_violation_minutes']['mean'], 1)} "
+            f"[{_fmt(m['lo'], 6)}, {_fmt(m['hi'], 6)}] | "
+            f"{_fmt(r['slo_violation_minutes']['mean'], 1)} "
             f"| {_fmt(r['mttr_s']['mean'], 0)} | {_fmt(r['actions']['mean'], 1)} | "
             f"{_fmt(r['episode_return']['mean'], 1)} | "
             f"{_fmt(r.get('mw_p', math.nan), 4)} | {_fmt(r.get('rank_biserial', math.nan), 2)} "
@@ -192,7 +198,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                 elif agent == "random":
                     policy = RandomPolicy(n_actions, seed=seed)
                 elif agent == "rules":
-                    policy = RulePolicy(lambda env=env: env.unwrapped.twin)
+                    policy = RulePolicy(functools.partial(_twin_of, env))
                 else:
                     policy = load_dqn(models[scenario])
                 res = run_episode(policy, env, seed)

@@ -1,7 +1,7 @@
 """Export a trained DQN policy as ONNX, check it against the in-memory policy, log it.
 
     python -m experiments.export model=runs/service_crash-dqn-seed0/model.zip
-    python -m experiments.export model=runs/mixed-dqn-seed0/model.zip scenario=mixed out=exports/mixed
+    python -m experiments.export model=runs/mixed-dqn-seed0/model.zip scenario=mixed out=x
 
 Writes ``policy.onnx`` and ``metadata.json`` (see :mod:`agents.runtime`), then records
 ``parity_observations`` observations from episodes run by the in-memory policy and checks
@@ -39,8 +39,10 @@ from sim.scenarios import SCENARIOS
 def record_observations(
     policy: DqnPolicy, env: Any, n: int, epsilon: float, seed: int
 ) -> np.ndarray:
-    """``n`` observations from episodes driven by ``policy``, epsilon-greedy with its own
-    generator (so states the greedy policy avoids are covered too)."""
+    """``n`` observations from episodes driven by ``policy``.
+
+    Epsilon-greedy with its own generator, so states the greedy policy avoids are covered too.
+    """
     rng = np.random.default_rng(seed)
     out = np.empty((n, int(np.prod(env.observation_space.shape))), dtype=np.float32)
     obs, _ = env.reset(seed=seed)
@@ -114,7 +116,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                                 "parity_total": float(len(observations))})
     line = {
         "export": str(out.resolve()), "scenario": s.scenario, "model": str(model_path),
-        "parity_observations": int(len(observations)), "parity_agree": agree,
+        "parity_observations": len(observations), "parity_agree": agree,
         "parity": agree / len(observations), "onnx_sha256": runtime.metadata["sha256"],
         "mlflow_run_id": run_id, "wall_s": round(time.perf_counter() - wall0, 2),
     }

@@ -90,8 +90,11 @@ def register_rl_configs() -> None:
 
 
 def to_object(cfg: DictConfig, schema: type) -> Any:
-    """The composed config as ``schema``; unknown keys were refused by Hydra's structured
-    config already, the ``hydra`` node is dropped."""
+    """The composed config as ``schema``.
+
+    Unknown keys were refused by Hydra's structured config already; the ``hydra`` node and
+    the defaults list are dropped.
+    """
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
     data.pop("hydra", None)
@@ -118,7 +121,7 @@ def episode_steps(hours: float, control_interval_s: float, key: str = "scenario.
     """
     if not (isinstance(hours, int | float) and math.isfinite(hours) and hours > 0):
         raise ConfigError(f"{key} must be a positive number, got {hours!r}")
-    steps = int(round(hours * 3600.0 / control_interval_s))
+    steps = round(hours * 3600.0 / control_interval_s)
     if steps < 1:
         raise ConfigError(f"{key}: {hours} h is shorter than one control interval")
     return steps

@@ -65,10 +65,12 @@ class _Training(BaseCallback):
         for r in rewards[run.episodes_seen:]:
             run.metric("train/episode_return", float(r), n)
         run.episodes_seen = len(rewards)
+        model = self.model
+        assert isinstance(model, DQN)
         if n % run.schema.eval_freq == 0:
-            run.evaluate(self.model, n)
+            run.evaluate(model, n)
         if n % run.schema.checkpoint_freq == 0:
-            run.checkpoint(self.model, n)
+            run.checkpoint(model, n)
         return True
 
 
@@ -157,8 +159,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     env = Monitor(make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s,
                            s.scenario.hours))
     loaded = _load_checkpoint(run_dir, env, s.seed)
+    state: dict[str, Any] = {}
     if loaded is None:
-        model, state = make_dqn(env, params, seed=s.seed), {}
+        model = make_dqn(env, params, seed=s.seed)
     else:
         model, state = loaded
     resumed_from = int(state.get("num_timesteps", 0))
@@ -181,7 +184,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     bar = tqdm(total=s.total_timesteps, initial=resumed_from, unit="step", file=sys.stderr,
                desc=f"train {s.agent.name} {s.scenario.name}", mininterval=1.0)
     run = _Run(schema, run_dir, bar, client, run_id,
-               curve=[tuple(c) for c in state.get("curve", [])],  # type: ignore[misc]
+               curve=[(str(k), float(v), int(st)) for k, v, st in state.get("curve", [])],
                episodes_seen=0)
     run.logged = 0 if run_id is not None else len(run.curve)
     try:

@@ -29,7 +29,9 @@ def _cmd(module: str, root: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args, f"hydra.run.dir={root / 'hydra'}"]
 
 
-def _run(module: str, root: Path, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+def _run(
+    module: str, root: Path, *args: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(_cmd(module, root, *args), cwd=root, env=_env(root),
                           capture_output=True, text=True, timeout=timeout_s, check=False)
 
@@ -120,10 +122,15 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, module: str, args: li
 
 def test_config_checks_name_their_keys() -> None:
     """The in-process checks behind the command lines name the offending key."""
-    from experiments.evaluate import check
-    from experiments.rl_config import EvaluateSchema, TrainSchema, check_train, dqn_params
     from experiments.config import ScenarioSchema, TrackingSchema
-    from experiments.rl_config import DqnSchema
+    from experiments.evaluate import check
+    from experiments.rl_config import (
+        DqnSchema,
+        EvaluateSchema,
+        TrainSchema,
+        check_train,
+        dqn_params,
+    )
     from sim.errors import ConfigError
 
     base = TrainSchema(scenario=ScenarioSchema(name="service_crash"), agent=DqnSchema(),
