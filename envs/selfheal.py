@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from control.engine import SHED_MAX, SHED_STEP
 from control.safety import SafetyConfig, SafetyGate
 from envs.spaces import Layout, decode, encode_and_mask, layout_from
 from sim.config import TwinConfig
@@ -66,7 +67,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation Space
 
-    ``Box(low, high, (13 * services + 13,), float32)`` in raw units, per service and for the
+    ``Box(low, high, (13 * services + 14,), float32)`` in raw units, per service and for the
     cluster; the table (names, units, bounds) is :data:`envs.spaces.SERVICE_FEATURES` and
     :data:`envs.spaces.CLUSTER_FEATURES`, and :func:`envs.spaces.describe` prints it.
 
@@ -130,6 +131,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self.twin: Twin = probe
         self.gate = SafetyGate(self.safety)
         self._advisories: set[str] = set()
+        self._shed = 0.0
         self._seen_seq = 0
 
     # ------------------------------------------------------------------ gymnasium API
@@ -142,11 +144,12 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self.twin = Twin(self.config, seed=twin_seed)
         self.gate = SafetyGate(self.safety)
         self._advisories = set()
+        self._shed = 0.0
         self._seen_seq = 0
         self.twin.advance(self.control_interval_s)
         self._read_events()
         obs = self.twin.observe()
-        vec, mask = encode_and_mask(obs, self.layout, self._advisories, self._shedding())
+        vec, mask = encode_and_mask(obs, self.layout, self._advisories, self._shed)
         return vec, {"action_mask": mask, "twin_seed": twin_seed}
 
     def step(
@@ -194,7 +197,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
             "action": act_cost,
         }
         reward = -(terms["slo"] + terms["downtime"] + terms["action"])
-        vec, mask = encode_and_mask(obs, self.layout, self._advisories, self._shedding())
+        vec, mask = encode_and_mask(obs, self.layout, self._advisories, self._shed)
         info = {
             "action_mask": mask,
             "reward_terms": terms,
@@ -203,11 +206,8 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         }
         return vec, float(reward), False, False, info
 
-    def _shedding(self) -> bool:
-        return bool(self.twin.state.shed_fraction > 0)
-
     def _read_events(self) -> float:
-        """Let the gate see finished actions, track public CVE advisories, cost new actions.
+        """Let the gate see finished actions, cost new ones, track advisories and shedding.
 
         Every action started on the plant since the last read is charged, whoever started it
         (this env's agent, or a controller acting on the plant itself), so rewards compare.
@@ -224,9 +224,11 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
                 cost += w.action + w.usd * e.cost_usd
             if isinstance(e, StateChange) and e.state == "vulnerable":
                 self._advisories.add(e.target.removeprefix("svc-"))
-            elif (
-                isinstance(e, ActionRecord) and e.kind == "rolling_patch"
-                and e.phase == "succeeded"
-            ):
-                self._advisories.discard(e.target.removeprefix("svc-"))
+            elif isinstance(e, ActionRecord) and e.phase == "succeeded":
+                if e.kind == "rolling_patch":
+                    self._advisories.discard(e.target.removeprefix("svc-"))
+                elif e.kind == "shed_load":
+                    self._shed = min(self._shed + SHED_STEP, SHED_MAX)
+                elif e.kind == "stop_shedding":
+                    self._shed = 0.0
         return cost

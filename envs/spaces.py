@@ -55,8 +55,9 @@ CLUSTER_FEATURES: tuple[tuple[str, str, float, float], ...] = (
     ("disk_latency_max_s", "s", 0.0, 0.1),
     ("disk_wear_max", "fraction of endurance", 0.0, 1.0),
     ("link_loss_max", "fraction", 0.0, 1.0),
-    ("unreachable_share", "fraction of instances not live on up hosts", 0.0, 1.0),
+    ("unhealthy_share", "fraction of instances on up hosts not running or not ready", 0.0, 1.0),
     ("rps_per_host", "req/s per host", 0.0, 200.0),
+    ("shed_fraction", "fraction of requests rate-limited at the gateway", 0.0, 1.0),
     ("day_sin", "sin(2 pi t / 1 day)", -1.0, 1.0),
     ("day_cos", "cos(2 pi t / 1 day)", -1.0, 1.0),
 )
@@ -241,7 +242,7 @@ _W_COLS = np.array([_I["latency_s"], _I["error_rate"]])
 
 
 def encode(
-    obs: Observation, layout: Layout, advisories: Collection[str] = ()
+    obs: Observation, layout: Layout, advisories: Collection[str] = (), shed_fraction: float = 0.0
 ) -> np.ndarray:
     """The observation vector of ``obs`` (float32, clipped to the layout's bounds).
 
@@ -249,12 +250,17 @@ def encode(
         obs: What the plant observes.
         layout: Encoding layout (from :func:`layout_from`).
         advisories: Names of services (``api``) with a public, unpatched CVE advisory.
+        shed_fraction: Share of requests the gateway rate-limits (the controller knows what
+            it asked for: ``shed_load`` adds 0.2, ``stop_shedding`` resets it).
     """
-    return encode_and_mask(obs, layout, advisories)[0]
+    return encode_and_mask(obs, layout, advisories, shed_fraction)[0]
 
 
 def encode_and_mask(
-    obs: Observation, layout: Layout, advisories: Collection[str] = (), shedding: bool = False
+    obs: Observation,
+    layout: Layout,
+    advisories: Collection[str] = (),
+    shed_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`encode` and :func:`action_mask` of one observation, sharing their aggregates."""
     n_s = len(layout.service_names)
@@ -307,6 +313,7 @@ def encode_and_mask(
             hmax[_H["link_loss"]],
             dark.sum() / max(idx.size, 1),
             rps.sum() / n_h,
+            shed_fraction,
             np.sin(day),
             np.cos(day),
         ],
@@ -332,9 +339,10 @@ def encode_and_mask(
     mask[row + 0] = any_up
     mask[row + 1] = any_up
     mask[row + 2] = not bool(host_up.all())
-    mask[row + 3] = bool((dark & live).any())
+    mask[row + 3] = bool((up_host_inst & live & ~obs.inst_live[idx]).any())
     mask[row + 4] = bool(hmax[_H["link_loss"]] > 0)
-    mask[row + 6] = bool(shedding)
+    mask[row + 5] = shed_fraction < 0.6 - 1e-9
+    mask[row + 6] = shed_fraction > 0.0
     return out, mask
 
 
@@ -441,16 +449,17 @@ def decode(index: int, layout: Layout, obs: Observation | None = None) -> Action
     return None if target < 0 else Action(entry.kind, f"{prefix}-{target}")
 
 
-def action_mask(obs: Observation, layout: Layout, shedding: bool = False) -> np.ndarray:
+def action_mask(obs: Observation, layout: Layout, shed_fraction: float = 0.0) -> np.ndarray:
     """Which actions have a target now (bool, one per index), from ``obs`` alone.
 
     An entry is masked out when its selector finds no target (no down host for
     ``repair_host``, no cut-off rack for ``repair_switch``), when ``scale_in`` would go below
-    two replicas, or ``stop_shedding`` while not ``shedding``. Whether an unmasked action is
+    two replicas, ``shed_load`` at the 60% maximum, or ``stop_shedding`` while
+    ``shed_fraction`` is 0. Whether an unmasked action is
     admissible now is for the safety gate and the plant, which refuse it with a reason. The
     no-op is always allowed.
     """
-    return encode_and_mask(obs, layout, (), shedding)[1]
+    return encode_and_mask(obs, layout, (), shed_fraction)[1]
 
 
 def describe(layout: Layout) -> str:
