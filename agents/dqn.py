@@ -65,7 +65,7 @@ class DqnParams:
     buffer_size: int = 10_000
     learning_starts: int = 1_000
     batch_size: int = 32
-    gamma: float = 0.99
+    gamma: float = 0.95
     train_freq: int = 4
     gradient_steps: int = 1
     target_update_interval: int = 100

@@ -30,7 +30,7 @@ class RewardWeights:
         refused: Per action the safety gate blocked or the plant rejected.
     """
 
-    slo: float = 10.0
+    slo: float = 5.0
     downtime: float = 1.0
     action: float = 0.05
     usd: float = 0.001
