@@ -89,8 +89,8 @@ def model_for(schema: EvaluateSchema, scenario: str) -> Path:
         if not path.exists():
             raise ConfigError(f"models.{scenario}: {path} does not exist")
         return path
-    tried = [Path(schema.model_dir) / f"{name}-dqn-seed0" / "model.zip"
-             for name in (scenario, "mixed")]
+    tried = [Path(schema.model_dir) / f"{name}-dqn-seed0" / f
+             for name in (scenario, "mixed") for f in ("best_model.zip", "model.zip")]
     for path in tried:
         if path.is_file():
             return path

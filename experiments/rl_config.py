@@ -71,7 +71,7 @@ class TrainSchema:
     seed: int = 0
     total_timesteps: int = 200_000
     checkpoint_freq: int = 10_000
-    eval_freq: int = 20_000
+    eval_freq: int = 10_000
     eval_episodes: int = 2
     eval_hours: float = 2.0
     torch_threads: int = 1
@@ -175,9 +175,10 @@ def make_env(scenario: str, hosts: int, control_interval_s: float, hours: float)
 class EvaluateSchema:
     """Top level of ``python -m experiments.evaluate``.
 
-    ``models`` maps a scenario to its DQN (a ``model.zip`` or an export folder); a scenario
-    without an entry uses ``<model_dir>/<scenario>-dqn-seed0/model.zip`` if it exists, else
-    ``<model_dir>/mixed-dqn-seed0/model.zip``. Seeds are ``seed_base`` to
+    ``models`` maps a scenario to its DQN (a ``.zip`` or an export folder); a scenario
+    without an entry uses ``<model_dir>/<scenario>-dqn-seed0/best_model.zip`` (the best
+    periodic evaluation of training), else its ``model.zip``, else the same two of
+    ``<model_dir>/mixed-dqn-seed0``. Seeds are ``seed_base`` to
     ``seed_base + seeds - 1``, the same for every agent, so agents face the same faults.
     """
 

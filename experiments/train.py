@@ -7,8 +7,9 @@
 Every ``checkpoint_freq`` steps the model, its replay buffer and the learning curve so far
 are written to ``run_dir`` (atomically); starting the same command again continues from
 there. Every ``eval_freq`` steps the greedy policy runs ``eval_episodes`` episodes of
-``eval_hours`` on fixed seeds. The learning curve (episode returns, evaluations, training
-speed) goes to MLflow with the flattened config as params and the model as an artifact.
+``eval_hours`` on fixed seeds (apart from any evaluation seeds) and the best so far is kept
+as ``best_model.zip``, as stable-baselines3's EvalCallback does. The learning curve
+(episode returns, evaluations, training speed) goes to MLflow with the flattened config as params and the model as an artifact.
 Standard output ends with one JSON object.
 """
 
@@ -48,6 +49,7 @@ from experiments.rl_config import (
 CHECKPOINT = "checkpoint.zip"
 REPLAY = "checkpoint_replay.pkl"
 STATE = "checkpoint.json"
+BEST = "best_model.zip"
 EVAL_SEED_BASE = 1_000_000
 
 
@@ -85,6 +87,7 @@ class _Run:
     logged: int = 0
     episodes_seen: int = 0
     last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
+    best_return: float = -np.inf
     started_wall: float = 0.0
     started_steps: int = 0
 
@@ -116,6 +119,11 @@ class _Run:
         }
         for k, v in self.last_eval.items():
             self.metric(k, v, step)
+        if self.last_eval["eval/return"] > self.best_return:
+            self.best_return = self.last_eval["eval/return"]
+            model.save(self.run_dir / f"tmp-{BEST}")
+            os.replace(self.run_dir / f"tmp-{BEST}", self.run_dir / BEST)
+            self.metric("eval/best_return", self.best_return, step)
         elapsed = time.perf_counter() - self.started_wall
         if elapsed > 0:
             self.metric("train/steps_per_s", (step - self.started_steps) / elapsed, step)
@@ -128,10 +136,15 @@ class _Run:
         os.replace(d / f"tmp-{CHECKPOINT}", d / CHECKPOINT)
         os.replace(d / f"tmp-{REPLAY}", d / REPLAY)
         state = {"num_timesteps": step, "mlflow_run_id": self.mlflow_run_id,
-                 "episodes_seen": self.episodes_seen, "curve": self.curve}
+                 "episodes_seen": self.episodes_seen, "curve": self.curve,
+                 "best_return": _finite_or_none(self.best_return)}
         (d / f"tmp-{STATE}").write_text(json.dumps(state), encoding="utf-8")
         os.replace(d / f"tmp-{STATE}", d / STATE)
         self.flush()
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
 
 
 def _load_checkpoint(run_dir: Path, env: Any, seed: int) -> tuple[DQN, dict[str, Any]] | None:
@@ -187,6 +200,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                curve=[(str(k), float(v), int(st)) for k, v, st in state.get("curve", [])],
                episodes_seen=0)
     run.logged = 0 if run_id is not None else len(run.curve)
+    run.best_return = float(state.get("best_return") or -np.inf)
     try:
         run.started_wall = time.perf_counter()
         run.started_steps = resumed_from
@@ -207,6 +221,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             "resumed_from": resumed_from, "trained_steps_this_run": remaining,
             "steps_per_s": round(steps_per_s, 1) if np.isfinite(steps_per_s) else None,
             "wall_s": round(wall_s, 3), "model": str(model_path.resolve()),
+            "best_model": str((run_dir / BEST).resolve()), "best_eval_return": _finite_or_none(run.best_return),
             **{k.replace("/", "_"): v for k, v in run.last_eval.items()},
             "mlflow_run_id": run_id,
         }
@@ -218,6 +233,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                 encoding="utf-8",
             )
             client.log_artifact(run_id, str(model_path))
+            client.log_artifact(run_id, str(run_dir / BEST))
             client.log_artifact(run_id, str(curve_path))
             client.log_artifact(run_id, str(run_dir / "result.json"))
             client.set_tag(run_id, "steps_per_s", str(line["steps_per_s"]))
