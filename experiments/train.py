@@ -9,7 +9,8 @@ are written to ``run_dir`` (atomically); starting the same command again continu
 there. Every ``eval_freq`` steps the greedy policy runs ``eval_episodes`` episodes of
 ``eval_hours`` on fixed seeds (apart from any evaluation seeds) and the best so far is kept
 as ``best_model.zip``, as stable-baselines3's EvalCallback does. The learning curve
-(episode returns, evaluations, training speed) goes to MLflow with the flattened config as params and the model as an artifact.
+(episode returns, evaluations, training speed) goes to MLflow with the flattened config
+as params and the models as artifacts.
 Standard output ends with one JSON object.
 """
 
@@ -221,7 +222,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             "resumed_from": resumed_from, "trained_steps_this_run": remaining,
             "steps_per_s": round(steps_per_s, 1) if np.isfinite(steps_per_s) else None,
             "wall_s": round(wall_s, 3), "model": str(model_path.resolve()),
-            "best_model": str((run_dir / BEST).resolve()), "best_eval_return": _finite_or_none(run.best_return),
+            "best_model": str((run_dir / BEST).resolve()),
+            "best_eval_return": _finite_or_none(run.best_return),
             **{k.replace("/", "_"): v for k, v in run.last_eval.items()},
             "mlflow_run_id": run_id,
         }
