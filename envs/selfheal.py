@@ -67,17 +67,48 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation Space
 
-    ``Box(low, high, (13 * services + 14,), float32)`` in raw units, per service and for the
-    cluster; the table (names, units, bounds) is :data:`envs.spaces.SERVICE_FEATURES` and
-    :data:`envs.spaces.CLUSTER_FEATURES`, and :func:`envs.spaces.describe` prints it.
+    ``Box(low, high, (13 * services + 14,), float32)`` in raw units, clipped to the bounds:
+    the 13 per-service features for each service in order, then the 14 cluster features
+    (:data:`envs.spaces.SERVICE_FEATURES`, :data:`envs.spaces.CLUSTER_FEATURES`):
+
+    | feature | unit | low | high |
+    |---|---|---:|---:|
+    | ``<service>.ready_share`` | fraction | 0 | 1 |
+    | ``<service>.live_share`` | fraction | 0 | 1 |
+    | ``<service>.vm_up_share`` | fraction | 0 | 1 |
+    | ``<service>.replicas_ratio`` | replicas / initial replicas | 0 | 4 |
+    | ``<service>.cpu_util_mean`` | fraction | 0 | 1 |
+    | ``<service>.cpu_util_max`` | fraction | 0 | 1 |
+    | ``<service>.mem_util_mean`` | fraction of limit | 0 | 1.5 |
+    | ``<service>.mem_util_max`` | fraction of limit | 0 | 1.5 |
+    | ``<service>.latency_s`` | s, request-weighted mean | 0 | 2 |
+    | ``<service>.error_rate`` | fraction, request-weighted | 0 | 1 |
+    | ``<service>.error_rate_max`` | fraction | 0 | 1 |
+    | ``<service>.queue_log1p`` | ln(1 + requests queued per instance) | 0 | 12 |
+    | ``<service>.advisory`` | 1 if an unpatched CVE advisory is public | 0 | 1 |
+    | ``host_up_share`` | fraction | 0 | 1 |
+    | ``host_cpu_util_mean`` | fraction | 0 | 1 |
+    | ``host_cpu_util_max`` | fraction | 0 | 1 |
+    | ``host_temp_max_c`` | degC | 0 | 120 |
+    | ``host_throttle_min`` | capacity factor | 0 | 1 |
+    | ``fan_health_min`` | fraction of nominal rpm | 0 | 1 |
+    | ``disk_latency_max_s`` | s | 0 | 0.1 |
+    | ``disk_wear_max`` | fraction of endurance | 0 | 1 |
+    | ``link_loss_max`` | fraction | 0 | 1 |
+    | ``unhealthy_share`` | fraction of instances on up hosts not running or not ready | 0 | 1 |
+    | ``rps_per_host`` | req/s per host | 0 | 200 |
+    | ``shed_fraction`` | fraction of requests rate-limited at the gateway | 0 | 1 |
+    | ``day_sin`` | sin(2 pi t / 1 day) | -1 | 1 |
+    | ``day_cos`` | cos(2 pi t / 1 day) | -1 | 1 |
 
     ## Rewards
 
-    ``-(slo_cost + downtime_cost + action_cost)`` per step: ``reward.slo`` times the share
-    of requests that missed their SLO during the step, ``reward.downtime`` times the share
-    of instances not ready, and ``reward.action`` plus ``reward.usd`` per dollar for an
-    accepted action (``reward.refused`` for a refused one). ``info["reward_terms"]`` holds
-    the three terms.
+    ``-(slo + downtime + action)`` per step: ``reward.slo`` (5) times the share of
+    requests that missed their SLO during the step, ``reward.downtime`` (1) times the share
+    of instances not ready, and ``reward.action`` (0.05) plus ``reward.usd`` (0.001) per
+    dollar for every action started on the plant in the step, whoever started it
+    (``reward.refused``, 0.1, for one the gate or the plant refused).
+    ``info["reward_terms"]`` holds the three terms.
 
     ## Starting State
 
