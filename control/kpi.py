@@ -614,10 +614,22 @@ def compute_kpis(
     }
 
 
+_UNIT_KPIS = frozenset({"availability", "time_availability", "rca_top1", "rca_top3"})
+
+
+def _range(key: str) -> tuple[float, float]:
+    if key.endswith("_rate") or key in _UNIT_KPIS:
+        return 0.0, 1.0
+    return 0.0, math.inf
+
+
 def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, float | list[float]]:
     """Mean and Student-t 95% interval of every KPI over independent runs.
 
-    NaN values (a rate with no denominator in that run) are left out of a key's statistics.
+    The interval is clipped to the KPI's range (rates, availabilities and RCA accuracies lie
+    in [0, 1]; every other KPI is non-negative), since a skewed sample of a bounded quantity
+    would otherwise give bounds it cannot take. NaN values (a rate with no denominator in
+    that run) are left out of a key's statistics.
     With one finite value the interval is [mean, mean]; with none, mean and bounds are NaN.
 
     Args:
@@ -651,7 +663,8 @@ def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, float | list[flo
                 ci = [mean, mean]
             else:
                 low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
-                ci = [float(low), float(high)]
+                lo_bound, hi_bound = _range(key)
+                ci = [max(float(low), lo_bound), min(float(high), hi_bound)]
         out[key] = mean
         out[f"{key}_ci95"] = ci
     out["runs"] = float(len(runs))

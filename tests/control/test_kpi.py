@@ -429,11 +429,21 @@ def test_aggregate_matches_scipy() -> None:
     b = np.array([3.0, 5.0])
     b_low, b_high = stats.t.interval(0.95, 1, loc=b.mean(), scale=stats.sem(b))
     assert out["a"] == pytest.approx(a.mean())
-    assert out["a_ci95"] == pytest.approx([low, high])
+    assert out["a_ci95"] == pytest.approx([max(low, 0.0), high])
     assert out["b"] == pytest.approx(4.0)
-    assert out["b_ci95"] == pytest.approx([b_low, b_high])
+    assert b_low < 0.0 and out["b_ci95"] == pytest.approx([0.0, b_high])
     assert out["runs"] == 3.0
-    assert json.loads(json.dumps(out))["a_ci95"] == pytest.approx([low, high])
+    assert json.loads(json.dumps(out))["a_ci95"] == pytest.approx([max(low, 0.0), high])
+
+
+def test_aggregate_clips_intervals_to_the_kpi_range() -> None:
+    """A skewed sample of a rate gets an interval inside [0, 1]; unbounded KPIs stay >= 0."""
+    runs = [{"healing_success_rate": v, "availability": v, "mttr_s": 100.0 * v}
+            for v in (1.0, 1.0, 1.0, 0.5)]
+    out = aggregate(runs)
+    assert out["healing_success_rate_ci95"][1] == 1.0 and out["availability_ci95"][1] == 1.0
+    assert 0.0 < out["healing_success_rate_ci95"][0] < out["healing_success_rate"]
+    assert out["mttr_s_ci95"][1] > 100.0
 
 
 def test_aggregate_of_one_run_has_a_point_interval() -> None:
