@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run experiment test test-all lint bench clean
+.PHONY: setup run twin experiment test test-all lint bench clean
+.PHONY: live-deps bench-live
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,15 +18,17 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m sim run --scenario mixed --hosts 100 --hours 24 --seed 0
-
-experiment: $(STAMP)
 	$(PY) -m experiments.run
 
-test: $(STAMP)
+experiment: run
+
+twin: $(STAMP)
+	$(PY) -m sim run --scenario mixed --hosts 100 --hours 24 --seed 0
+
+test: $(STAMP) live-deps
 	$(PY) -m pytest -n 2
 
-test-all: $(STAMP)
+test-all: $(STAMP) live-deps
 	$(PY) -m pytest -n 2 -m ""
 
 lint: $(STAMP)
@@ -33,6 +37,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/twin_speed.py
+
+# HAProxy (Debian package) fronts the live fleet; installed when missing.
+live-deps:
+	command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || \
+		($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q haproxy)
+
+bench-live: $(STAMP) live-deps
+	$(PY) benchmarks/live_healing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outputs multirun

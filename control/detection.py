@@ -392,7 +392,11 @@ class ProbeDetector:
             self._seen_ready[changed] = False
             self._inst_latch.forget(changed)
         self._identity = identity
-        self._seen_ready |= used & obs.inst_ready
+        # A replica counts as booted once its telemetry sample shows it up as well: the probe
+        # state can be fresher than the last sample, which still has it powered off.
+        self._seen_ready |= used & obs.inst_ready & (obs.inst[:, _I["up"]] > 0.5) & (
+            obs.inst[:, _I["vm_up"]] > 0.5
+        )
 
         vm_up = inst[:, _I["vm_up"]] > 0.5
         latched = (self._inst_latch, self._host_latch, self._rack_latch, self._svc_latch)
@@ -1056,16 +1060,17 @@ def default_trend_rules(fan_nominal_rpm: float = FAN_NOMINAL_RPM) -> tuple[Trend
     Instance memory reaching its limit (the OOM kill) within 12 h; disk wear reaching its
     endurance within 24 h; fans falling to 30% of ``fan_nominal_rpm`` within 6 h; a host
     reaching the 80 degC throttling point within 30 min; a service's mean utilisation
-    reaching 90% (saturation) within 1 h. Windows are 30 min, 1 h for utilisation, whose
-    short load bursts would otherwise read as trends.
+    reaching 90% (saturation) within 1 h. Memory, wear and fans, which move only with
+    their fault, are fitted over 10 min, so a leak is reported minutes after it starts; heat
+    over 30 min; utilisation over 1 h, whose short load bursts would otherwise read as trends.
 
     Args:
         fan_nominal_rpm: rated fan speed of the hosts, rpm.
     """
     return (
-        TrendRule("instance", "mem_util", 1.0, 12 * 3600.0),
-        TrendRule("host", "disk_wear", 1.0, 24 * 3600.0),
-        TrendRule("host", "fan_rpm", 0.3 * fan_nominal_rpm, 6 * 3600.0, "down"),
+        TrendRule("instance", "mem_util", 1.0, 12 * 3600.0, window_s=600.0),
+        TrendRule("host", "disk_wear", 1.0, 24 * 3600.0, window_s=600.0),
+        TrendRule("host", "fan_rpm", 0.3 * fan_nominal_rpm, 6 * 3600.0, "down", window_s=600.0),
         TrendRule("host", "temp_c", 80.0, 1800.0),
         TrendRule("service", "cpu_util", 0.9, 3600.0, window_s=3600.0),
     )

@@ -10,7 +10,9 @@ One :meth:`HealingEngine.step` per control interval, against any :class:`sim.pla
 4. once a step's actions have finished, the incident resolves if the SLO is healthy and the
    services it touched have their ready capacity back; past the step's deadline the next
    step runs, and after the last one the incident escalates;
-5. an action that made the SLO worse is rolled back when rollback is enabled.
+5. an action that made the SLO worse (the first whole SLO window after it finished has a
+   lower good share than the last one before it started) is rolled back when rollback is
+   enabled.
 
 Every decision is written to the plant's event log, which is what KPIs and post-mortems read.
 """
@@ -62,6 +64,15 @@ BLOCKED_RETRY_S = 60.0
 """How long a blocked follow-up action is retried (cooldowns, rate and blast-radius limits)."""
 HUMAN_RERUNS = 1
 """Times the on-call human reruns an exhausted runbook, approving each action."""
+RUNNER_UP_MIN = 0.15
+"""Least confidence of a runner-up diagnosis worth a runbook of its own before escalating."""
+AUTOSCALE_UTIL = 0.75
+"""While a load surge is being handled, a service busier than this gets another scale-out."""
+AUTOSCALE_GAP_S = 300.0
+"""Least time between two autoscaling scale-outs of one service (boot plus settling)."""
+SURGE_WATCH_S = 4 * 3600.0
+"""How long after a load-surge incident resolves its capacity stays watched (surges last
+hours and keep ramping after the first scale-out has cleared the alert)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,7 @@ class _Executed:
     incident_id: int
     good_share_before: float
     rollback: bool
+    finished_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -111,12 +123,15 @@ class _State:
     group_of: dict[int, int] = field(default_factory=dict)
     groups: list[AlertGroup] = field(default_factory=list)
     alerts: dict[int, AlertRecord] = field(default_factory=dict)
+    routed: set[int] = field(default_factory=set)
     pending: list[_Pending] = field(default_factory=list)
     executed: dict[int, _Executed] = field(default_factory=dict)
     succeeded: set[int] = field(default_factory=set)
+    to_verify: list[int] = field(default_factory=list)
     shed_level: float = 0.0
     shed_started: dict[int, float] = field(default_factory=dict)
     shed_incident: int = 0
+    last_autoscale_s: dict[str, float] = field(default_factory=dict)
     next_incident: int = 0
     seen_seq: int = 0
 
@@ -181,14 +196,57 @@ class HealingEngine:
         self._housekeeping(obs)
 
     def _housekeeping(self, obs: Observation) -> None:
+        """Keep capacity ahead of a surge; stop shedding once the full load fits again."""
+        self._autoscale(obs)
+        self._unshed(obs)
+
+    def _service_util(self, obs: Observation) -> np.ndarray:
+        used = obs.inst_used & obs.inst_ready
+        n = len(obs.service_names)
+        counts = np.maximum(np.bincount(obs.inst_service[used], minlength=n), 1)
+        return np.bincount(obs.inst_service[used], obs.inst[used, _CPU_UTIL], minlength=n) / counts
+
+    def _autoscale(self, obs: Observation) -> None:
+        """While a surge is handled or watched, scale out any service past AUTOSCALE_UTIL.
+
+        A surge ramps for hours; the trend alert that opened its incident stays latched while
+        the load keeps rising, so no new alert would ask for the next scale-out in time. The
+        actions belong to the surge's incident and pass the safety gate like any other.
+        """
+        s, now = self._s, self.plant.now_s
+        surge = None
+        for inc in s.incidents.values():
+            if not inc.root_cause.startswith("cluster:"):
+                continue
+            watched = inc.phase in ("opened", "mitigating") or (
+                inc.phase == "resolved" and inc.resolved_s is not None
+                and now - inc.resolved_s < SURGE_WATCH_S
+            )
+            if watched and (surge is None or inc.opened_s > surge.opened_s):
+                surge = inc
+        if surge is None:
+            return
+        util = self._service_util(obs)
+        busy = {p.action.target for p in s.pending if p.action.kind == "scale_out"}
+        busy |= {f.action.target for f in self.gate.in_flight() if f.action.kind == "scale_out"}
+        for svc in np.flatnonzero(util > AUTOSCALE_UTIL):
+            target = f"svc-{obs.service_names[int(svc)]}"
+            if target in busy or now - s.last_autoscale_s.get(target, -math.inf) < AUTOSCALE_GAP_S:
+                continue
+            s.last_autoscale_s[target] = now
+            s.pending.append(_Pending(
+                Action("scale_out", target), surge.incident_id,
+                f"follow-up: autoscale, {target} at {float(util[svc]):.0%} utilisation",
+            ))
+        if any(p.reason.startswith("follow-up: autoscale") for p in s.pending):
+            self._run_pending(obs)
+
+    def _unshed(self, obs: Observation) -> None:
         """Stop load shedding once the busiest service could take the full load again."""
         s = self._s
         if s.shed_level <= 0.0 or any(p.action.kind == "stop_shedding" for p in s.pending):
             return
-        used = obs.inst_used & obs.inst_ready
-        n = len(obs.service_names)
-        counts = np.maximum(np.bincount(obs.inst_service[used], minlength=n), 1)
-        util = np.bincount(obs.inst_service[used], obs.inst[used, _CPU_UTIL], minlength=n) / counts
+        util = self._service_util(obs)
         recent = any(e.action.kind == "shed_load" for aid, e in s.executed.items()
                      if aid in s.shed_started and self.plant.now_s - s.shed_started[aid] < 900.0)
         if not recent and float(util.max()) / (1.0 - s.shed_level) < UNSHED_UTIL:
@@ -214,35 +272,87 @@ class HealingEngine:
             inc_id = s.group_of.get(group.group_id)
             if inc_id is None:
                 self._open(group, members, obs)
-            else:
-                inc = s.incidents[inc_id]
-                added = [i for i in group.alert_ids if i not in inc.alert_ids]
-                if added and inc.phase in ("opened", "mitigating"):
-                    inc.alert_ids += added
-                    inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
-                    if inc.step == 0 and not inc.action_ids:
-                        inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
-                                          for c in rank_root_causes(members, obs)]
+                continue
+            inc = s.incidents[inc_id]
+            added = [i for i in group.alert_ids if i not in inc.alert_ids and i not in s.routed]
+            if not added or inc.phase not in ("opened", "mitigating"):
+                continue
+            if inc.step == 0 and not inc.action_ids:
+                inc.alert_ids += added
+                inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
+                inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
+                                  for c in rank_root_causes(members, obs)]
+            elif not self._split_off(inc, [s.alerts[i] for i in added if i in s.alerts], obs):
+                inc.alert_ids += added
+                inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
+
+    def _explains(self, root: str, component: str, obs: Observation) -> bool:
+        """Whether a fault at ``root`` accounts for symptoms at ``component``."""
+        if root == component:
+            return True
+        if "cluster" in (root, component):
+            return False
+        theirs = self._instances_of({component}, obs)
+        return bool(theirs) and theirs <= self._instances_of({root}, obs)
+
+    def _split_off(
+        self, inc: Incident, alerts: Sequence[AlertRecord], obs: Observation
+    ) -> bool:
+        """Route alerts with a confident cause of their own away from ``inc``.
+
+        An incident already remediating one cause must not absorb a second, concurrent one
+        (a bad deploy on the service of an instance being restarted for a leak): when the
+        new alerts alone point with confidence at a component the incident's root cause does
+        not account for, they join the active incident with that diagnosis, or open one.
+
+        Returns:
+            Whether the alerts were routed away.
+        """
+        ranked = rank_root_causes(alerts, obs)
+        if not ranked or ranked[0].confidence < CONFIDENT or not inc.root_cause:
+            return False
+        top = ranked[0]
+        if top.label == inc.root_cause or self._explains(
+            inc.root_cause.rsplit(":", 1)[0], top.component, obs
+        ):
+            return False
+        s = self._s
+        ids = [a.alert_id for a in alerts]
+        s.routed.update(ids)
+        for other in s.incidents.values():
+            if other.phase in ("opened", "mitigating") and other.root_cause == top.label:
+                other.alert_ids += [i for i in ids if i not in other.alert_ids]
+                other.components |= {a.target for a in alerts}
+                return True
+        self._new_incident(ids, alerts, obs)
+        return True
 
     def _open(self, group: AlertGroup, members: Sequence[AlertRecord], obs: Observation) -> None:
-        s, now = self._s, self.plant.now_s
+        s = self._s
         targets = {a.target for a in members}
         for other in s.incidents.values():
             # Alerts about a component an active incident is remediating join it, so a
-            # remediation in progress does not spawn a competing incident; an escalated one
-            # does not swallow new problems.
+            # remediation in progress does not spawn a competing incident, unless they point
+            # with confidence at a cause of their own; an escalated one does not swallow new
+            # problems.
             if other.phase in ("opened", "mitigating") and other.components & targets:
                 s.group_of[group.group_id] = other.incident_id
-                other.alert_ids += [
-                    a.alert_id for a in members if a.alert_id not in other.alert_ids
-                ]
+                if not self._split_off(other, members, obs):
+                    other.alert_ids += [
+                        a.alert_id for a in members if a.alert_id not in other.alert_ids
+                    ]
                 return
+        s.group_of[group.group_id] = self._new_incident(list(group.alert_ids), members, obs)
+
+    def _new_incident(
+        self, alert_ids: list[int], members: Sequence[AlertRecord], obs: Observation
+    ) -> int:
+        s, now = self._s, self.plant.now_s
         inc = Incident(
             incident_id=s.next_incident, opened_s=now, priority="P4",
-            components={a.target for a in members}, alert_ids=list(group.alert_ids),
+            components={a.target for a in members}, alert_ids=list(alert_ids),
         )
         s.next_incident += 1
-        s.group_of[group.group_id] = inc.incident_id
         inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
                           for c in rank_root_causes(members, obs)]
         inc.priority = priority(self._impact(inc, obs))
@@ -253,6 +363,7 @@ class HealingEngine:
         if inc.priority == "P0":
             inc.phase = "escalated"
             self._log_incident(inc, "escalated", "P0: on-call human paged; actions need approval")
+        return inc.incident_id
 
     def _impact(self, inc: Incident, obs: Observation) -> Impact:
         share = 1.0 - self._good_share()
@@ -312,6 +423,11 @@ class HealingEngine:
         deadline = runbook.steps[inc.step - 1].deadline_s if inc.step else 0.0
         if inc.step and now < inc.step_started_s + deadline:
             return
+        exhausted = inc.step >= len(runbook.steps)
+        if exhausted and inc.phase != "escalated" and self._next_hypothesis(inc):
+            runbook, component = self._runbook(inc)
+            if runbook is None:
+                return
         if inc.step >= len(runbook.steps):
             if inc.phase != "escalated":
                 inc.phase = "escalated"
@@ -332,6 +448,24 @@ class HealingEngine:
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
 
+    def _next_hypothesis(self, inc: Incident) -> bool:
+        """After a runbook ran out, act on the runner-up diagnosis if it is plausible.
+
+        Two causes can look alike (a bad deploy on a database that is also saturated by a
+        surge); an operator tries the second explanation before paging anyone.
+        """
+        nxt = inc.hypothesis + 1
+        if nxt >= len(inc.candidates) or inc.candidates[nxt][1] < RUNNER_UP_MIN:
+            return False
+        tried = inc.root_cause
+        if inc.candidates[nxt][0].rsplit(":", 1)[-1] not in RUNBOOKS:
+            return False
+        inc.hypothesis = nxt
+        inc.step = 0
+        self._log_incident(inc, "mitigating",
+                           f"runbook for {tried} ran out; trying the runner-up diagnosis")
+        return True
+
     def _retry_s(self, inc: Incident) -> float:
         """Blocked actions are retried until their step's deadline (cooldowns pass)."""
         runbook, _ = self._runbook(inc)
@@ -344,27 +478,36 @@ class HealingEngine:
         inc.resolved_s = self.plant.now_s
         self._log_incident(inc, "resolved")
         for kind, rule in runbook.follow_up:
+            if kind == "stop_shedding" and self._s.shed_level <= 0.0:
+                continue
             for target in rule(component, obs):
                 self._s.pending.append(_Pending(Action(kind, target), inc.incident_id, "follow-up"))
         self._run_pending(obs)
 
     def _healthy(self, inc: Incident, obs: Observation) -> bool:
-        """The current step's actions all succeeded and what the incident touched is well.
+        """The current step's actions all succeeded and what the incident is about is well.
 
-        Local, so one incident's recovery does not wait on another's: every instance of the
-        touched services that is in use is ready, and their request-weighted error rate is
-        under ``HEALTHY_ERROR_RATE``. A cluster-wide cause (a load surge) needs the SLO met.
+        Local, so one incident's recovery does not wait on another's: the root-cause
+        instance (or every instance still placed on the root-cause host) is ready again, and
+        the request-weighted error rate of the ready instances of the touched services is
+        under ``HEALTHY_ERROR_RATE``. Instances another incident took out of rotation (a
+        failed-over rack) do not hold this one open. A cluster-wide cause (a load surge)
+        needs the SLO met.
         """
         if not inc.step_action_ids or not set(inc.step_action_ids) <= self._s.succeeded:
             return False
-        if inc.root_cause.startswith("cluster") and self._good_share() < self.config.slo_target:
-            return False
-        touched = self._instances_of(inc.components, obs)
+        component = inc.root_cause.rsplit(":", 1)[0]
+        if component == "cluster":
+            return self._good_share() >= self.config.slo_target
+        kind, _, ident = component.rpartition("-")
+        if kind in ("inst", "host") and ident.isdigit():
+            own = self._instances_of({component}, obs)
+            if any(obs.inst_used[i] and not obs.inst_ready[i] for i in own):
+                return False
+        touched = self._instances_of(inc.components | {component}, obs)
         services = {int(obs.inst_service[i]) for i in touched if obs.inst_used[i]}
         for svc in services:
-            members = obs.inst_used & (obs.inst_service == svc)
-            if (members & ~obs.inst_ready).any():
-                return False
+            members = obs.inst_used & obs.inst_ready & (obs.inst_service == svc)
             rps = obs.inst[members, _RPS]
             err = float((rps * obs.inst[members, _ERR]).sum() / max(float(rps.sum()), 1e-9))
             if err > HEALTHY_ERROR_RATE:
@@ -461,20 +604,45 @@ class HealingEngine:
                     s.shed_incident = ex.incident_id
                 elif ex.action.kind == "stop_shedding":
                     s.shed_level = 0.0
-            if (
-                r.phase == "succeeded" and self.safety.rollback_enabled and not ex.rollback
-                and ex.good_share_before - self._good_share() > self.config.rollback_tolerance
-            ):
                 # Adding capacity cannot make the twin worse; a surge that keeps growing would
                 # otherwise read as the scale-out's fault.
-                inverse = None if ex.action.kind == "scale_out" else rollback_action(ex.action)
-                if inverse is not None:
-                    s.pending.append(_Pending(inverse, inc.incident_id,
-                                              f"rollback of {ex.action.kind}: SLO got worse"))
+                if (self.safety.rollback_enabled and not ex.rollback
+                        and ex.action.kind != "scale_out"
+                        and rollback_action(ex.action) is not None):
+                    ex.finished_s = r.t_s
+                    s.to_verify.append(r.action_id)
+        self._verify_actions()
 
-    def _good_share(self) -> float:
+    def _verify_actions(self) -> None:
+        """Undo a finished action once a whole SLO window after it is worse than before it."""
+        s = self._s
+        if not s.to_verify:
+            return
+        window = self._latest_window()
+        keep: list[int] = []
+        for aid in s.to_verify:
+            ex = s.executed[aid]
+            assert ex.finished_s is not None
+            if window is None or window.t_s - window.window_s < ex.finished_s:
+                keep.append(aid)
+                continue
+            after = window.good / window.requests if window.requests else 1.0
+            inverse = rollback_action(ex.action)
+            if ex.good_share_before - after > self.config.rollback_tolerance and inverse:
+                s.pending.append(_Pending(
+                    inverse, ex.incident_id,
+                    f"rollback of {ex.action.kind}: good share {ex.good_share_before:.4f} "
+                    f"before, {after:.4f} in the window after",
+                ))
+        s.to_verify = keep
+
+    def _latest_window(self) -> SloWindow | None:
         for r in reversed(self.plant.log.since(max(0, self.plant.log.next_seq - 400))):
             if isinstance(r, SloWindow):
-                return r.good / r.requests if r.requests else 1.0
-        return 1.0
+                return r
+        return None
+
+    def _good_share(self) -> float:
+        w = self._latest_window()
+        return w.good / w.requests if w is not None and w.requests else 1.0
 

@@ -76,11 +76,18 @@ class Incident:
     verify_after_s: float = 0.0
     resolved_s: float | None = None
     human_reruns: int = 0
+    hypothesis: int = 0
 
     @property
     def root_cause(self) -> str:
-        """Top-ranked candidate, ``component:fault_class``, or empty when unknown."""
-        return self.candidates[0][0] if self.candidates else ""
+        """The candidate being acted on, ``component:fault_class``, or empty when unknown.
+
+        The top-ranked one, unless its runbook was exhausted and a runner-up is being tried
+        (:attr:`hypothesis` indexes :attr:`candidates`, whose ranking is kept as diagnosed).
+        """
+        if not self.candidates:
+            return ""
+        return self.candidates[min(self.hypothesis, len(self.candidates) - 1)][0]
 
 
 def _fmt_t(t_s: float) -> str:

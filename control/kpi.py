@@ -71,7 +71,10 @@ Let ``f`` be a :class:`~sim.events.FaultRecord` with onset ``t0`` (its ``t_s``, 
   included); **MTTM** = mean(max(``tr - td``, 0)), 0 when the fault was restored before it
   was detected. Means are over faults that needed healing and have the times involved.
 * **auto_recovered**: ``tr`` exists and ``tr <= t_imp + deadline_s``, and no incident that
-  contains an attributed alert was escalated or had an action approved by a human. The
+  contains an alert attributed to ``f`` up to ``tr`` (later ones concern whatever else
+  touched the same components) was escalated or had an action approved by a human before it
+  resolved (a follow-up such as a disk replacement approved after recovery does not make
+  the recovery manual; it still counts in the human intervention rate). The
   deadline runs from ``t_imp``, which is ``t0`` for every fault that harms at once; for a
   latent fault (a leak hours from its OOM kill) it starts when the fault first shows, since
   nothing could be healed before that.
@@ -235,12 +238,12 @@ def _healthy(window: SloWindow, slo_target: float) -> bool:
 
 def _incidents(records: Sequence[Event]) -> dict[int, _Incident]:
     life: dict[int, list[IncidentRecord]] = defaultdict(list)
-    approved: set[int] = set()
+    approved: dict[int, list[float]] = defaultdict(list)
     for r in records:
         if isinstance(r, IncidentRecord):
             life[r.incident_id].append(r)
         elif isinstance(r, ApprovalRecord) and r.phase == "approved":
-            approved.add(r.incident_id)
+            approved[r.incident_id].append(r.t_s)
     out: dict[int, _Incident] = {}
     for iid, recs in life.items():
         cands: tuple[str, ...] = ()
@@ -249,12 +252,13 @@ def _incidents(records: Sequence[Event]) -> dict[int, _Incident]:
                 cands = tuple(c for c, _ in r.candidates)
             elif not cands and r.root_cause:
                 cands = (r.root_cause,)
+        resolved_s = next((r.t_s for r in recs if r.phase == "resolved"), math.inf)
         out[iid] = _Incident(
             alert_ids=frozenset(a for r in recs for a in r.alert_ids),
             escalated=any(r.phase == "escalated" for r in recs),
             resolved=any(r.phase == "resolved" for r in recs),
             candidates=cands,
-            human_approved=iid in approved,
+            human_approved=any(t < resolved_s for t in approved.get(iid, ())),
         )
     return out
 
@@ -364,7 +368,13 @@ def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> Fa
             evidence.append(max(ix.bad_start[i], t0))
     t_imp = min(evidence) if evidence else None
 
-    alert_ids = frozenset(a.alert_id for a in alerts)
+    tr = None
+    if t_imp is not None:
+        tr = _recovery(f, comps, states, counts, ix, t_imp, t_clear, hold_s)
+
+    # Alerts after the recovery are about something else that touched the same components
+    # (a service alerted hours later, while a repaired host still awaits its technician).
+    alert_ids = frozenset(a.alert_id for a in alerts if tr is None or a.t_s <= tr)
     incident_ids = sorted(iid for iid, inc in ix.incidents.items() if inc.alert_ids & alert_ids)
     escalated = any(ix.incidents[i].escalated for i in incident_ids)
     first_incident = (
@@ -375,10 +385,6 @@ def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> Fa
         _rank(ix.incidents[first_incident].candidates, f.target, f.kind)
         if first_incident is not None else None
     )
-
-    tr = None
-    if t_imp is not None:
-        tr = _recovery(f, comps, states, counts, ix, t_imp, t_clear, hold_s)
     auto = (
         tr is not None and t_imp is not None and tr <= t_imp + deadline_s and not escalated
         and not any(ix.incidents[i].human_approved for i in incident_ids)
@@ -608,10 +614,22 @@ def compute_kpis(
     }
 
 
+_UNIT_KPIS = frozenset({"availability", "time_availability", "rca_top1", "rca_top3"})
+
+
+def _range(key: str) -> tuple[float, float]:
+    if key.endswith("_rate") or key in _UNIT_KPIS:
+        return 0.0, 1.0
+    return 0.0, math.inf
+
+
 def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, float | list[float]]:
     """Mean and Student-t 95% interval of every KPI over independent runs.
 
-    NaN values (a rate with no denominator in that run) are left out of a key's statistics.
+    The interval is clipped to the KPI's range (rates, availabilities and RCA accuracies lie
+    in [0, 1]; every other KPI is non-negative), since a skewed sample of a bounded quantity
+    would otherwise give bounds it cannot take. NaN values (a rate with no denominator in
+    that run) are left out of a key's statistics.
     With one finite value the interval is [mean, mean]; with none, mean and bounds are NaN.
 
     Args:
@@ -645,7 +663,8 @@ def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, float | list[flo
                 ci = [mean, mean]
             else:
                 low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem)
-                ci = [float(low), float(high)]
+                lo_bound, hi_bound = _range(key)
+                ci = [max(float(low), lo_bound), min(float(high), hi_bound)]
         out[key] = mean
         out[f"{key}_ci95"] = ci
     out["runs"] = float(len(runs))

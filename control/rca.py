@@ -348,7 +348,8 @@ def rank_root_causes(
     * one or two hosts far busier than the rest: ``noisy_neighbour``; load up cluster-wide
       (cluster request rate, services heading for or at saturation, many busy hosts):
       ``load_surge`` on ``cluster``, discounted when the group also shows capacity lost to
-      an outage, which explains saturation as well;
+      an outage, which explains saturation as well; a service that fails requests on
+      instances that are not saturated is not counted as saturated by load;
     * slow instances on a throttled host: ``fan_failure``; on a host far busier than the
       rest: ``noisy_neighbour``; slowness with no such host: weakly ``load_surge``;
     * nothing matched: every cause that can sit on an alerted component, weakly.
@@ -380,8 +381,8 @@ def rank_root_causes(
     _memory(facts, hyp)
     _security(facts, hyp, topo)
     _hardware(facts, hyp, host, fan_nominal)
-    _errors(facts, hyp, topo, inst, host, obs)
-    _load(facts, hyp, topo, host, inst, bool(partitioned or down_hosts or stopped))
+    defective = _errors(facts, hyp, topo, inst, host, obs)
+    _load(facts, hyp, topo, host, inst, bool(partitioned or down_hosts or stopped), defective)
 
     if not hyp.scores:
         _fallback(facts, hyp)
@@ -544,16 +545,17 @@ def _hardware(facts: _Facts, hyp: _Hypotheses, host: np.ndarray, fan_nominal: fl
 def _errors(
     facts: _Facts, hyp: _Hypotheses, topo: Topology, inst: np.ndarray, host: np.ndarray,
     obs: Observation,
-) -> None:
+) -> set[str]:
+    """Score error-driven causes; returns the services failing requests across the board."""
     alerts = facts.with_metric("error_rate")
     if not alerts:
-        return
+        return set()
     ids = facts.ids(alerts)
     live = obs.inst_used & obs.inst_live & (inst[:, _I["up"]] > 0.5)
     # Requests a saturated instance times out are load's doing, not a defect's.
     bad = live & (inst[:, _I["error_rate"]] > ERROR_ELEVATED) & ~_saturated(inst)
     if not bad.any():
-        return
+        return set()
     bad_idx = np.flatnonzero(bad)
     hosts = {int(h) for h in obs.inst_host[bad_idx]}
     racks = {topo.rack_of_host(h) for h in hosts}
@@ -591,6 +593,7 @@ def _errors(
         if deeper:
             hyp.scale(f"svc-{name}", FaultKind.BAD_CONFIG, 0.5,
                       f"callee {'/'.join(sorted(deeper))} fails too")
+    return set(failing)
 
 
 def _saturated(inst: np.ndarray) -> np.ndarray:
@@ -601,7 +604,7 @@ def _saturated(inst: np.ndarray) -> np.ndarray:
 
 def _load(
     facts: _Facts, hyp: _Hypotheses, topo: Topology, host: np.ndarray, inst: np.ndarray,
-    capacity_lost: bool,
+    capacity_lost: bool, defective: set[str],
 ) -> None:
     for a in facts.of("cluster"):
         hyp.add("cluster", FaultKind.LOAD_SURGE, 9.0, "cluster load", a.alert_id,
@@ -620,7 +623,9 @@ def _load(
     services = {topo.service_of(a.target) for a in hurt} - {""}
     live = topo.obs.inst_used & topo.obs.inst_live
     busy = []
-    for name in sorted(services):
+    # A service failing requests on instances that are not saturated has a defect; its
+    # being busy as well does not make this group's symptoms a surge's.
+    for name in sorted(services - defective):
         members = np.array(topo.svc_insts.get(name, []), dtype=np.int64)
         members = members[live[members]] if members.size else members
         if members.size and inst[members, _I["cpu_util"]].mean() >= SATURATED_UTIL - 0.05:

@@ -1,7 +1,9 @@
 """Runbooks: for each root-cause class, ordered remediation steps with fallbacks.
 
 A runbook is a sequence of steps; the engine runs a step, verifies that the SLO recovered
-within the step's deadline, and otherwise moves to the next step, then escalates. A step is a
+within the step's deadline, and otherwise moves to the next step, then escalates. Where a
+single remedy exists (a configuration rollback, a patch, a link repair), the fallback is to
+run it once more, since an action can fail on its own (``ActionSpec.success_prob``). A step is a
 set of actions run together; each action names its kind and a *target rule* that turns the
 root-cause component (``inst-3``, ``host-7``, ``tor-1``, ``svc-api``, ``cluster``) into concrete
 targets using only what the controller observes.
@@ -68,13 +70,17 @@ def services_in_rack(component: str, obs: Observation) -> list[str]:
 
 
 def busiest_services(component: str, obs: Observation) -> list[str]:
-    """Services whose mean instance utilisation is above 0.75 (at least the busiest one)."""
+    """Services whose mean instance utilisation is above 0.65 (at least the busiest one).
+
+    A surge lifts every service; scaling only those already near saturation leaves the
+    next ones to fail a few minutes later.
+    """
     used = obs.inst_used
     n = len(obs.service_names)
     util = np.bincount(obs.inst_service[used], obs.inst[used, _CPU], minlength=n) / np.maximum(
         np.bincount(obs.inst_service[used], minlength=n), 1
     )
-    hot = [int(s) for s in np.flatnonzero(util > 0.75)] or [int(np.argmax(util))]
+    hot = [int(s) for s in np.flatnonzero(util > 0.65)] or [int(np.argmax(util))]
     return [f"svc-{obs.service_names[s]}" for s in hot]
 
 
@@ -160,6 +166,7 @@ RUNBOOKS: dict[str, Runbook] = {
             FaultKind.LINK_DEGRADATION.value,
             (
                 _step(("repair_link", itself), deadline_s=600.0),
+                _step(("repair_link", itself), deadline_s=600.0),
             ),
         ),
         Runbook(
@@ -189,11 +196,13 @@ RUNBOOKS: dict[str, Runbook] = {
             FaultKind.BAD_CONFIG.value,
             (
                 _step(("config_rollback", itself), deadline_s=240.0),
+                _step(("config_rollback", itself), deadline_s=240.0),
             ),
         ),
         Runbook(
             FaultKind.SECURITY_VULNERABILITY.value,
             (
+                _step(("rolling_patch", itself), deadline_s=600.0),
                 _step(("rolling_patch", itself), deadline_s=600.0),
             ),
         ),

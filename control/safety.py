@@ -15,13 +15,16 @@ Checks run in this order; the first that fails decides the verdict:
 4. cooldown: the target has an action in flight, or one started on it less than
    ``cooldown_s`` ago;
 5. rate limit: ``rate_limit_per_min`` actions already started in the last 60 s;
-6. blast radius: too many disruptive actions in flight, or a service would have more than
+6. blast radius: too many disruptive actions taking capacity away in flight, or a service
+   would have more than
    ``max_capacity_share`` of its instances under in-flight disruptive actions. An action on a
    host, link, rack, switch, service or the cluster reaches every instance there (as placed
    when it starts); only instances ready when it starts count, since an action on one that
-   is already down takes no capacity away. Replicas that in-flight ``scale_in`` will remove
-   or ``scale_out`` may fail to add are left out of the count of a service's instances,
-   and a ``scale_in`` that would push its service over the share is refused;
+   is already down takes no capacity away (restarting a crashed process, repairing a dead or
+   drained host), and such an action counts toward neither limit. Replicas that in-flight
+   ``scale_in`` will remove or ``scale_out`` may fail to add are left out of the count of a
+   service's instances, and a ``scale_in`` that would push its service over the share is
+   refused;
 7. dry run: an otherwise admissible action gets ``dry_run`` (log the decision, do not act);
 8. approval: a human must approve (``needs_approval``) when ``human_approval_required`` is
    set or the action's risk is in ``approval_risks``; once a human has approved, call
@@ -89,7 +92,8 @@ class SafetyConfig:
         rollback_enabled: Undo an action whose verification window shows the SLO got worse.
         dry_run: Decide and log, never act.
         cooldown_s: Per target, seconds after an action on it starts before the next may start.
-        max_disruptive_in_flight: Disruptive actions running at once, cluster-wide.
+        max_disruptive_in_flight: Disruptive actions taking ready instances away that run at
+            once, cluster-wide.
         max_capacity_share: Largest share of a service's instances that in-flight disruptive
             actions may take away at once (a host or rack action takes every instance on it).
         rate_limit_per_min: Actions started in any sliding 60 s.
@@ -368,15 +372,15 @@ class SafetyGate:
 
     def _blast_radius(self, target: _Target, spec: ActionSpec, obs: Observation) -> str:
         cfg = self.config
-        disruptive = [f for f in self._in_flight.values() if f.disruptive]
+        disruptive = [f for f in self._in_flight.values() if f.disruptive and f.instances]
         new_insts: tuple[tuple[int, int], ...] = ()
         if spec.disruptive:
-            if len(disruptive) >= cfg.max_disruptive_in_flight:
+            new_insts = _footprint(target, obs)
+            if new_insts and len(disruptive) >= cfg.max_disruptive_in_flight:
                 return (
                     f"{len(disruptive)} disruptive actions already in flight "
                     f"(limit {cfg.max_disruptive_in_flight})"
                 )
-            new_insts = _footprint(target, obs)
         shrink_svc = target.index if spec.kind in _SHRINKS else -1
         if not new_insts and shrink_svc < 0:
             return ""

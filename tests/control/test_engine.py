@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
+
 from control.engine import HealingEngine
+from control.incidents import postmortem
 from control.run import RunSpec, build_twin
+from control.runbooks import RUNBOOKS, Runbook, Step
 from control.safety import SafetyConfig, SimulatedOperator
-from sim.events import ActionRecord, DecisionRecord, IncidentRecord, StateChange
+from sim.events import (
+    ActionRecord,
+    AlertRecord,
+    DecisionRecord,
+    FaultRecord,
+    IncidentRecord,
+    StateChange,
+)
 from sim.faults import FaultKind, strike
 from sim.twin import Twin
 
@@ -70,3 +81,56 @@ def test_emergency_stop_halts_every_action_within_one_step() -> None:
     _run(engine, twin, 400)
     assert [r for r in twin.events(stop_seq)
             if isinstance(r, ActionRecord) and r.phase == "started"]
+
+
+def _harmful_runbook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make bad_config's remedy shed load: it turns requests away, so the SLO gets worse."""
+    monkeypatch.setitem(RUNBOOKS, FaultKind.BAD_CONFIG.value, Runbook(
+        FaultKind.BAD_CONFIG.value,
+        (Step((("shed_load", lambda component, obs: ["cluster"]),), deadline_s=600.0),),
+    ))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_an_action_that_makes_things_worse_is_rolled_back_when_enabled(
+    monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    """Shedding load against a bad deploy lowers the good share: undone iff rollback is on."""
+    _harmful_runbook(monkeypatch)
+    engine, twin = _engine(SafetyConfig(rollback_enabled=enabled, cooldown_s=0.0))
+    _run(engine, twin, 120)
+    strike(twin, FaultKind.BAD_CONFIG, 1, twin.rng_for("script", 2))
+    _run(engine, twin, 240)
+    events = twin.events()
+    shed = [r for r in events if isinstance(r, ActionRecord) and r.kind == "shed_load"
+            and r.phase == "succeeded"]
+    undone = [r for r in events if isinstance(r, DecisionRecord) and r.action == "stop_shedding"
+              and r.reason.startswith("rollback of shed_load") and r.executed]
+    assert shed
+    assert bool(undone) == enabled
+
+
+def test_postmortem_facts_match_the_event_log() -> None:
+    """A crash's post-mortem names the true cause, its times and every action, as logged."""
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 120)
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    _run(engine, twin, 300)
+    events = twin.events()
+    (fault,) = [r for r in events if isinstance(r, FaultRecord)]
+    (incident_id,) = {r.incident_id for r in events if isinstance(r, IncidentRecord)}
+    life = [r for r in events if isinstance(r, IncidentRecord)]
+    first_alert = min(r.t_s for r in events if isinstance(r, AlertRecord))
+    resolved = next(r for r in life if r.phase == "resolved")
+    text = postmortem(events, incident_id)
+    assert f"`{fault.kind}` on `{fault.target}`" in text
+    assert "Ground truth: `inst-5:service_crash` — the diagnosis was right." in text
+    assert f"Time to detect: {first_alert - fault.t_s:.1f} s." in text
+    assert f"Time to restore (onset to resolution): {resolved.t_s - fault.t_s:.1f} s" in text
+    executed = [r for r in events if isinstance(r, DecisionRecord) and r.executed]
+    assert executed and all(f"| {d.action} | {d.target} | allowed | succeeded |" in text
+                            for d in executed)
+    timeline = text.split("## Timeline", 1)[1].split("## Root cause", 1)[0]
+    assert timeline.count("incident opened") == 1 and timeline.count("incident resolved") == 1
+    assert timeline.index("incident opened") < timeline.index("action restart_instance on "
+                                                             "inst-5 started")

@@ -371,6 +371,35 @@ def test_human_approval_in_the_incident_makes_recovery_not_automatic() -> None:
     assert o.recovered_s == 120.0 and not o.auto_recovered
 
 
+def test_follow_up_approved_after_resolution_keeps_recovery_automatic() -> None:
+    """A disk replacement approved after the incident resolved does not undo auto-healing."""
+    log = _log(*_crash(), incident(103.0, 0, "opened", (0,), ("inst-1:service_crash",)),
+               incident(130.0, 0, "resolved", (0,), ("inst-1:service_crash",)),
+               ApprovalRecord(0, 200.0, 0, "replace_disk", "host-1", "approved"),
+               *windows(600.0))
+    (o,) = fault_outcomes(log)
+    assert o.recovered_s == 120.0 and o.auto_recovered
+
+
+def test_alerts_after_recovery_do_not_make_a_fault_escalated() -> None:
+    """A later, escalated incident on the same components does not taint a healed fault.
+
+    The host stays down (awaiting repair) long after its instance was migrated and ready.
+    """
+    log = _log(fault(100.0, 0, "host_failure", "host-1", ("host-1", "inst-1", "svc-api")),
+               state(100.0, "inst-1", "down", 0),
+               alert(101.0, 0, "host-1"),
+               incident(101.0, 0, "opened", (0,), ("host-1:host_failure",)),
+               state(140.0, "inst-1", "up"), state(150.0, "inst-1", "ready"),
+               incident(300.0, 0, "resolved", (0,), ("host-1:host_failure",)),
+               alert(400.0, 1, "svc-api"),
+               incident(400.0, 1, "opened", (1,), ("cluster:load_surge",)),
+               incident(700.0, 1, "escalated", (1,), ("cluster:load_surge",)),
+               *windows(900.0))
+    (o,) = fault_outcomes(log)
+    assert o.recovered_s == 140.0 and not o.escalated and o.auto_recovered
+
+
 def test_availability_is_request_weighted_and_time_weighted() -> None:
     """Windows of 1000 and 3000 requests at 50% and 100%: 0.875 by requests, 0.5 by time."""
     log = _log(SloWindow(0, 60.0, 60.0, 1000.0, 500.0, ()),
@@ -400,11 +429,21 @@ def test_aggregate_matches_scipy() -> None:
     b = np.array([3.0, 5.0])
     b_low, b_high = stats.t.interval(0.95, 1, loc=b.mean(), scale=stats.sem(b))
     assert out["a"] == pytest.approx(a.mean())
-    assert out["a_ci95"] == pytest.approx([low, high])
+    assert out["a_ci95"] == pytest.approx([max(low, 0.0), high])
     assert out["b"] == pytest.approx(4.0)
-    assert out["b_ci95"] == pytest.approx([b_low, b_high])
+    assert b_low < 0.0 and out["b_ci95"] == pytest.approx([0.0, b_high])
     assert out["runs"] == 3.0
-    assert json.loads(json.dumps(out))["a_ci95"] == pytest.approx([low, high])
+    assert json.loads(json.dumps(out))["a_ci95"] == pytest.approx([max(low, 0.0), high])
+
+
+def test_aggregate_clips_intervals_to_the_kpi_range() -> None:
+    """A skewed sample of a rate gets an interval inside [0, 1]; unbounded KPIs stay >= 0."""
+    runs = [{"healing_success_rate": v, "availability": v, "mttr_s": 100.0 * v}
+            for v in (1.0, 1.0, 1.0, 0.5)]
+    out = aggregate(runs)
+    assert out["healing_success_rate_ci95"][1] == 1.0 and out["availability_ci95"][1] == 1.0
+    assert 0.0 < out["healing_success_rate_ci95"][0] < out["healing_success_rate"]
+    assert out["mttr_s_ci95"][1] > 100.0
 
 
 def test_aggregate_of_one_run_has_a_point_interval() -> None:

@@ -1,0 +1,167 @@
+"""The policy protocol, the simple policies, the rule-based engine as a policy, evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from control.engine import EngineConfig, HealingEngine
+from control.kpi import compute_kpis
+from control.safety import SafetyConfig, SimulatedOperator
+from sim.twin import Twin
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What every healing policy offers, in stable-baselines3's shape.
+
+    ``predict`` maps an observation vector to an action index of the env's action table;
+    ``state`` and ``episode_start`` are for recurrent policies and pass through otherwise.
+    """
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Action index (an integer array) for ``observation``, and the next state."""
+        ...
+
+
+class NoopPolicy:
+    """Never acts: the do-nothing baseline."""
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Always the no-op (index 0)."""
+        return np.zeros((), dtype=np.int64), state
+
+
+class RandomPolicy:
+    """Uniform over the actions, or over those an ``action_mask`` allows.
+
+    Args:
+        n_actions: Size of the discrete action space.
+        seed: Seed of its own generator.
+        act_prob: Probability of acting at all in a step (else the no-op); a uniformly
+            random action every 10 s would be a denial-of-service, not a baseline.
+    """
+
+    def __init__(self, n_actions: int, seed: int = 0, act_prob: float = 0.05) -> None:
+        if n_actions < 1:
+            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+        if not 0.0 <= act_prob <= 1.0:
+            raise ValueError(f"act_prob must lie in [0, 1], got {act_prob}")
+        self.n_actions = n_actions
+        self.act_prob = act_prob
+        self.rng = np.random.default_rng(seed)
+        self.mask: np.ndarray | None = None
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """A random action (the no-op with probability ``1 - act_prob``)."""
+        if self.rng.random() >= self.act_prob:
+            return np.zeros((), dtype=np.int64), state
+        allowed = np.flatnonzero(self.mask) if self.mask is not None else None
+        if allowed is None or allowed.size == 0:
+            return np.asarray(self.rng.integers(self.n_actions), dtype=np.int64), state
+        return np.asarray(self.rng.choice(allowed), dtype=np.int64), state
+
+
+class RulePolicy:
+    """The control plane's rule-based :class:`control.engine.HealingEngine` as a policy.
+
+    The engine heals the env's plant itself: its runbooks aim at concrete instances and
+    hosts, outside the env's aggregate action table, and every action passes its own safety
+    gate. ``predict`` runs one engine step at the plant's current time and answers the
+    no-op, so the env only advances time; the env charges the engine's actions like its own.
+
+    Args:
+        plant_of: Returns the plant the env currently runs (a fresh twin per episode).
+        safety: The engine's safety controls.
+        engine: The engine's timing and thresholds.
+    """
+
+    def __init__(
+        self,
+        plant_of: Callable[[], Twin],
+        safety: SafetyConfig | None = None,
+        engine: EngineConfig | None = None,
+    ) -> None:
+        self.plant_of = plant_of
+        self.safety = safety or SafetyConfig()
+        self.engine_config = engine or EngineConfig()
+        self.engine: HealingEngine | None = None
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """One engine step on the current plant; the env action is the no-op."""
+        plant = self.plant_of()
+        if self.engine is None or self.engine.plant is not plant:
+            operator = SimulatedOperator(120.0, 0.95, plant.rng_for("fork", 7_000_001))
+            self.engine = HealingEngine(plant, self.safety, operator, self.engine_config)
+        self.engine.step()
+        return np.zeros((), dtype=np.int64), state
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeResult:
+    """One evaluated episode: its seed, return, steps and the KPIs of its event log."""
+
+    seed: int
+    episode_return: float
+    steps: int
+    kpis: dict[str, float]
+
+
+def run_episode(
+    policy: Policy, env: Any, seed: int, *, deterministic: bool = True,
+    on_step: Callable[[np.ndarray, int], None] | None = None,
+) -> EpisodeResult:
+    """Run one episode of ``env`` (a Gymnasium env over the twin) under ``policy``.
+
+    ``on_step`` receives every observation and the action chosen for it.
+    """
+    obs, info = env.reset(seed=seed)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        if isinstance(policy, RandomPolicy):
+            policy.mask = info.get("action_mask")
+        action, _ = policy.predict(obs, deterministic=deterministic)
+        a = int(np.asarray(action).reshape(-1)[0])
+        if on_step is not None:
+            on_step(obs, a)
+        obs, reward, terminated, truncated, info = env.step(a)
+        total += float(reward)
+        steps += 1
+        done = terminated or truncated
+    twin: Twin = env.unwrapped.twin
+    kpis = compute_kpis(twin.log.since(0))
+    return EpisodeResult(seed, total, steps, kpis)
+
+
+def evaluate(
+    policy: Policy, env: Any, seeds: Sequence[int], *, deterministic: bool = True
+) -> list[EpisodeResult]:
+    """One episode per seed, in order."""
+    return [run_episode(policy, env, s, deterministic=deterministic) for s in seeds]

@@ -1,0 +1,473 @@
+"""Plant-agnostic observation encoding and action decoding for healing policies.
+
+Everything here reads only a :class:`sim.telemetry.Observation` (what the twin and every live
+plant return from ``observe()``) and a :class:`Layout` built from one, so a policy trained on
+the twin runs unchanged on a live plant. No Gymnasium, no twin internals: numpy only.
+
+Observation vector (float32, raw units, clipped to the bounds in :data:`Layout.bounds`):
+``SERVICE_FEATURES`` for each service in layout order, then ``CLUSTER_FEATURES``. Policies
+scale it to [0, 1] with those bounds themselves (the DQN does so inside its network).
+
+Action table: index 0 is the no-op; then for each service the ``SERVICE_ACTIONS`` in order;
+then ``CLUSTER_ACTIONS``. An entry names an action kind and a *selector*: the rule that turns
+the observation into a concrete target (``svc-api``, the worst instance of a service, the
+hottest host, ...), so the table stays small however large the cluster is.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.actions import Action
+from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation
+
+SLO_LATENCY_S = 2.0
+"""Upper bound of the latency features: the client timeout of the default services."""
+
+SERVICE_FEATURES: tuple[tuple[str, str, float, float], ...] = (
+    ("ready_share", "fraction", 0.0, 1.0),
+    ("live_share", "fraction", 0.0, 1.0),
+    ("vm_up_share", "fraction", 0.0, 1.0),
+    ("replicas_ratio", "replicas / initial replicas", 0.0, 4.0),
+    ("cpu_util_mean", "fraction", 0.0, 1.0),
+    ("cpu_util_max", "fraction", 0.0, 1.0),
+    ("mem_util_mean", "fraction of limit", 0.0, 1.5),
+    ("mem_util_max", "fraction of limit", 0.0, 1.5),
+    ("latency_s", "s, request-weighted mean", 0.0, SLO_LATENCY_S),
+    ("error_rate", "fraction, request-weighted", 0.0, 1.0),
+    ("error_rate_max", "fraction", 0.0, 1.0),
+    ("queue_log1p", "ln(1 + requests queued per instance)", 0.0, 12.0),
+    ("advisory", "1 if an unpatched CVE advisory is public", 0.0, 1.0),
+)
+"""Per-service features: (name, unit, low, high)."""
+
+CLUSTER_FEATURES: tuple[tuple[str, str, float, float], ...] = (
+    ("host_up_share", "fraction", 0.0, 1.0),
+    ("host_cpu_util_mean", "fraction", 0.0, 1.0),
+    ("host_cpu_util_max", "fraction", 0.0, 1.0),
+    ("host_temp_max_c", "degC", 0.0, 120.0),
+    ("host_throttle_min", "capacity factor", 0.0, 1.0),
+    ("fan_health_min", "fraction of nominal rpm", 0.0, 1.0),
+    ("disk_latency_max_s", "s", 0.0, 0.1),
+    ("disk_wear_max", "fraction of endurance", 0.0, 1.0),
+    ("link_loss_max", "fraction", 0.0, 1.0),
+    ("unhealthy_share", "fraction of instances on up hosts not running or not ready", 0.0, 1.0),
+    ("rps_per_host", "req/s per host", 0.0, 200.0),
+    ("shed_fraction", "fraction of requests rate-limited at the gateway", 0.0, 1.0),
+    ("day_sin", "sin(2 pi t / 1 day)", -1.0, 1.0),
+    ("day_cos", "cos(2 pi t / 1 day)", -1.0, 1.0),
+)
+"""Cluster-wide features: (name, unit, low, high)."""
+
+SERVICE_ACTIONS: tuple[tuple[str, str], ...] = (
+    ("restart_instance", "worst_instance"),
+    ("cold_migrate", "stranded_instance"),
+    ("add_memory", "fullest_instance"),
+    ("scale_out", "service"),
+    ("scale_in", "service"),
+    ("config_rollback", "service"),
+    ("rolling_patch", "service"),
+    ("clear_cache", "service"),
+)
+"""(kind, selector) of the actions repeated for each service."""
+
+CLUSTER_ACTIONS: tuple[tuple[str, str], ...] = (
+    ("evict_noisy_neighbour", "busiest_host"),
+    ("replace_fan", "hottest_host"),
+    ("repair_host", "down_host"),
+    ("repair_switch", "cut_off_rack"),
+    ("repair_link", "lossiest_link"),
+    ("shed_load", "cluster"),
+    ("stop_shedding", "cluster"),
+)
+"""(kind, selector) of the cluster-wide actions."""
+
+_H = {name: i for i, name in enumerate(HOST_FEATURES)}
+_I = {name: i for i, name in enumerate(INSTANCE_FEATURES)}
+_DAY_S = 86400.0
+_NOMINAL_FAN_RPM = 12000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEntry:
+    """One row of the action table: a kind, a selector and the service it is about (-1: none)."""
+
+    kind: str
+    selector: str
+    service: int
+
+    @property
+    def label(self) -> str:
+        """Readable name, e.g. ``restart_instance(worst_instance of api)``."""
+        return f"{self.kind}({self.selector})" if self.service < 0 else (
+            f"{self.kind}({self.selector} of #{self.service})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Shape of the encoding for one cluster: services, sizes, initial replicas.
+
+    Build it with :func:`layout_from` from a plant's first observation; it is what an exported
+    policy's metadata stores, and a plant whose service set differs is refused.
+    """
+
+    service_names: tuple[str, ...]
+    n_hosts: int
+    initial_replicas: tuple[int, ...]
+    actions: tuple[ActionEntry, ...]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the observation vector's entries, in order."""
+        per = [f"{s}.{f[0]}" for s in self.service_names for f in SERVICE_FEATURES]
+        return (*per, *(f[0] for f in CLUSTER_FEATURES))
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bound of every feature (float32)."""
+        return _bounds(len(self.service_names))
+
+    @property
+    def obs_dim(self) -> int:
+        """Length of the observation vector."""
+        return len(self.service_names) * len(SERVICE_FEATURES) + len(CLUSTER_FEATURES)
+
+    @property
+    def n_actions(self) -> int:
+        """Size of the discrete action space (the no-op included)."""
+        return len(self.actions)
+
+    def action_labels(self) -> tuple[str, ...]:
+        """Readable name of every action index."""
+        out = []
+        for a in self.actions:
+            if a.service >= 0:
+                out.append(f"{a.kind}({a.selector} of svc-{self.service_names[a.service]})")
+            else:
+                out.append(f"{a.kind}({a.selector})")
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-data form (for export metadata)."""
+        return {
+            "service_names": list(self.service_names),
+            "n_hosts": self.n_hosts,
+            "initial_replicas": list(self.initial_replicas),
+            "actions": [[a.kind, a.selector, a.service] for a in self.actions],
+            "feature_names": list(self.feature_names),
+            "low": [float(x) for x in self.bounds[0]],
+            "high": [float(x) for x in self.bounds[1]],
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, object]) -> Layout:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: a field is missing or malformed.
+        """
+        try:
+            names = tuple(str(s) for s in data["service_names"])  # type: ignore[attr-defined]
+            n_hosts = int(data["n_hosts"])  # type: ignore[call-overload]
+            reps = tuple(int(r) for r in data["initial_replicas"])  # type: ignore[attr-defined]
+            actions = tuple(
+                ActionEntry(str(k), str(s), int(v))
+                for k, s, v in data["actions"]  # type: ignore[attr-defined]
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"malformed layout: {err!r}") from None
+        layout = Layout(names, n_hosts, reps, actions)
+        if layout.actions != action_table(len(names)):
+            raise ValueError("layout's action table does not match this version's action table")
+        return layout
+
+
+def action_table(n_services: int) -> tuple[ActionEntry, ...]:
+    """The action table for ``n_services`` services (index 0 is the no-op)."""
+    rows = [ActionEntry("noop", "cluster", -1)]
+    rows += [ActionEntry(k, sel, s) for s in range(n_services) for k, sel in SERVICE_ACTIONS]
+    rows += [ActionEntry(k, sel, -1) for k, sel in CLUSTER_ACTIONS]
+    return tuple(rows)
+
+
+def layout_from(obs: Observation) -> Layout:
+    """The layout of the plant that produced ``obs`` (its first observation, normally)."""
+    n_s = len(obs.service_names)
+    reps = np.bincount(obs.inst_service[obs.inst_used], minlength=n_s)
+    return Layout(
+        tuple(obs.service_names), int(obs.host.shape[0]),
+        tuple(int(max(r, 1)) for r in reps), action_table(n_s),
+    )
+
+
+def check_compatible(obs: Observation, layout: Layout) -> None:
+    """Refuse an observation from a plant whose services differ from the layout's.
+
+    Raises:
+        ValueError: the service names differ, or the metric vectors have other widths.
+    """
+    if tuple(obs.service_names) != layout.service_names:
+        raise ValueError(
+            f"observation has services {list(obs.service_names)}, the layout "
+            f"{list(layout.service_names)}"
+        )
+    if obs.host.shape[1:] != (len(HOST_FEATURES),) or obs.inst.shape[1:] != (
+        len(INSTANCE_FEATURES),
+    ):
+        raise ValueError(
+            f"observation metric widths {obs.host.shape[1:]} / {obs.inst.shape[1:]} differ from "
+            f"({len(HOST_FEATURES)},) / ({len(INSTANCE_FEATURES)},)"
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def _bounds(n_services: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = [*SERVICE_FEATURES * n_services, *CLUSTER_FEATURES]
+    low = np.array([r[2] for r in rows], dtype=np.float32)
+    high = np.array([r[3] for r in rows], dtype=np.float32)
+    low.flags.writeable = False
+    high.flags.writeable = False
+    return low, high
+
+
+_SUM_COLS = np.array([_I["ready"], _I["up"], _I["vm_up"], _I["cpu_util"], _I["mem_util"],
+                      _I["queue_len"]])
+_MAX_COLS = np.array([_I["cpu_util"], _I["mem_util"], _I["error_rate"]])
+_W_COLS = np.array([_I["latency_s"], _I["error_rate"]])
+
+
+def encode(
+    obs: Observation, layout: Layout, advisories: Collection[str] = (), shed_fraction: float = 0.0
+) -> np.ndarray:
+    """The observation vector of ``obs`` (float32, clipped to the layout's bounds).
+
+    Args:
+        obs: What the plant observes.
+        layout: Encoding layout (from :func:`layout_from`).
+        advisories: Names of services (``api``) with a public, unpatched CVE advisory.
+        shed_fraction: Share of requests the gateway rate-limits (the controller knows what
+            it asked for: ``shed_load`` adds 0.2, ``stop_shedding`` resets it).
+    """
+    return encode_and_mask(obs, layout, advisories, shed_fraction)[0]
+
+
+def encode_and_mask(
+    obs: Observation,
+    layout: Layout,
+    advisories: Collection[str] = (),
+    shed_fraction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode` and :func:`action_mask` of one observation, sharing their aggregates."""
+    n_s = len(layout.service_names)
+    used = obs.inst_used
+    idx = np.flatnonzero(used)
+    inst = obs.inst[idx]
+    svc = obs.inst_service[idx]
+    member = svc[None, :] == np.arange(n_s)[:, None]
+    m = member.astype(np.float32)
+    count = m.sum(axis=1)
+    inv = 1.0 / np.maximum(count, 1.0)
+    sums = (m @ inst[:, _SUM_COLS]) * inv[:, None]
+    rps = inst[:, _I["rps"]]
+    w = m * rps[None, :]
+    weighted = (w @ inst[:, _W_COLS]) / np.maximum(w.sum(axis=1), 1e-9)[:, None]
+    maxes = np.where(member[:, :, None], inst[None, :, _MAX_COLS], 0.0).max(axis=1, initial=0.0)
+    per = np.empty((n_s, len(SERVICE_FEATURES)), dtype=np.float32)
+    per[:, 0:3] = sums[:, 0:3]
+    per[:, 3] = count / np.asarray(layout.initial_replicas, dtype=np.float32)
+    per[:, 4] = sums[:, 3]
+    per[:, 5] = maxes[:, 0]
+    per[:, 6] = sums[:, 4]
+    per[:, 7] = maxes[:, 1]
+    per[:, 8:10] = weighted
+    per[:, 10] = maxes[:, 2]
+    per[:, 11] = np.log1p(np.maximum(sums[:, 5], 0.0))
+    per[:, 12] = [name in advisories for name in layout.service_names] if advisories else 0.0
+
+    host = obs.host
+    n_h = max(host.shape[0], 1)
+    hmax = host.max(axis=0)
+    hmin = host.min(axis=0)
+    host_up = host[:, _H["up"]] > 0.5
+    inst_host = obs.inst_host[idx]
+    up_host_inst = host_up[inst_host]
+    live = inst[:, _I["up"]] > 0.5
+    ready = inst[:, _I["ready"]] > 0.5
+    dark = up_host_inst & ~(live & ready)
+    day = 2.0 * np.pi * (obs.t_s if np.isfinite(obs.t_s) else 0.0) / _DAY_S
+    cluster = np.array(
+        [
+            host_up.sum() / n_h,
+            host[:, _H["cpu_util"]].sum() / n_h,
+            hmax[_H["cpu_util"]],
+            hmax[_H["temp_c"]],
+            hmin[_H["throttle"]],
+            hmin[_H["fan_rpm"]] / _NOMINAL_FAN_RPM,
+            hmax[_H["disk_latency_s"]],
+            hmax[_H["disk_wear"]],
+            hmax[_H["link_loss"]],
+            dark.sum() / max(idx.size, 1),
+            rps.sum() / n_h,
+            shed_fraction,
+            np.sin(day),
+            np.cos(day),
+        ],
+        dtype=np.float32,
+    )
+    low, high = _bounds(n_s)
+    out = np.concatenate([per.ravel(), cluster])
+    if not np.isfinite(out).all():
+        out = np.nan_to_num(out, nan=0.0, posinf=float(high.max()), neginf=0.0)
+    np.clip(out, low, high, out=out)
+
+    mask = np.ones(layout.n_actions, dtype=bool)
+    running = live
+    stranded = (inst[:, _I["vm_up"]] < 0.5) | ~up_host_inst
+    per_n = len(SERVICE_ACTIONS)
+    rows = 1 + np.arange(n_s) * per_n
+    mask[rows + 0] = (member & up_host_inst[None, :]).any(axis=1)
+    mask[rows + 1] = (member & stranded[None, :]).any(axis=1)
+    mask[rows + 2] = (member & running[None, :]).any(axis=1)
+    mask[rows + 4] = count > 2
+    row = 1 + n_s * per_n
+    any_up = bool(host_up.any())
+    mask[row + 0] = any_up
+    mask[row + 1] = any_up
+    mask[row + 2] = not bool(host_up.all())
+    mask[row + 3] = bool((up_host_inst & live & ~obs.inst_live[idx]).any())
+    mask[row + 4] = bool(hmax[_H["link_loss"]] > 0)
+    mask[row + 5] = shed_fraction < 0.6 - 1e-9
+    mask[row + 6] = shed_fraction > 0.0
+    return out, mask
+
+
+def _worst_instance(obs: Observation, service: int) -> int:
+    """The instance of ``service`` most in need of a restart; -1 if none.
+
+    Among its instances on up hosts: down first, then not ready, then the highest memory use.
+    """
+    cand = obs.inst_used & (obs.inst_service == service)
+    cand &= obs.host[obs.inst_host, _H["up"]] > 0.5
+    idx = np.flatnonzero(cand)
+    if idx.size == 0:
+        return -1
+    inst = obs.inst[idx]
+    score = (
+        2.0 * (inst[:, _I["up"]] < 0.5)
+        + 1.0 * (inst[:, _I["ready"]] < 0.5)
+        + np.minimum(inst[:, _I["mem_util"]], 0.99)
+    )
+    return int(idx[np.argmax(score)])
+
+
+def _stranded_instance(obs: Observation, service: int) -> int:
+    """An instance of ``service`` whose VM or host is down; -1 if none."""
+    cand = obs.inst_used & (obs.inst_service == service)
+    cand &= (obs.inst[:, _I["vm_up"]] < 0.5) | (obs.host[obs.inst_host, _H["up"]] < 0.5)
+    idx = np.flatnonzero(cand)
+    return int(idx[0]) if idx.size else -1
+
+
+def _fullest_instance(obs: Observation, service: int) -> int:
+    """The running instance of ``service`` with the highest memory use; -1 if none."""
+    cand = obs.inst_used & (obs.inst_service == service) & (obs.inst[:, _I["up"]] > 0.5)
+    idx = np.flatnonzero(cand)
+    if idx.size == 0:
+        return -1
+    return int(idx[np.argmax(obs.inst[idx, _I["mem_util"]])])
+
+
+def _host_by(obs: Observation, column: str) -> int:
+    up = obs.host[:, _H["up"]] > 0.5
+    if not up.any():
+        return -1
+    values = np.where(up, obs.host[:, _H[column]], -np.inf)
+    return int(np.argmax(values))
+
+
+def _cut_off_rack(obs: Observation) -> int:
+    """The rack with the most instances that are not live although their host is up."""
+    up_host = obs.host[obs.inst_host, _H["up"]] > 0.5
+    dark = obs.inst_used & up_host & (obs.inst[:, _I["up"]] > 0.5) & ~obs.inst_live
+    if not dark.any():
+        return -1
+    counts = np.bincount(obs.host_rack[obs.inst_host[dark]])
+    return int(np.argmax(counts))
+
+
+def decode(index: int, layout: Layout, obs: Observation | None = None) -> Action | None:
+    """The action at ``index`` of the layout's table, aimed with ``obs``; None is the no-op.
+
+    Entries whose target depends on the observation (an instance or a host) need ``obs``.
+    An entry whose selector finds no target (no host is down for ``repair_host``) is None.
+
+    Raises:
+        IndexError: ``index`` is not an integer in ``[0, layout.n_actions)``.
+        ValueError: the entry needs ``obs`` and none was given.
+    """
+    if isinstance(index, bool) or not isinstance(index, int | np.integer):
+        raise IndexError(f"action index must be an integer, got {index!r}")
+    if not 0 <= int(index) < layout.n_actions:
+        raise IndexError(f"action index {index} is outside [0, {layout.n_actions})")
+    entry = layout.actions[int(index)]
+    sel = entry.selector
+    if entry.kind == "noop":
+        return None
+    if sel == "cluster":
+        return Action(entry.kind, "cluster")
+    if sel == "service":
+        return Action(entry.kind, f"svc-{layout.service_names[entry.service]}")
+    if obs is None:
+        raise ValueError(f"action {entry.label} picks its target from an observation; pass obs")
+    if sel == "worst_instance":
+        target = _worst_instance(obs, entry.service)
+        prefix = "inst"
+    elif sel == "stranded_instance":
+        target, prefix = _stranded_instance(obs, entry.service), "inst"
+    elif sel == "fullest_instance":
+        target, prefix = _fullest_instance(obs, entry.service), "inst"
+    elif sel == "busiest_host":
+        target, prefix = _host_by(obs, "cpu_util"), "host"
+    elif sel == "hottest_host":
+        target, prefix = _host_by(obs, "temp_c"), "host"
+    elif sel == "down_host":
+        down = np.flatnonzero(obs.host[:, _H["up"]] < 0.5)
+        target, prefix = (int(down[0]) if down.size else -1), "host"
+    elif sel == "cut_off_rack":
+        target, prefix = _cut_off_rack(obs), "tor"
+    elif sel == "lossiest_link":
+        loss = obs.host[:, _H["link_loss"]]
+        target = int(np.argmax(loss)) if loss.max(initial=0.0) > 0 else -1
+        prefix = "link-host"
+    else:
+        raise ValueError(f"unknown selector {sel!r}")
+    return None if target < 0 else Action(entry.kind, f"{prefix}-{target}")
+
+
+def action_mask(obs: Observation, layout: Layout, shed_fraction: float = 0.0) -> np.ndarray:
+    """Which actions have a target now (bool, one per index), from ``obs`` alone.
+
+    An entry is masked out when its selector finds no target (no down host for
+    ``repair_host``, no cut-off rack for ``repair_switch``), when ``scale_in`` would go below
+    two replicas, ``shed_load`` at the 60% maximum, or ``stop_shedding`` while
+    ``shed_fraction`` is 0. Whether an unmasked action is
+    admissible now is for the safety gate and the plant, which refuse it with a reason. The
+    no-op is always allowed.
+    """
+    return encode_and_mask(obs, layout, (), shed_fraction)[1]
+
+
+def describe(layout: Layout) -> str:
+    """The observation and action tables as Markdown (names, units, bounds)."""
+    lines = ["| feature | unit | low | high |", "|---|---|---:|---:|"]
+    lines += [f"| `<service>.{n}` | {u} | {lo:g} | {hi:g} |" for n, u, lo, hi in SERVICE_FEATURES]
+    lines += [f"| `{n}` | {u} | {lo:g} | {hi:g} |" for n, u, lo, hi in CLUSTER_FEATURES]
+    lines += ["", "| index | action |", "|---:|---|"]
+    lines += [f"| {i} | {lab} |" for i, lab in enumerate(layout.action_labels())]
+    return "\n".join(lines)
+

@@ -1,0 +1,230 @@
+"""Structured configs of ``experiments.train``, ``experiments.evaluate`` and ``experiments.export``.
+
+One dataclass schema per group, stored in Hydra's ConfigStore by :func:`register_rl_configs`
+(the entry points call it before Hydra composes): ``scenario`` (one option per registered
+scenario; ``hours`` is the episode length), ``agent`` (``dqn``), ``env`` (cluster size and
+control interval) and ``tracking`` (``mlflow``, ``off``). No YAML is needed; the command line
+selects options and overrides values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from agents.dqn import DqnParams
+from envs import env_id
+from experiments.config import ScenarioSchema, TrackingSchema
+from sim.errors import ConfigError
+from sim.scenarios import SCENARIOS
+
+
+@dataclass
+class EnvSchema:
+    """Cluster size and control interval of the environment."""
+
+    hosts: int = 100
+    control_interval_s: float = 10.0
+
+
+@dataclass
+class DqnSchema:
+    """The DQN agent; mirrors :class:`agents.dqn.DqnParams`, plus its training budget."""
+
+    name: str = "dqn"
+    learning_rate: float = 1e-3
+    buffer_size: int = 10_000
+    learning_starts: int = 1_000
+    batch_size: int = 32
+    gamma: float = 0.95
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 100
+    exploration_fraction: float = 0.3
+    exploration_initial_eps: float = 1.0
+    exploration_final_eps: float = 0.1
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+
+
+@dataclass
+class TrainSchema:
+    """Top level of ``python -m experiments.train``.
+
+    ``run_dir`` (default ``runs/<scenario>-<agent>-seed<seed>``) holds the checkpoint, the
+    final model and the learning curve; a run started again with the same ``run_dir``
+    resumes from its checkpoint.
+    """
+
+    defaults: list[Any] = field(default_factory=lambda: [
+        "_self_", {"scenario": "service_crash"}, {"agent": "dqn"}, {"tracking": "mlflow"},
+    ])
+    scenario: ScenarioSchema = MISSING
+    agent: DqnSchema = MISSING
+    tracking: TrackingSchema = MISSING
+    env: EnvSchema = field(default_factory=EnvSchema)
+    seed: int = 0
+    total_timesteps: int = 200_000
+    checkpoint_freq: int = 10_000
+    eval_freq: int = 10_000
+    eval_episodes: int = 2
+    eval_hours: float = 2.0
+    torch_threads: int = 1
+    run_dir: str = ""
+
+
+def register_rl_configs() -> None:
+    """Store the schemas and options in Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_config", node=TrainSchema)
+    for name in SCENARIOS:
+        cs.store(group="scenario", name=name, node=ScenarioSchema(name=name))
+    cs.store(group="agent", name="dqn", node=DqnSchema)
+    cs.store(group="tracking", name="mlflow", node=TrackingSchema)
+    cs.store(group="tracking", name="off", node=TrackingSchema(enabled=False))
+
+
+def to_object(cfg: DictConfig, schema: type) -> Any:
+    """The composed config as ``schema``.
+
+    Unknown keys were refused by Hydra's structured config already; the ``hydra`` node and
+    the defaults list are dropped.
+    """
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    data.pop("defaults", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
+
+
+def dqn_params(agent: DqnSchema) -> DqnParams:
+    """The library's DQN parameters from the agent config (validated)."""
+    values = dataclasses.asdict(agent)
+    values.pop("name")
+    values["net_arch"] = tuple(int(w) for w in values["net_arch"])
+    try:
+        return DqnParams(**values)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("dqn.", "agent.", 1)) from None
+
+
+def episode_steps(hours: float, control_interval_s: float, key: str = "scenario.hours") -> int:
+    """Steps of an episode of ``hours`` simulated hours.
+
+    Raises:
+        ConfigError: not a positive number, or shorter than one control interval.
+    """
+    if not (isinstance(hours, int | float) and math.isfinite(hours) and hours > 0):
+        raise ConfigError(f"{key} must be a positive number, got {hours!r}")
+    steps = round(hours * 3600.0 / control_interval_s)
+    if steps < 1:
+        raise ConfigError(f"{key}: {hours} h is shorter than one control interval")
+    return steps
+
+
+def check_train(schema: TrainSchema) -> None:
+    """Range checks of a training config, each naming its key.
+
+    Raises:
+        ConfigError: a bad value.
+    """
+    if schema.scenario.name not in SCENARIOS:
+        raise ConfigError(f"scenario.name: unknown scenario {schema.scenario.name!r}; "
+                          f"known: {sorted(SCENARIOS)}")
+    if schema.env.hosts < 1:
+        raise ConfigError(f"env.hosts must be >= 1, got {schema.env.hosts}")
+    if not schema.env.control_interval_s > 0:
+        raise ConfigError(
+            f"env.control_interval_s must be > 0, got {schema.env.control_interval_s}"
+        )
+    for key in ("total_timesteps", "checkpoint_freq", "eval_freq", "eval_episodes",
+                "torch_threads"):
+        value = getattr(schema, key)
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if schema.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {schema.seed}")
+    episode_steps(schema.scenario.hours, schema.env.control_interval_s)
+    episode_steps(schema.eval_hours, schema.env.control_interval_s, "eval_hours")
+    dqn_params(schema.agent)
+
+
+def run_dir_of(schema: TrainSchema) -> Path:
+    """Folder of a training run's checkpoint and model."""
+    if schema.run_dir:
+        return Path(schema.run_dir)
+    return Path("runs") / f"{schema.scenario.name}-{schema.agent.name}-seed{schema.seed}"
+
+
+def make_env(scenario: str, hosts: int, control_interval_s: float, hours: float) -> Any:
+    """``gymnasium.make`` of the scenario's env id with these settings."""
+    import gymnasium as gym
+
+    return gym.make(
+        env_id(scenario), hosts=hosts, control_interval_s=control_interval_s,
+        max_episode_steps=episode_steps(hours, control_interval_s),
+    )
+
+
+@dataclass
+class EvaluateSchema:
+    """Top level of ``python -m experiments.evaluate``.
+
+    ``models`` maps a scenario to its DQN (a ``.zip`` or an export folder); a scenario
+    without an entry uses ``<model_dir>/<scenario>-dqn-seed0/best_model.zip`` (the best
+    periodic evaluation of training), else its ``model.zip``, else the same two of
+    ``<model_dir>/mixed-dqn-seed0``. Seeds are ``seed_base`` to
+    ``seed_base + seeds - 1``, the same for every agent, so agents face the same faults.
+    """
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"tracking": "mlflow"}])
+    tracking: TrackingSchema = MISSING
+    agents: list[str] = field(default_factory=lambda: ["noop", "random", "rules", "dqn"])
+    scenarios: list[str] = field(
+        default_factory=lambda: ["service_crash", "performance_degradation"]
+    )
+    seeds: int = 20
+    seed_base: int = 0
+    hours: float = 12.0
+    env: EnvSchema = field(default_factory=EnvSchema)
+    models: dict[str, str] = field(default_factory=dict)
+    model_dir: str = "runs"
+    baseline: str = "rules"
+    metric: str = "availability"
+    out_dir: str = ""
+
+
+@dataclass
+class ExportSchema:
+    """Top level of ``python -m experiments.export``.
+
+    ``model`` is a trained ``model.zip``; ``out`` the export folder (default: an ``export``
+    folder beside the model). The parity check records ``parity_observations`` observations
+    from ``scenario`` episodes run by the in-memory policy (epsilon-greedy with
+    ``parity_epsilon``, so off-policy states are covered too) and compares the actions.
+    """
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"tracking": "mlflow"}])
+    tracking: TrackingSchema = MISSING
+    model: str = "runs/service_crash-dqn-seed0/model.zip"
+    out: str = ""
+    scenario: str = "service_crash"
+    env: EnvSchema = field(default_factory=EnvSchema)
+    parity_observations: int = 10_000
+    parity_epsilon: float = 0.1
+    parity_hours: float = 6.0
+    seed: int = 0
+
+
+def register_eval_export_configs() -> None:
+    """Store the evaluate and export schemas (and the tracking options) in the ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="evaluate_config", node=EvaluateSchema)
+    cs.store(name="export_config", node=ExportSchema)
+    cs.store(group="tracking", name="mlflow", node=TrackingSchema)
+    cs.store(group="tracking", name="off", node=TrackingSchema(enabled=False))

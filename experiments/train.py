@@ -1,0 +1,266 @@
+"""Train a healing agent on a self-healing env; resumes from its checkpoint after a kill.
+
+    python -m experiments.train agent=dqn scenario=service_crash
+    python -m experiments.train scenario=performance_degradation total_timesteps=300000 seed=1
+    python -m experiments.train scenario=mixed env.hosts=30 tracking=off run_dir=/tmp/r
+
+Every ``checkpoint_freq`` steps the model, its replay buffer and the learning curve so far
+are written to ``run_dir`` (atomically); starting the same command again continues from
+there. Every ``eval_freq`` steps the greedy policy runs ``eval_episodes`` episodes of
+``eval_hours`` on fixed seeds (apart from any evaluation seeds) and the best so far is kept
+as ``best_model.zip``, as stable-baselines3's EvalCallback does. The learning curve
+(episode returns, evaluations, training speed) goes to MLflow with the flattened config
+as params and the models as artifacts.
+Standard output ends with one JSON object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from tqdm import tqdm
+
+from agents.base import evaluate
+from agents.dqn import DqnPolicy, make_dqn
+from experiments import tracking
+from experiments.config import CONFIG_ERRORS, error_line
+from experiments.rl_config import (
+    TrainSchema,
+    check_train,
+    dqn_params,
+    make_env,
+    register_rl_configs,
+    run_dir_of,
+    to_object,
+)
+
+CHECKPOINT = "checkpoint.zip"
+REPLAY = "checkpoint_replay.pkl"
+STATE = "checkpoint.json"
+BEST = "best_model.zip"
+EVAL_SEED_BASE = 1_000_000
+
+
+class _Training(BaseCallback):
+    """Progress bar, checkpoints, periodic evaluation and the learning curve."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def _on_step(self) -> bool:
+        run, n = self.run, self.num_timesteps
+        run.bar.update(n - run.bar.n)
+        rewards = self.training_env.env_method("get_episode_rewards")[0]
+        for r in rewards[run.episodes_seen:]:
+            run.metric("train/episode_return", float(r), n)
+        run.episodes_seen = len(rewards)
+        model = self.model
+        assert isinstance(model, DQN)
+        if n % run.schema.eval_freq == 0:
+            run.evaluate(model, n)
+        if n % run.schema.checkpoint_freq == 0:
+            run.checkpoint(model, n)
+        return True
+
+
+@dataclasses.dataclass
+class _Run:
+    schema: TrainSchema
+    run_dir: Path
+    bar: Any
+    client: Any = None
+    mlflow_run_id: str | None = None
+    curve: list[tuple[str, float, int]] = dataclasses.field(default_factory=list)
+    logged: int = 0
+    episodes_seen: int = 0
+    last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
+    best_return: float = -np.inf
+    started_wall: float = 0.0
+    started_steps: int = 0
+
+    def metric(self, key: str, value: float, step: int) -> None:
+        self.curve.append((key, value, step))
+
+    def flush(self) -> None:
+        if self.client is None or self.mlflow_run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        items = [Metric(k, v, now_ms, s) for k, v, s in self.curve[self.logged:]
+                 if np.isfinite(v)]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.mlflow_run_id, metrics=items[i:i + 500])
+        self.logged = len(self.curve)
+
+    def evaluate(self, model: DQN, step: int) -> None:
+        s = self.schema
+        env = make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s, s.eval_hours)
+        seeds = [EVAL_SEED_BASE + i for i in range(s.eval_episodes)]
+        results = evaluate(DqnPolicy(model), env, seeds)
+        env.close()
+        self.last_eval = {
+            "eval/return": float(np.mean([r.episode_return for r in results])),
+            "eval/availability": float(np.mean([r.kpis["availability"] for r in results])),
+            "eval/actions": float(np.mean([r.kpis["actions"] for r in results])),
+        }
+        for k, v in self.last_eval.items():
+            self.metric(k, v, step)
+        if self.last_eval["eval/return"] > self.best_return:
+            self.best_return = self.last_eval["eval/return"]
+            model.save(self.run_dir / f"tmp-{BEST}")
+            os.replace(self.run_dir / f"tmp-{BEST}", self.run_dir / BEST)
+            self.metric("eval/best_return", self.best_return, step)
+        elapsed = time.perf_counter() - self.started_wall
+        if elapsed > 0:
+            self.metric("train/steps_per_s", (step - self.started_steps) / elapsed, step)
+        self.flush()
+
+    def checkpoint(self, model: DQN, step: int) -> None:
+        d = self.run_dir
+        model.save(d / f"tmp-{CHECKPOINT}")
+        model.save_replay_buffer(d / f"tmp-{REPLAY}")
+        os.replace(d / f"tmp-{CHECKPOINT}", d / CHECKPOINT)
+        os.replace(d / f"tmp-{REPLAY}", d / REPLAY)
+        state = {"num_timesteps": step, "mlflow_run_id": self.mlflow_run_id,
+                 "episodes_seen": self.episodes_seen, "curve": self.curve,
+                 "best_return": _finite_or_none(self.best_return)}
+        (d / f"tmp-{STATE}").write_text(json.dumps(state), encoding="utf-8")
+        os.replace(d / f"tmp-{STATE}", d / STATE)
+        self.flush()
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _load_checkpoint(run_dir: Path, env: Any, seed: int) -> tuple[DQN, dict[str, Any]] | None:
+    state_path = run_dir / STATE
+    if not state_path.is_file():
+        return None
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    model = DQN.load(run_dir / CHECKPOINT, env=env, device="cpu")
+    model.load_replay_buffer(run_dir / REPLAY)
+    # The env restarts on resume; a seed derived from the step keeps that reproducible.
+    model.set_random_seed(seed + int(state["num_timesteps"]))
+    return model, state
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="train_config")
+def app(cfg: DictConfig) -> dict[str, Any]:
+    """Train, checkpoint, evaluate, log; returns the result line."""
+    schema: TrainSchema = to_object(cfg, TrainSchema)
+    check_train(schema)
+    params = dqn_params(schema.agent)
+    torch.set_num_threads(schema.torch_threads)
+    run_dir = run_dir_of(schema)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    s = schema
+    env = Monitor(make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s,
+                           s.scenario.hours))
+    loaded = _load_checkpoint(run_dir, env, s.seed)
+    state: dict[str, Any] = {}
+    if loaded is None:
+        model = make_dqn(env, params, seed=s.seed)
+    else:
+        model, state = loaded
+    resumed_from = int(state.get("num_timesteps", 0))
+
+    client, run_id = None, None
+    if s.tracking.enabled:
+        client = tracking.client_for(s.tracking.tracking_uri)
+        experiment_id = tracking.ensure_experiment(client, s.tracking.experiment)
+        params_flat = tracking.flatten(dataclasses.asdict(schema))
+        params_flat.pop("defaults", None)
+        run_id = tracking.start_run(
+            client, experiment_id,
+            run_name=s.tracking.run_name or f"train-{s.scenario.name}-{s.agent.name}-seed{s.seed}",
+            params=params_flat,
+            tags={"git_revision": tracking.git_revision(), "scenario": s.scenario.name,
+                  "agent": s.agent.name, "seed": str(s.seed), "kind": "train",
+                  "resumed_from_step": str(resumed_from),
+                  "resumed_from_run": str(state.get("mlflow_run_id") or "")},
+        )
+    bar = tqdm(total=s.total_timesteps, initial=resumed_from, unit="step", file=sys.stderr,
+               desc=f"train {s.agent.name} {s.scenario.name}", mininterval=1.0)
+    run = _Run(schema, run_dir, bar, client, run_id,
+               curve=[(str(k), float(v), int(st)) for k, v, st in state.get("curve", [])],
+               episodes_seen=0)
+    run.logged = 0 if run_id is not None else len(run.curve)
+    run.best_return = float(state.get("best_return") or -np.inf)
+    try:
+        run.started_wall = time.perf_counter()
+        run.started_steps = resumed_from
+        remaining = max(s.total_timesteps - resumed_from, 0)
+        if remaining:
+            model.learn(remaining, callback=_Training(run), reset_num_timesteps=False)
+        wall_s = time.perf_counter() - run.started_wall
+        bar.close()
+        steps_per_s = remaining / wall_s if wall_s > 0 and remaining else float("nan")
+        model_path = run_dir / "model.zip"
+        model.save(model_path)
+        if not run.last_eval or run.curve[-1][2] != model.num_timesteps:
+            run.evaluate(model, int(model.num_timesteps))
+        run.flush()
+        line = {
+            "scenario": s.scenario.name, "agent": s.agent.name, "seed": s.seed,
+            "hosts": s.env.hosts, "timesteps": int(model.num_timesteps),
+            "resumed_from": resumed_from, "trained_steps_this_run": remaining,
+            "steps_per_s": round(steps_per_s, 1) if np.isfinite(steps_per_s) else None,
+            "wall_s": round(wall_s, 3), "model": str(model_path.resolve()),
+            "best_model": str((run_dir / BEST).resolve()),
+            "best_eval_return": _finite_or_none(run.best_return),
+            **{k.replace("/", "_"): v for k, v in run.last_eval.items()},
+            "mlflow_run_id": run_id,
+        }
+        (run_dir / "result.json").write_text(json.dumps(line) + "\n", encoding="utf-8")
+        if client is not None and run_id is not None:
+            curve_path = run_dir / "learning_curve.csv"
+            curve_path.write_text(
+                "metric,value,step\n" + "".join(f"{k},{v},{st}\n" for k, v, st in run.curve),
+                encoding="utf-8",
+            )
+            client.log_artifact(run_id, str(model_path))
+            client.log_artifact(run_id, str(run_dir / BEST))
+            client.log_artifact(run_id, str(curve_path))
+            client.log_artifact(run_id, str(run_dir / "result.json"))
+            client.set_tag(run_id, "steps_per_s", str(line["steps_per_s"]))
+            client.set_terminated(run_id, status="FINISHED")
+    except BaseException:
+        if client is not None and run_id is not None:
+            tracking.fail_run(client, run_id)
+        raise
+    finally:
+        env.close()
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+    return line
+
+
+def main() -> None:
+    """Entry point: config errors become one line on stderr and exit status 2."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    register_rl_configs()
+    try:
+        app()
+    except CONFIG_ERRORS as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Live adapters: a real fleet behind HAProxy as a Plant, chaos, load, and the HTTP API."""

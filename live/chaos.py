@@ -1,0 +1,121 @@
+"""Live chaos: faults made to happen to real processes, each logged at its true onset.
+
+Kinds (the ``kind`` of the :class:`~sim.events.FaultRecord`):
+
+* ``service_crash``: SIGKILL the replica;
+* ``service_hang``: SIGSTOP the replica (it keeps its port and answers nothing);
+* ``memory_leak``: the replica leaks ``leak_bytes_per_s`` until it exceeds its memory limit
+  and exits as if OOM-killed;
+* ``slow_response``: every request of the replica takes ``latency_s`` longer;
+* ``error_responses``: the replica answers ``error_rate`` of its requests with 500;
+* ``bad_config``: a configuration that fails validation is deployed to the service (every
+  replica turns unready and answers 500 until it is rolled back).
+
+The record is written just before the fault is made to happen, so MTTD and MTTR run from
+the real onset. :class:`ChaosInjector` draws targets and kinds from one seeded
+``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+from collections.abc import Sequence
+
+import numpy as np
+
+from live.plant import LivePlant
+from sim.events import FaultRecord
+
+FAULT_KINDS: tuple[str, ...] = (
+    "service_crash", "service_hang", "memory_leak", "slow_response", "error_responses",
+    "bad_config",
+)
+DEFAULT_LEAK_BYTES_PER_S = 160 * 2**20
+DEFAULT_LATENCY_S = 1.5
+DEFAULT_ERROR_RATE = 0.5
+
+
+def _knob(port: int, body: dict[str, float]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2.0)
+    conn.request("POST", "/admin/fault", json.dumps(body),
+                 {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    if resp.status != 200:
+        raise RuntimeError(f"replica on port {port} refused fault knobs {body}: {resp.status}")
+
+
+def inject(plant: LivePlant, kind: str, target: str) -> FaultRecord:
+    """Make one fault happen now on ``target`` (``inst-k``, or ``svc-<name>`` for bad_config)."""
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"unknown fault kind {kind!r}; known: {list(FAULT_KINDS)}")
+    if kind == "bad_config":
+        svc = f"svc-{plant.spec.service}"
+        if target != svc:
+            raise ValueError(f"bad_config targets the service {svc!r}, got {target!r}")
+        affected = tuple(f"inst-{k}" for k in plant.used_slots())
+        rec = plant.record_fault(kind, target, affected=affected)
+        plant.write_config({"version": 1000 + rec.fault_id, "valid": False})
+        return rec
+    if not target.startswith("inst-") or not target[5:].isdigit():
+        raise ValueError(f"{kind} targets a replica like 'inst-0', got {target!r}")
+    slot = int(target[5:])
+    pid = plant.pids().get(target)
+    if pid is None:
+        raise ValueError(f"{target} has no running replica")
+    port = plant.replica_port(slot)
+    detail: dict[str, float] = {}
+    if kind == "memory_leak":
+        detail["leak_bytes_per_s"] = float(DEFAULT_LEAK_BYTES_PER_S)
+    elif kind == "slow_response":
+        detail["latency_s"] = DEFAULT_LATENCY_S
+    elif kind == "error_responses":
+        detail["error_rate"] = DEFAULT_ERROR_RATE
+    rec = plant.record_fault(kind, target, detail=detail)
+    if kind == "service_crash":
+        os.kill(pid, signal.SIGKILL)
+    elif kind == "service_hang":
+        os.kill(pid, signal.SIGSTOP)
+    else:
+        _knob(port, detail)
+    return rec
+
+
+class ChaosInjector:
+    """Draws faults (kind by weight, target uniformly among running replicas), seeded.
+
+    Args:
+        plant: the live plant.
+        kinds: fault kinds and their relative weights.
+        seed: seed of the draws.
+    """
+
+    def __init__(self, plant: LivePlant, kinds: dict[str, float], seed: int) -> None:
+        bad = [k for k in kinds if k not in FAULT_KINDS]
+        if bad or not kinds:
+            raise ValueError(f"kinds must be a non-empty subset of {list(FAULT_KINDS)}, got {bad}")
+        weights = np.array(list(kinds.values()), dtype=float)
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"kind weights must be >= 0 with a positive sum, got {kinds}")
+        self.plant = plant
+        self.kinds: Sequence[str] = list(kinds)
+        self.p = weights / weights.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self, healthy: Sequence[int]) -> tuple[str, str]:
+        """The next (kind, target) among the ``healthy`` replica slots."""
+        if not healthy:
+            raise ValueError("no healthy replica to inject a fault into")
+        kind = str(self.rng.choice(self.kinds, p=self.p))
+        if kind == "bad_config":
+            return kind, f"svc-{self.plant.spec.service}"
+        return kind, f"inst-{int(self.rng.choice(np.asarray(healthy)))}"
+
+    def inject_next(self, healthy: Sequence[int]) -> FaultRecord:
+        """Draw and inject one fault."""
+        kind, target = self.draw(healthy)
+        return inject(self.plant, kind, target)

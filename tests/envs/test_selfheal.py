@@ -1,0 +1,231 @@
+"""The self-healing envs: API conformance, determinism, safety, encoding and decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from control.safety import SafetyConfig
+from envs import ENV_IDS, env_id
+from envs.selfheal import RewardWeights, SelfHealEnv
+from envs.spaces import Layout, decode, encode, layout_from
+from sim.config import ScriptedFault
+from sim.errors import ConfigError
+from sim.events import ActionRecord
+from sim.scenarios import SCENARIOS, make_config
+
+HOSTS = 20
+
+
+def _make(name: str) -> gym.Env:
+    import envs  # noqa: F401  (registers the ids in a fresh worker process)
+
+    return gym.make(name, hosts=HOSTS)
+
+
+def _rollout(env_name: str, seed: int, steps: int = 120) -> tuple[np.ndarray, ...]:
+    env = gym.make(env_name, hosts=HOSTS, max_episode_steps=steps)
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    observations, rewards, actions = [obs], [], []
+    for _ in range(steps):
+        a = 0
+        if rng.random() < 0.2:
+            a = int(rng.choice(np.flatnonzero(info["action_mask"])))
+        obs, r, _, _, info = env.step(a)
+        observations.append(obs)
+        rewards.append(r)
+        actions.append(a)
+    env.close()
+    return np.array(observations), np.array(rewards), np.array(actions)
+
+
+def test_one_id_per_scenario_plus_mixed() -> None:
+    """Every scenario has its versioned id, Mixed among them, all in Gymnasium's registry."""
+    assert set(ENV_IDS) == set(SCENARIOS)
+    assert ENV_IDS["mixed"] == "NovaCron/SelfHeal-Mixed-v0"
+    assert env_id("service_crash") == "NovaCron/SelfHeal-ServiceCrash-v0"
+    for name in ENV_IDS.values():
+        assert name in gym.registry
+
+
+@pytest.mark.parametrize("name", sorted(ENV_IDS.values()))
+def test_env_checkers_pass(name: str) -> None:
+    """Gymnasium's and stable-baselines3's env checkers accept every id."""
+    env = gym.make(name, hosts=HOSTS)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(name, hosts=HOSTS), warn=True)
+    assert env.spec is not None and env.spec.max_episode_steps == 4320
+
+
+@pytest.mark.parametrize("name", sorted(ENV_IDS.values()))
+def test_same_seed_same_episode(name: str) -> None:
+    """Same seed: identical observations, rewards and actions; another seed: a different run."""
+    a = _rollout(name, seed=3)
+    b = _rollout(name, seed=3)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    c = _rollout(name, seed=4)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_truncates_at_max_episode_steps_and_never_terminates() -> None:
+    """A cluster does not end: episodes stop by truncation only, at the configured length."""
+    env = gym.make(ENV_IDS["calm"], hosts=HOSTS, max_episode_steps=7)
+    env.reset(seed=0)
+    flags = [env.step(0)[2:4] for _ in range(7)]
+    assert [t for t, _ in flags] == [False] * 7
+    assert [tr for _, tr in flags] == [False] * 6 + [True]
+
+
+def test_reward_is_minus_its_terms_and_info_has_a_mask() -> None:
+    """Reward = -(slo + downtime + action) and the mask allows the no-op."""
+    env = gym.make(ENV_IDS["service_crash"], hosts=HOSTS)
+    _, info = env.reset(seed=1)
+    assert info["action_mask"].dtype == bool and info["action_mask"][0]
+    for a in (0, 1, 0, 4):
+        _, r, _, _, info = env.step(a)
+        terms = info["reward_terms"]
+        assert set(terms) == {"slo", "downtime", "action"}
+        assert r == pytest.approx(-sum(terms.values()))
+        assert info["action_mask"].shape == (env.action_space.n,)
+
+
+def test_bad_actions_are_clear_errors() -> None:
+    """Out of range -> IndexError; not an integer -> TypeError; both naming the problem."""
+    env = gym.make(ENV_IDS["calm"], hosts=HOSTS)
+    env.reset(seed=0)
+    n = env.action_space.n
+    with pytest.raises(IndexError, match=re.escape(f"outside the action space [0, {n})")):
+        env.step(n)
+    with pytest.raises(IndexError, match="outside"):
+        env.step(-1)
+    with pytest.raises(TypeError, match="integer index"):
+        env.step(1.5)
+
+
+def test_bad_make_kwargs_are_clear_errors() -> None:
+    """A bad size, interval or reward weight is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match="hosts"):
+        gym.make(ENV_IDS["calm"], hosts=0)
+    with pytest.raises(ConfigError, match="control_interval_s"):
+        gym.make(ENV_IDS["calm"], control_interval_s=0)
+    with pytest.raises(ConfigError, match=r"reward\.slo"):
+        RewardWeights(slo=-1.0)
+
+
+def _scale_out_index(env: SelfHealEnv, service: str = "frontend") -> int:
+    labels = env.layout.action_labels()
+    return labels.index(f"scale_out(service of svc-{service})")
+
+
+def test_every_action_passes_the_safety_gate() -> None:
+    """An emergency stop or dry-run mode keeps the agent's actions off the plant."""
+    env = SelfHealEnv("calm", hosts=HOSTS)
+    env.reset(seed=0)
+    idx = _scale_out_index(env)
+    env.gate.emergency_stop(env.twin.now_s, "test")
+    _, _, _, _, info = env.step(idx)
+    assert info["outcome"].startswith("blocked: emergency stop")
+    assert info["reward_terms"]["action"] == RewardWeights().refused
+    dry = SelfHealEnv("calm", hosts=HOSTS, safety=SafetyConfig(dry_run=True))
+    dry.reset(seed=0)
+    _, _, _, _, info = dry.step(idx)
+    assert info["outcome"].startswith("dry_run")
+    for e in (env, dry):
+        assert not [r for r in e.twin.log.since(0)
+                    if isinstance(r, ActionRecord) and r.phase == "started"]
+    env.gate.resume()
+    _, _, _, _, info = env.step(idx)
+    assert info["outcome"] == "accepted: scale_out svc-frontend"
+
+
+def test_cooldown_blocks_a_repeat_on_the_same_target() -> None:
+    """The gate's per-target cooldown applies to the agent like to the engine."""
+    env = SelfHealEnv("calm", hosts=HOSTS)
+    env.reset(seed=0)
+    idx = _scale_out_index(env)
+    assert env.step(idx)[4]["outcome"].startswith("accepted")
+    assert "svc-frontend" in env.step(idx)[4]["outcome"]
+    assert env.step(idx)[4]["outcome"].startswith("blocked")
+
+
+def test_restart_of_a_crashed_instance_through_the_table() -> None:
+    """restart_instance(worst_instance) aims at the crashed replica and brings it back."""
+    base = make_config("calm", HOSTS, tick_s=10.0)
+    cfg = dataclasses.replace(base, scripted=(ScriptedFault(25.0, "service_crash", 3),))
+    env = SelfHealEnv("calm", hosts=HOSTS, config=cfg)
+    env.reset(seed=0)
+    for _ in range(6):
+        env.step(0)
+    obs = env.twin.observe()
+    assert not obs.inst_live[3]
+    svc = int(obs.inst_service[3])
+    idx = 1 + svc * 8
+    assert decode(idx, env.layout, obs).target == "inst-3"
+    _, _, _, _, info = env.step(idx)
+    assert info["outcome"] == "accepted: restart_instance inst-3"
+    for _ in range(8):
+        env.step(0)
+    assert env.twin.observe().inst_ready[3]
+
+
+def test_encode_is_bounded_and_decode_is_plant_agnostic() -> None:
+    """Encode stays in bounds; decode needs only the observation and names real targets."""
+    env = SelfHealEnv("mixed", hosts=HOSTS)
+    vec, info = env.reset(seed=2)
+    obs = env.twin.observe()
+    layout = layout_from(obs)
+    assert layout == env.layout
+    low, high = layout.bounds
+    np.testing.assert_array_equal(encode(obs, layout), np.clip(vec, low, high))
+    assert vec.dtype == np.float32 and vec.shape == (layout.obs_dim,)
+    assert len(layout.feature_names) == layout.obs_dim
+    assert decode(0, layout) is None
+    for i in np.flatnonzero(info["action_mask"])[1:]:
+        action = decode(int(i), layout, obs)
+        assert action is not None and action.kind == layout.actions[i].kind
+    with pytest.raises(ValueError, match="pass obs"):
+        decode(1, layout)
+    with pytest.raises(IndexError, match="outside"):
+        decode(layout.n_actions, layout, obs)
+
+
+def test_layout_round_trips_and_refuses_a_foreign_table() -> None:
+    """Layout.to_dict / from_dict round-trip; an edited action table is refused."""
+    env = SelfHealEnv("calm", hosts=HOSTS)
+    data = env.layout.to_dict()
+    assert Layout.from_dict(data) == env.layout
+    data["actions"] = data["actions"][:-1]
+    with pytest.raises(ValueError, match="action table"):
+        Layout.from_dict(data)
+
+
+def test_vector_envs() -> None:
+    """Gymnasium's SyncVectorEnv and SB3's DummyVecEnv / SubprocVecEnv step the env.
+
+    The subprocess workers are forked (the default forkserver would spend seconds importing
+    torch again); ``_make`` imports ``envs`` so a fresh worker registers the ids too.
+    """
+    name = ENV_IDS["vm_failure"]
+    sync = gym.vector.SyncVectorEnv([lambda: gym.make(name, hosts=HOSTS) for _ in range(2)])
+    obs, _ = sync.reset(seed=[0, 1])
+    obs2, rewards, *_ = sync.step(np.array([0, 4]))
+    assert obs.shape == obs2.shape == (2, sync.single_observation_space.shape[0])
+    assert rewards.shape == (2,)
+    sync.close()
+    fns = [functools.partial(_make, name) for _ in range(2)]
+    for vec in (DummyVecEnv(fns), SubprocVecEnv(fns, start_method="fork")):
+        vec.seed(5)
+        first = vec.reset()
+        out, rew, done, _ = vec.step(np.array([0, 0]))
+        assert first.shape == out.shape and rew.shape == done.shape == (2,)
+        vec.close()

@@ -1,0 +1,157 @@
+"""experiments.train / evaluate / export from the command line, in a scratch folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_TRAIN = ["scenario=service_crash", "env.hosts=20", "scenario.hours=0.5",
+              "agent.learning_starts=100", "eval_episodes=1", "eval_hours=0.1",
+              "eval_freq=100000"]
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "MLFLOW_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{(root / 'mlruns' / 'mlflow.db').as_posix()}"
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _cmd(module: str, root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args, f"hydra.run.dir={root / 'hydra'}"]
+
+
+def _run(
+    module: str, root: Path, *args: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(module, root, *args), cwd=root, env=_env(root),
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_train_resumes_after_being_killed(tmp_path: Path) -> None:
+    """SIGKILL after a checkpoint; the same command continues from it to the full budget."""
+    run_dir = tmp_path / "run"
+    args = [*TINY_TRAIN, "total_timesteps=800", "checkpoint_freq=200", f"run_dir={run_dir}"]
+    proc = subprocess.Popen(_cmd("experiments.train", tmp_path, *args), cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = run_dir / "checkpoint.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["num_timesteps"] >= 400:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = json.loads(state.read_text())["num_timesteps"]
+    assert not (run_dir / "model.zip").exists()
+
+    done = _run("experiments.train", tmp_path, *args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = _last_json(done.stdout)
+    assert line["resumed_from"] == saved >= 400
+    assert line["timesteps"] == 800
+    assert line["trained_steps_this_run"] == 800 - saved
+    assert (run_dir / "model.zip").is_file() and line["mlflow_run_id"]
+    assert 0.0 < line["eval_availability"] <= 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
+    """Evaluate rules, no-op and DQN with statistics; export the DQN with full parity."""
+    train = _run("experiments.train", tmp_path, *TINY_TRAIN, "total_timesteps=300",
+                 "checkpoint_freq=1000", "tracking=off", f"run_dir={tmp_path / 'runs' / 'm'}")
+    assert train.returncode == 0, train.stderr[-2000:]
+    model = tmp_path / "runs" / "m" / "model.zip"
+
+    ev = _run("experiments.evaluate", tmp_path, "agents=[noop,rules,dqn]",
+              "scenarios=[service_crash]", "seeds=3", "hours=0.1", "env.hosts=20",
+              f"+models.service_crash={model}", f"out_dir={tmp_path / 'eval'}")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    line = _last_json(ev.stdout)
+    rows = {r["agent"]: r for r in line["rows"]}
+    assert set(rows) == {"noop", "rules", "dqn"}
+    assert 0.0 <= rows["dqn"]["mw_p"] <= 1.0 and -1.0 <= rows["dqn"]["rank_biserial"] <= 1.0
+    assert "mw_p" not in rows["rules"]
+    assert "| service_crash | dqn |" in ev.stdout
+    assert (tmp_path / "eval" / "comparison.md").is_file() and line["mlflow_run_id"]
+
+    out = tmp_path / "export"
+    ex = _run("experiments.export", tmp_path, f"model={model}", f"out={out}", "env.hosts=20",
+              "parity_observations=400", "parity_hours=0.05")
+    assert ex.returncode == 0, ex.stderr[-2000:]
+    line = _last_json(ex.stdout)
+    assert line["parity"] == 1.0 and line["parity_observations"] == 400
+    assert (out / "policy.onnx").is_file() and line["mlflow_run_id"]
+
+    ev = _run("experiments.evaluate", tmp_path, "agents=[rules,dqn]",
+              "scenarios=[service_crash]", "seeds=2", "hours=0.05", "env.hosts=20",
+              f"+models.service_crash={out}", "tracking=off")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("experiments.evaluate", ["agents=[noop,foo]"], "agents: unknown ['foo']"),
+        ("experiments.train", ["agent.learning_rate=-1"], "agent.learning_rate"),
+        ("experiments.export", ["model=missing.zip"], "model: missing.zip does not exist"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, module: str, args: list[str],
+                                           message: str) -> None:
+    """A bad value stops at start with one line naming the key."""
+    done = _run(module, tmp_path, *args, "tracking=off", timeout_s=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_config_checks_name_their_keys() -> None:
+    """The in-process checks behind the command lines name the offending key."""
+    from experiments.config import ScenarioSchema, TrackingSchema
+    from experiments.evaluate import check
+    from experiments.rl_config import (
+        DqnSchema,
+        EvaluateSchema,
+        TrainSchema,
+        check_train,
+        dqn_params,
+    )
+    from sim.errors import ConfigError
+
+    base = TrainSchema(scenario=ScenarioSchema(name="service_crash"), agent=DqnSchema(),
+                       tracking=TrackingSchema())
+    check_train(base)
+    assert dqn_params(base.agent).net_arch == (64, 64)
+    for field, value, message in (
+        ("total_timesteps", 0, "total_timesteps must be >= 1"),
+        ("eval_hours", 0.0, "eval_hours must be a positive number"),
+        ("seed", -1, "seed must be >= 0"),
+    ):
+        bad = TrainSchema(**{**base.__dict__, field: value})
+        with pytest.raises(ConfigError, match=message):
+            check_train(bad)
+    ev = EvaluateSchema(tracking=TrackingSchema())
+    check(ev)
+    for field, value, message in (
+        ("scenarios", ["nowhere"], "scenarios: unknown"),
+        ("seeds", 1, "seeds must be >= 2"),
+        ("baseline", "dqn2", "baseline"),
+        ("metric", "speed", "metric: unknown"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            check(EvaluateSchema(**{**ev.__dict__, field: value}))

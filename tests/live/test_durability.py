@@ -1,0 +1,120 @@
+"""Durability: the controller killed with SIGKILL mid-action restarts with everything intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from live.procs import alive, kill
+from live.store import Store
+from sim.events import ActionRecord, IncidentRecord
+from tests.live.conftest import port_block
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "d" * 32
+
+
+def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    con = sqlite3.connect(str(db), timeout=10)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _wait(cond: object, timeout_s: float, what: str) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[object]:
+    """Starts ``python -m live.serve`` on a fleet; kills whatever is left at the end."""
+    procs: list[subprocess.Popen[str]] = []
+    workdir = tmp_path / "ctl"
+    lb_port, api_port = port_block(5), port_block(1)
+
+    def start() -> tuple[subprocess.Popen[str], dict[str, object]]:
+        env = dict(os.environ, NOVACRON_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "live.serve", "--actuate", "--replicas", "2",
+             "--max-replicas", "3", "--lb-port", str(lb_port), "--port", str(api_port),
+             "--workdir", str(workdir), "--replica-startup-delay-s", "2.0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert ready["ready"] is True
+        return proc, ready
+
+    yield start, workdir
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    db = workdir / "state.db"
+    if db.exists():
+        pids = [int(p) for (p,) in _rows(db, "SELECT pid FROM slots WHERE pid IS NOT NULL")]
+        pids += [int(v) for (v,) in _rows(db, "SELECT value FROM meta WHERE key='haproxy_pid'")]
+        for pid in pids:
+            if alive(pid):
+                kill(pid)
+        assert not any(alive(p) for p in pids)
+
+
+def test_kill_9_mid_action_keeps_incident_and_runs_the_action_once(serve: object) -> None:
+    """SIGKILL while a restart runs; after restart the records are intact and it ran once."""
+    start, workdir = serve  # type: ignore[misc]
+    db = workdir / "state.db"
+    ctl, _ = start()
+    (pid0,) = _rows(db, "SELECT pid FROM slots WHERE slot = 0")[0]
+    os.kill(int(pid0), signal.SIGKILL)
+    restart_sql = ("SELECT action_id, phase, progress FROM actions "
+                   "WHERE kind = 'restart_instance' AND target = 'inst-0'")
+    _wait(lambda: any("new_pid" in json.loads(r[2]) for r in _rows(db, restart_sql)), 15.0,
+          "the restart to spawn its replacement")
+    ctl.kill()
+    ctl.wait()
+    (aid, phase, progress), = _rows(db, restart_sql)
+    assert phase == "started"
+    before = Store(db).events()
+    incidents = [r for r in before if isinstance(r, IncidentRecord)]
+    assert incidents and any("inst-0" in r.root_cause for r in incidents)
+
+    ctl2, ready = start()
+    assert aid in ready["resumed_actions"]
+    done_sql = (f"SELECT COUNT(*) FROM events WHERE type = 'action' AND body LIKE "
+                f"'%\"action_id\":{aid},%' AND body LIKE '%\"phase\":\"succeeded\"%'")
+    _wait(lambda: _rows(db, done_sql)[0][0] == 1, 20.0, "the resumed action to end")
+    ctl2.send_signal(signal.SIGTERM)
+    ctl2.wait(timeout=30)
+
+    rows = _rows(db, restart_sql)
+    assert len(rows) == 1 and rows[0][0] == aid and rows[0][1] == "succeeded"
+    assert json.loads(rows[0][2])["new_pid"] == json.loads(progress)["new_pid"]
+    after = Store(db).events()
+    assert after[: len(before)] == before
+    started = [r for r in after if isinstance(r, ActionRecord) and r.phase == "started"
+               and r.kind == "restart_instance" and r.target == "inst-0"]
+    assert [r.action_id for r in started] == [aid]
+    phases = [r.phase for r in after if isinstance(r, ActionRecord) and r.action_id == aid]
+    assert phases == ["requested", "started", "succeeded"], (phases, [
+        (r.type, r.t_s) for r in after[len(before):]][:40])

@@ -1,0 +1,228 @@
+"""The live fleet healed by the unchanged rule-based engine; dry run; stop; blast radius."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from control.kpi import fault_outcomes
+from live.chaos import inject
+from live.controller import (
+    EncodedPolicy,
+    PolicyController,
+    control_loop,
+    live_engine,
+    live_safety,
+)
+from live.loadgen import run_load
+from live.plant import LivePlant
+from live.procs import alive
+from live.runtime import Runtime
+from sim.actions import Action
+from sim.events import ActionRecord, DecisionRecord, FaultCleared
+from sim.telemetry import Observation
+
+Factory = Callable[..., LivePlant]
+
+
+def _run_until(plant: LivePlant, ctrl: object, cond: Callable[[], bool], limit_s: float) -> None:
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end and not cond():
+        plant.advance(0.1)
+        ctrl.step()  # type: ignore[attr-defined]
+
+
+def test_engine_heals_a_crash_under_load(fleet_factory: Factory) -> None:
+    """A killed replica is detected within 1 s and restarted; KPIs come from the live log."""
+    plant = fleet_factory(3)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.5, 0.1)
+    old = plant.pids()["inst-1"]
+    rec = inject(plant, "service_crash", "inst-1")
+    _run_until(plant, engine, lambda: any(isinstance(r, FaultCleared)
+                                          for r in plant.log.since(rec.seq)), 8.0)
+    control_loop(plant, engine, 1.5, 0.1)
+    new = plant.pids()["inst-1"]
+    assert new != old and alive(new)
+    (out,) = fault_outcomes(plant.log.since(0), hold_s=0.5, deadline_s=30.0)
+    assert out.detected_s is not None and out.detected_s - out.t0_s <= 1.0
+    assert out.recovered_s is not None and out.auto_recovered
+    assert run_load(plant.lb_url + "/", 40.0, 1.0).success == 1.0
+
+
+def test_dry_run_changes_no_process(fleet_factory: Factory) -> None:
+    """Without actuation the engine decides (dry_run) but no process is started or stopped."""
+    plant = fleet_factory(2, actuate=False)
+    engine = live_engine(plant, actuate=False)
+    control_loop(plant, engine, 0.3, 0.1)
+    before = plant.pids()
+    inject(plant, "service_crash", "inst-0")
+    control_loop(plant, engine, 2.0, 0.1)
+    after = plant.pids()
+    assert after["inst-1"] == before["inst-1"] and alive(after["inst-1"])
+    assert not alive(before["inst-0"]) and after["inst-0"] == before["inst-0"]
+    assert after["haproxy"] == before["haproxy"]
+    log = plant.log.since(0)
+    assert not [r for r in log if isinstance(r, ActionRecord) and r.phase == "started"]
+    assert [r for r in log if isinstance(r, DecisionRecord) and r.verdict == "dry_run"]
+    assert not plant.apply(Action("restart_instance", "inst-0")).accepted
+
+
+def test_emergency_stop_halts_actuation_within_a_second(fleet_factory: Factory) -> None:
+    """After the stop (which takes effect in well under 1 s) no action starts."""
+    plant = fleet_factory(2)
+    runtime = Runtime(plant, live_engine(plant, actuate=True), mode="live", step_s=0.1,
+                      plant_dt_s=0.0)
+    runtime.start()
+    try:
+        assert runtime.wait_steps(3)
+        t0 = time.monotonic()
+        stop_at_s = runtime.emergency_stop("test")
+        assert time.monotonic() - t0 < 1.0 and runtime.gate.stopped
+        with runtime.lock:
+            inject(plant, "service_crash", "inst-0")
+        assert runtime.wait_steps(20)
+        with runtime.lock:
+            started = [r for r in plant.log.since(0) if isinstance(r, ActionRecord)
+                       and r.phase == "started" and r.t_s >= stop_at_s]
+            blocked = [r for r in plant.log.since(0) if isinstance(r, DecisionRecord)
+                       and r.verdict == "blocked"]
+        assert started == [] and blocked
+    finally:
+        runtime.stop()
+
+
+def test_blast_radius_holds_when_every_replica_fails(fleet_factory: Factory) -> None:
+    """All four replicas crash at once: restarts run, never more than one (25%) at a time."""
+    plant = fleet_factory(4)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.3, 0.1)
+    for k in range(4):
+        inject(plant, "service_crash", f"inst-{k}")
+    _run_until(plant, engine, lambda: sum(isinstance(r, FaultCleared)
+                                          for r in plant.log.since(0)) >= 1, 6.0)
+    control_loop(plant, engine, 1.5, 0.1)
+    in_flight, worst = set(), 0
+    for r in plant.log.since(0):
+        if isinstance(r, ActionRecord) and r.kind == "restart_instance":
+            if r.phase == "started":
+                in_flight.add(r.action_id)
+            elif r.phase in ("succeeded", "failed"):
+                in_flight.discard(r.action_id)
+            worst = max(worst, len(in_flight))
+    assert worst == 1
+    assert sum(isinstance(r, FaultCleared) for r in plant.log.since(0)) >= 1
+
+
+def test_any_policy_drives_the_fleet_through_the_gate(fleet_factory: Factory) -> None:
+    """A plain observation -> action policy heals a hang via the same control loop."""
+    plant = fleet_factory(2)
+
+    def restart_dead(obs: Observation) -> Action | None:
+        dead = obs.inst_used & ~obs.inst_live
+        return Action("restart_instance", f"inst-{int(dead.argmax())}") if dead.any() else None
+
+    ctrl = PolicyController(plant, restart_dead, live_safety(actuate=True))
+    control_loop(plant, ctrl, 0.3, 0.1)
+    old = plant.pids()["inst-0"]
+    inject(plant, "service_hang", "inst-0")
+    _run_until(plant, ctrl, lambda: any(isinstance(r, FaultCleared)
+                                        for r in plant.log.since(0)), 8.0)
+    assert plant.pids()["inst-0"] != old
+    assert [r for r in plant.log.since(0) if isinstance(r, DecisionRecord)
+            and r.executed and r.action == "restart_instance"]
+    assert os.path.exists(plant.store.path)
+
+
+def test_an_encoded_policy_heals_a_crash_on_the_fleet(fleet_factory: Factory) -> None:
+    """The encode -> predict -> decode adapter used on the twin heals a live crash too."""
+    from tests.live.test_controller import FirstDeadIndex, _decode, _encode
+
+    plant = fleet_factory(2)
+    ctrl = PolicyController(plant, EncodedPolicy(FirstDeadIndex(), _encode, _decode),
+                            live_safety(actuate=True))
+    control_loop(plant, ctrl, 0.3, 0.1)
+    old = plant.pids()["inst-1"]
+    inject(plant, "service_crash", "inst-1")
+    _run_until(plant, ctrl, lambda: any(isinstance(r, FaultCleared)
+                                        for r in plant.log.since(0)), 8.0)
+    new = plant.pids()["inst-1"]
+    assert new != old and alive(new)
+
+
+def test_the_same_decision_is_not_executed_twice(fleet_factory: Factory) -> None:
+    """A request repeated while the first runs, or under a used key, is refused."""
+    plant = fleet_factory(2, replica_startup_delay_s=0.5)
+    first = plant.apply(Action("scale_out", "svc-api"))
+    assert first.accepted
+    plant.advance(0.0)
+    again = plant.apply(Action("scale_out", "svc-api"))
+    assert not again.accepted and "in progress" in again.reason
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end and not any(
+        isinstance(r, ActionRecord) and r.action_id == first.action_id and r.phase == "succeeded"
+        for r in plant.log.since(0)
+    ):
+        plant.advance(0.1)
+    assert len(plant.used_slots()) == 3
+    late = plant.apply(Action("scale_in", "svc-api"))
+    assert late.accepted, late.reason
+    plant.advance(0.0)
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end and "svc-api" in plant._busy_targets:
+        plant.advance(0.1)
+    refused = plant.apply(Action("restore_traffic", "inst-0"), idempotency_key="k-1")
+    assert not refused.accepted and "already in rotation" in refused.reason
+    ok = plant.apply(Action("reroute_traffic", "inst-0"), idempotency_key="k-1")
+    assert ok.accepted, ok.reason
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and "inst-0" in plant._busy_targets:
+        plant.advance(0.1)
+    dup = plant.apply(Action("restore_traffic", "inst-0"), idempotency_key="k-1")
+    assert not dup.accepted and "k-1" in dup.reason
+
+
+def _until_done(plant: LivePlant, action_id: int, limit_s: float = 10.0) -> str:
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        plant.advance(0.1)
+        for r in plant.log.since(0):
+            if isinstance(r, ActionRecord) and r.action_id == action_id and r.phase in (
+                "succeeded", "failed"
+            ):
+                return r.phase
+    return "timed out"
+
+
+def test_actions_act_for_real(fleet_factory: Factory) -> None:
+    """Rollback repairs a bad deploy; shedding denies requests; add_cpu widens the affinity."""
+    plant = fleet_factory(2)
+    plant.advance(0.3)
+    inject(plant, "bad_config", "svc-api")
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and plant.observe().inst_ready[:2].any():
+        plant.advance(0.1)
+    assert not plant.observe().inst_ready[:2].any()
+    assert _until_done(plant, plant.apply(Action("config_rollback", "svc-api")).action_id) \
+        == "succeeded"
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end and not plant.observe().inst_ready[:2].all():
+        plant.advance(0.1)
+    assert plant.observe().inst_ready[:2].all()
+    assert any(isinstance(r, FaultCleared) and r.by == "config_rollback"
+               for r in plant.log.since(0))
+
+    assert _until_done(plant, plant.apply(Action("shed_load", "cluster")).action_id) \
+        == "succeeded"
+    shed = run_load(plant.lb_url + "/", 100.0, 1.0)
+    assert 0 < shed.failed < shed.sent
+    assert _until_done(plant, plant.apply(Action("stop_shedding", "cluster")).action_id) \
+        == "succeeded"
+    assert run_load(plant.lb_url + "/", 50.0, 0.5).success == 1.0
+
+    pid = plant.pids()["inst-0"]
+    assert _until_done(plant, plant.apply(Action("add_cpu", "inst-0")).action_id) == "succeeded"
+    assert sorted(os.sched_getaffinity(pid)) == sorted(os.sched_getaffinity(0))
+    rejected = plant.apply(Action("cold_migrate", "inst-0"))
+    assert not rejected.accepted and "not available on the live plant" in rejected.reason
