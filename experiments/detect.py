@@ -50,14 +50,15 @@ REPO = Path(__file__).resolve().parent.parent
 class TwinDataSchema:
     """Twin failure data set and predictor settings (``dataset=twin``)."""
 
-    hosts: int = 40
-    days: float = 12.0
+    hosts: int = 60
+    days: float = 20.0
     fleets: int = 3
     tick_s: float = 60.0
     horizon_h: float = 72.0
     step_s: float = 3600.0
     seq_len: int = 24
     test_host_share: float = 0.3
+    neg_per_pos: float = 3.0
     epochs: int = 30
     hidden: int = 128
     layers: int = 3
