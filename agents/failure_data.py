@@ -28,9 +28,10 @@ time (:func:`make_windows`), so the horizon is a parameter, not baked into the d
 On disk (:func:`save` / :func:`load`): ``<folder>/failure_data.npz`` holds ``features``
 (float32, ``fleets x hosts x steps x 10``), ``up`` (bool, host up at each step), ``times_s``
 (float64, end of each step), and the failure table as parallel arrays ``fail_fleet``,
-``fail_host``, ``fail_t_s``, ``fail_onset_s`` (float64), ``fail_kind`` (str) and
-``fail_warning`` (bool); ``<folder>/failure_data.json`` holds the feature names, the fleet
-spec, the seeds and counts.
+``fail_host``, ``fail_t_s``, ``fail_onset_s``, ``fail_repaired_s`` (float64, when the
+fault was cleared; inf if never), ``fail_kind`` (str) and ``fail_warning`` (bool);
+``<folder>/failure_data.json`` holds the format tag, the feature names, the fleet spec, the
+seeds and counts.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import numpy.typing as npt
 from control.prediction import PREDICTION_FEATURES, host_feature_rows
 from sim.actions import Action
 from sim.config import FaultRates
-from sim.events import FaultRecord, StateChange
+from sim.events import FaultCleared, FaultRecord, StateChange
 from sim.scenarios import make_config
 from sim.telemetry import HOST_FEATURES
 from sim.twin import Twin
@@ -111,6 +112,7 @@ class Failures:
     onset_s: npt.NDArray[np.float64]
     kind: npt.NDArray[np.str_]
     warning: npt.NDArray[np.bool_]
+    repaired_s: npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,7 @@ def _failures(
     records = twin.events(0)
     faults = {r.fault_id: r for r in records if isinstance(r, FaultRecord)}
     ends: dict[int, float] = {}
+    cleared = {r.fault_id: r.t_s for r in records if isinstance(r, FaultCleared)}
     for r in records:
         if (
             isinstance(r, StateChange)
@@ -225,7 +228,7 @@ def _failures(
             and r.state in ("down", "disk_failed")
         ):
             ends.setdefault(r.fault_id, r.t_s)
-    rows: list[tuple[int, float, float, str, bool]] = []
+    rows: list[tuple[int, float, float, str, bool, float]] = []
     throttle = feats[:, :, FEATURES.index("throttle")]
     for fid, rec in faults.items():
         if rec.kind not in WARNING_KINDS + SILENT_KINDS:
@@ -245,7 +248,8 @@ def _failures(
             t_fail = rec.t_s
         if np.isfinite(t_fail):
             warn = rec.kind in WARNING_KINDS and bool(rec.warning_signs)
-            rows.append((host, float(t_fail), float(rec.t_s), rec.kind, warn))
+            repaired = max(cleared.get(fid, np.inf), float(t_fail))
+            rows.append((host, float(t_fail), float(rec.t_s), rec.kind, warn, repaired))
     rows.sort(key=lambda r: (r[1], r[0]))
     return Failures(
         fleet=np.full(len(rows), fleet, dtype=np.int64),
@@ -254,6 +258,7 @@ def _failures(
         onset_s=np.array([r[2] for r in rows], dtype=np.float64),
         kind=np.array([r[3] for r in rows], dtype=np.str_),
         warning=np.array([r[4] for r in rows], dtype=bool),
+        repaired_s=np.array([r[5] for r in rows], dtype=np.float64),
     )
 
 
@@ -276,6 +281,7 @@ def build_dataset(
             onset_s=np.concatenate([f.onset_s for f in fails]),
             kind=np.concatenate([f.kind for f in fails]),
             warning=np.concatenate([f.warning for f in fails]),
+            repaired_s=np.concatenate([f.repaired_s for f in fails]),
         ),
         spec=spec,
         seeds=tuple(seeds),
@@ -297,9 +303,10 @@ def save(ds: FailureDataset, folder: Path) -> None:
         fail_onset_s=f.onset_s,
         fail_kind=f.kind,
         fail_warning=f.warning,
+        fail_repaired_s=f.repaired_s,
     )
     meta = {
-        "format": "novacron-failure-data/1",
+        "format": "novacron-failure-data/2",
         "features": list(FEATURES),
         "spec": dataclasses.asdict(ds.spec),
         "seeds": list(ds.seeds),
@@ -316,7 +323,7 @@ def load(folder: Path) -> FailureDataset:
     if not (meta_path.is_file() and npz_path.is_file()):
         raise FailureDataError(f"{folder}: failure_data.json and failure_data.npz expected")
     meta = json.loads(meta_path.read_text())
-    if meta.get("format") != "novacron-failure-data/1":
+    if meta.get("format") != "novacron-failure-data/2":
         raise FailureDataError(f"{meta_path}: unknown format {meta.get('format')!r}")
     if meta.get("features") != list(FEATURES):
         raise FailureDataError(f"{meta_path}: feature list differs from this version's")
@@ -332,6 +339,7 @@ def load(folder: Path) -> FailureDataset:
                 onset_s=z["fail_onset_s"],
                 kind=z["fail_kind"],
                 warning=z["fail_warning"],
+                repaired_s=z["fail_repaired_s"],
             ),
             spec=FleetSpec(**meta["spec"]),
             seeds=tuple(meta["seeds"]),
@@ -361,7 +369,11 @@ class Windows:
 
 
 def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
-    """Every window of ``seq_len`` steps ending while its host is up, with its label."""
+    """Every window of ``seq_len`` steps ending while its host is up and not failed, labelled.
+
+    Windows ending between a failure and its repair are left out: the host is broken then,
+    there is nothing left to predict.
+    """
     if seq_len < 1 or seq_len > ds.times_s.size:
         raise FailureDataError(f"seq_len must be in [1, {ds.times_s.size}], got {seq_len}")
     if horizon_s <= 0:
@@ -377,6 +389,10 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
             ends = np.arange(seq_len - 1, n_steps)
             ends = ends[ds.up[a, h, ends]]
             t_end = ds.times_s[ends]
+            broken = np.zeros(ends.size, dtype=bool)
+            for t0, t1 in zip(t_fail, f.repaired_s[sel], strict=True):
+                broken |= (t_end >= t0) & (t_end < t1)
+            ends, t_end = ends[~broken], t_end[~broken]
             nxt = np.searchsorted(t_fail, t_end, side="right")
             has = nxt < t_fail.size
             dt = np.full(ends.size, np.inf)

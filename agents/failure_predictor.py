@@ -1,11 +1,13 @@
 """LSTM failure predictor: P(host fails within the horizon | last ``seq_len`` feature rows).
 
-Model: a stacked LSTM (default 3 layers of 128 units over 10 features) whose last hidden
-state feeds a linear layer giving one logit. Training: binary cross-entropy with the positive
+Model: a stacked LSTM (default 3 layers of 128 units over 10 features, each step given with
+its change since the previous step) whose last hidden state feeds a linear layer giving one
+logit. Training: binary cross-entropy with the positive
 class weighted by the negative/positive ratio of the training set (class imbalance), Adam,
-early stopping on the validation loss (the best epoch's weights are kept), then Platt scaling
+early stopping on the validation PR-AUC (the best epoch's weights are kept), then Platt scaling
 (Platt 1999) of the logit on the validation set so that the output is a calibrated
-probability. Inputs are standardised with the training mean and deviation.
+probability. Inputs are standardised with the training mean and deviation (floored at 1 % of
+the mean's magnitude) and clipped to +-10.
 
 Inference: :meth:`LSTMFailurePredictor.predict_proba` for a batch of windows,
 :class:`StreamingPredictor` for one new feature row per host at a time.
@@ -24,10 +26,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
 from torch import nn
 from tqdm import tqdm
 
 FloatArray = npt.NDArray[np.float32]
+CLIP_Z = 10.0
+"""Standardised inputs are clipped to +-CLIP_Z."""
 
 
 class PredictorError(ValueError):
@@ -65,7 +70,7 @@ class FailureLSTM(nn.Module):
     def __init__(self, cfg: PredictorConfig) -> None:
         super().__init__()
         self.lstm = nn.LSTM(
-            cfg.n_features,
+            2 * cfg.n_features,
             cfg.hidden,
             num_layers=cfg.layers,
             batch_first=True,
@@ -74,8 +79,13 @@ class FailureLSTM(nn.Module):
         self.head = nn.Linear(cfg.hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, seq, features)`` -> logits ``(batch,)``."""
-        out, _ = self.lstm(x)
+        """``(batch, seq, features)`` -> logits ``(batch,)``.
+
+        Each step is fed with its change since the previous step beside it, so trends (the
+        warning signs) are first-order inputs rather than something to learn to subtract.
+        """
+        delta = torch.diff(x, dim=1, prepend=x[:, :1, :])
+        out, _ = self.lstm(torch.cat([x, delta], dim=-1))
         return self.head(out[:, -1, :]).squeeze(-1)  # type: ignore[no-any-return]
 
 
@@ -109,7 +119,7 @@ class LSTMFailurePredictor:
         return self.cfg.seq_len
 
     def _tensor(self, x: npt.ArrayLike) -> torch.Tensor:
-        z = (np.asarray(x, dtype=np.float32) - self.mean) / self.std
+        z = np.clip((np.asarray(x, dtype=np.float32) - self.mean) / self.std, -CLIP_Z, CLIP_Z)
         return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
 
     def logits(self, x: npt.ArrayLike, batch: int = 4096) -> npt.NDArray[np.float64]:
@@ -137,7 +147,7 @@ class LSTMFailurePredictor:
         progress: bool = True,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     ) -> list[dict[str, float]]:
-        """Train with early stopping on the validation loss, then Platt-calibrate.
+        """Train with early stopping on the validation PR-AUC, then Platt-calibrate.
 
         ``on_epoch(epoch, metrics)`` is called after each epoch (e.g. to log to MLflow).
         Returns the per-epoch history.
@@ -155,7 +165,10 @@ class LSTMFailurePredictor:
         xtr_raw = np.asarray(x_train, dtype=np.float32)
         flat = xtr_raw.reshape(-1, cfg.n_features)
         self.mean = flat.mean(axis=0).astype(np.float32)
-        self.std = np.maximum(flat.std(axis=0), 1e-6).astype(np.float32)
+        # A feature that barely moves in training (throttle, latency) must not turn its first
+        # real excursion into thousands of standard deviations: floor the scale, clip inputs.
+        floor = 0.01 * np.abs(self.mean) + 1e-3
+        self.std = np.maximum(flat.std(axis=0), floor).astype(np.float32)
         xtr = self._tensor(xtr_raw)
         xva = self._tensor(x_val)
         ytr_t = torch.from_numpy(ytr)
@@ -166,7 +179,7 @@ class LSTMFailurePredictor:
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         pos_weight = torch.tensor((ytr.size - n_pos) / n_pos)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        best_loss, best_state, bad_epochs = np.inf, copy.deepcopy(self.model.state_dict()), 0
+        best_ap, best_state, bad_epochs = -1.0, copy.deepcopy(self.model.state_dict()), 0
         self.history = []
         bar = tqdm(range(cfg.max_epochs), desc="lstm", unit="epoch", disable=not progress)
         for epoch in bar:
@@ -182,18 +195,20 @@ class LSTMFailurePredictor:
                 total += float(loss.detach()) * idx.numel()
             self.model.eval()
             with torch.no_grad():
-                val_loss = float(loss_fn(self.model(xva), yva_t))
-            metrics = {"train_loss": total / xtr.shape[0], "val_loss": val_loss}
+                val_logits = self.model(xva)
+                val_loss = float(loss_fn(val_logits, yva_t))
+            val_ap = float(average_precision_score(yva, val_logits.numpy()))
+            metrics = {
+                "train_loss": total / xtr.shape[0],
+                "val_loss": val_loss,
+                "val_pr_auc": val_ap,
+            }
             self.history.append(metrics)
             bar.set_postfix(metrics)
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
-            if val_loss < best_loss - 1e-5:
-                best_loss, best_state, bad_epochs = (
-                    val_loss,
-                    copy.deepcopy(self.model.state_dict()),
-                    0,
-                )
+            if val_ap > best_ap + 1e-4:
+                best_ap, best_state, bad_epochs = val_ap, copy.deepcopy(self.model.state_dict()), 0
             else:
                 bad_epochs += 1
                 if bad_epochs >= cfg.patience:

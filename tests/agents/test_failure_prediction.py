@@ -24,8 +24,13 @@ from agents.failure_predictor import (
 )
 
 SMALL = fd.FleetSpec(
-    hosts=6, days=1.0, tick_s=60.0, step_s=600.0, warning_scale=1.0,
-    warning_rate_per_day=60.0, silent_rate_per_day=20.0,
+    hosts=6,
+    days=1.0,
+    tick_s=60.0,
+    step_s=600.0,
+    warning_scale=1.0,
+    warning_rate_per_day=60.0,
+    silent_rate_per_day=20.0,
 )
 
 
@@ -61,7 +66,7 @@ def test_save_load_round_trip(small_ds: fd.FailureDataset, tmp_path: Path) -> No
     assert np.array_equal(back.failures.kind, small_ds.failures.kind)
     assert back.spec == small_ds.spec and back.seeds == small_ds.seeds
     meta = tmp_path / "failure_data.json"
-    meta.write_text(meta.read_text().replace("novacron-failure-data/1", "other/9"))
+    meta.write_text(meta.read_text().replace("novacron-failure-data/2", "other/9"))
     with pytest.raises(fd.FailureDataError, match="unknown format"):
         fd.load(tmp_path)
 
@@ -100,7 +105,7 @@ def test_lstm_learns_a_trend_and_is_calibrated_deterministic_and_saveable(tmp_pa
     """On a planted trend the LSTM separates classes; same seed same model; save/load equal."""
     x, y = _toy(0)
     xv, yv = _toy(1)
-    cfg = PredictorConfig(hidden=16, layers=2, seq_len=8, max_epochs=6, seed=0)
+    cfg = PredictorConfig(hidden=16, layers=2, seq_len=8, max_epochs=8, batch_size=32, seed=0)
     a = LSTMFailurePredictor(cfg)
     a.fit(x, y, xv, yv, progress=False)
     p = a.predict_proba(xv)
