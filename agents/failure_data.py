@@ -191,18 +191,12 @@ def simulate_fleet(
     up = np.zeros((spec.hosts, steps), dtype=bool)
     times = np.zeros(steps)
     down_since: dict[str, float] = {}
-    first_throttle: dict[int, float] = {}
     for k in range(steps):
         twin.advance(spec.step_s)
         times[k] = twin.now_s
         f, u = _host_features(twin, n_per_step)
         feats[:, k], up[:, k] = f, u
         throttled = f[:, FEATURES.index("throttle")] < 0.999
-        for h in np.flatnonzero(throttled | ~u):
-            first_throttle.setdefault(int(h), twin.now_s)
-        for h in list(first_throttle):
-            if not throttled[h] and u[h]:
-                del first_throttle[h]
         _maintain(twin, twin.now_s, down_since, throttled, spec.repair_delay_s)
         if progress is not None:
             progress(spec.step_s)

@@ -86,7 +86,7 @@ class FailureLSTM(nn.Module):
         """
         delta = torch.diff(x, dim=1, prepend=x[:, :1, :])
         out, _ = self.lstm(torch.cat([x, delta], dim=-1))
-        return self.head(out[:, -1, :]).squeeze(-1)  # type: ignore[no-any-return]
+        return self.head(out[:, -1, :]).squeeze(-1)
 
 
 def _check_xy(x: npt.ArrayLike, y: npt.ArrayLike | None, cfg: PredictorConfig, name: str) -> None:
@@ -190,7 +190,7 @@ class LSTMFailurePredictor:
                 idx = order[s : s + cfg.batch_size]
                 opt.zero_grad()
                 loss = loss_fn(self.model(xtr[idx]), ytr_t[idx])
-                loss.backward()  # type: ignore[no-untyped-call]
+                loss.backward()
                 opt.step()
                 total += float(loss.detach()) * idx.numel()
             self.model.eval()

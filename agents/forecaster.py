@@ -31,7 +31,7 @@ class Forecaster(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, seq, features)`` -> predicted next row ``(batch, features)``."""
         out, _ = self.lstm(x)
-        return self.head(out[:, -1, :])  # type: ignore[no-any-return]
+        return self.head(out[:, -1, :])
 
 
 def _windows(z: FloatArray, seq_len: int) -> tuple[FloatArray, FloatArray]:
@@ -120,7 +120,7 @@ class LSTMErrorDetector:
                 batch = order[start : start + self.batch_size]
                 opt.zero_grad()
                 loss = nn.functional.mse_loss(self._model(xs[batch]), ys[batch])
-                loss.backward()  # type: ignore[no-untyped-call]
+                loss.backward()
                 opt.step()
         self._model.eval()
         resid = targets - self._predict(inputs)

@@ -57,7 +57,7 @@ def main() -> None:
     def train_step() -> None:
         opt.zero_grad()
         loss = loss_fn(model(x), y)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         opt.step()
 
     model.train()

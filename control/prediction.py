@@ -197,8 +197,8 @@ class PredictionStage:
         if up.any():
             probs[up] = self.model.predict_proba(windows[up])
         log = plant.log
-        for h in np.flatnonzero(up & (probs >= cfg.act_probability)):
-            h = int(h)
+        for flagged in np.flatnonzero(up & (probs >= cfg.act_probability)):
+            h = int(flagged)
             if h in self._open:
                 continue
             fault_class = diagnose(windows[h])
