@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,13 @@ def score_published(root: Path, detector: str) -> dict[str, Any]:
     return out
 
 
-def run_detect(schema: DetectSchema) -> dict[str, Any]:
-    """Do the work for one composed config; returns the result object."""
+def run_detect(
+    schema: DetectSchema, log_metric: Callable[[str, float, int], None] | None = None
+) -> dict[str, Any]:
+    """Do the work for one composed config; returns the result object.
+
+    ``log_metric(name, value, step)`` receives the LSTM's per-epoch metrics (``dataset=twin``).
+    """
     _check(schema)
     spec = DetectorSpec(
         window=schema.window,
@@ -159,7 +165,7 @@ def run_detect(schema: DetectSchema) -> dict[str, Any]:
     if schema.dataset == "twin":
         from experiments.detect_twin import run_twin
 
-        return run_twin(schema.twin, schema.seed)
+        return run_twin(schema.twin, schema.seed, log_metric)
     root = _root(schema)
     if schema.dataset == "nab" and schema.score_published is not None:
         return {
@@ -222,7 +228,14 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             tags={"git_revision": tracking.git_revision(), "dataset": schema.dataset},
         )
     try:
-        result = run_detect(schema)
+        log_metric = None
+        if client is not None and run_id is not None:
+            tracked_client, tracked_run = client, run_id
+
+            def log_metric(name: str, value: float, step: int) -> None:
+                tracked_client.log_metric(tracked_run, name, value, step=step)
+
+        result = run_detect(schema, log_metric)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         if client is not None and run_id is not None:
