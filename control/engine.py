@@ -27,6 +27,7 @@ import numpy as np
 
 from control.detection import DetectionStage, default_detectors
 from control.incidents import Impact, Incident, priority
+from control.prediction import PredictionStage
 from control.rca import AlertGroup, correlate, rank_root_causes
 from control.runbooks import RUNBOOKS, Runbook
 from control.safety import (
@@ -146,6 +147,7 @@ class HealingEngine:
             can need approval.
         config: timing and thresholds.
         detection: the detection stage; the default detectors when None.
+        prediction: failure prediction with pre-emptive actions; none when None.
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class HealingEngine:
         operator: SimulatedOperator | None = None,
         config: EngineConfig | None = None,
         detection: DetectionStage | None = None,
+        prediction: PredictionStage | None = None,
     ) -> None:
         self.plant = plant
         self.config = config or EngineConfig()
@@ -162,6 +165,7 @@ class HealingEngine:
         self.gate = SafetyGate(self.safety)
         self.operator = operator
         self.detection = detection or DetectionStage(default_detectors())
+        self.prediction = prediction
         self._s = _State(seen_seq=plant.log.next_seq)
 
     # ------------------------------------------------------------------ public
@@ -187,6 +191,8 @@ class HealingEngine:
         alerts = self.detection.step(plant)
         s.seen_seq = plant.log.next_seq
         obs = plant.observe()
+        if self.prediction is not None:
+            self.prediction.step(plant, self.gate, obs)
         if alerts:
             self._correlate(alerts, obs)
         self._run_pending(obs)

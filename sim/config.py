@@ -296,11 +296,14 @@ class FaultRates:
     weibull_shape: float = 1.0
     hardware_lifetimes: bool = False
     surge_warning_share: float = 0.5
+    warning_scale: float = 1.0
+    """Multiplies how long the faults that warn take to fail (leak, disk, fan, surge ramp)."""
 
     def __post_init__(self) -> None:
         from sim.faults import FaultKind
 
         _fraction("faults", surge_warning_share=self.surge_warning_share)
+        _positive("faults", warning_scale=self.warning_scale)
 
         known = {k.value for k in FaultKind}
         for kind, rate in self.rates_per_day_per_100_hosts:

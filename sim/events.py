@@ -142,6 +142,25 @@ class SloWindow(Event):
     class_good_share: tuple[float, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class PredictionRecord(Event):
+    """A failure prediction about a component, or the later outcome of one.
+
+    ``phase`` is ``predicted`` (``probability`` of ``fault_class`` failing ``target`` within
+    ``horizon_s``) or ``outcome`` (``outcome`` is ``failed`` with ``lead_s`` from the
+    prediction to the failure, or ``no_failure`` when the horizon passed without one).
+    """
+
+    target: str
+    host: str
+    phase: str
+    probability: float
+    fault_class: str
+    horizon_s: float
+    outcome: str = ""
+    lead_s: float = float("nan")
+
+
 _TYPE_NAMES: dict[type, str] = {
     FaultRecord: "fault",
     StateChange: "state",
@@ -152,6 +171,7 @@ _TYPE_NAMES: dict[type, str] = {
     DecisionRecord: "decision",
     ApprovalRecord: "approval",
     SloWindow: "slo",
+    PredictionRecord: "prediction",
 }
 
 

@@ -152,7 +152,7 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
         name = twin.inst_name(tgt)
         detail: dict[str, float] = {}
         if kind == FaultKind.MEMORY_LEAK:
-            hours = float(rng.uniform(3.0, 10.0))
+            hours = float(rng.uniform(3.0, 10.0)) * twin.config.faults.warning_scale
             headroom = st.inst_mem_limit_bytes[tgt] - st.inst_mem_bytes[tgt]
             st.inst_leak_bps[tgt] = max(headroom, 1.0) / (hours * 3600.0)
             detail = {"leak_bytes_per_s": float(st.inst_leak_bps[tgt]), "hours_to_oom": hours}
@@ -188,12 +188,12 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
             twin.schedule_clear(now + hold_s, fid, "noisy_end", tgt)
             return fid
         if kind == FaultKind.FAN_FAILURE:
-            hours = float(rng.uniform(2.0, 6.0))
+            hours = float(rng.uniform(2.0, 6.0)) * twin.config.faults.warning_scale
             fid = twin.record_fault(kind, name, {"hours_to_stall": hours})
             st.fan_decay_per_s[tgt] = 0.9 / (hours * 3600.0)
             twin.fault_of[name] = fid
             return fid
-        hours = float(rng.uniform(4.0, 12.0))
+        hours = float(rng.uniform(4.0, 12.0)) * twin.config.faults.warning_scale
         fid = twin.record_fault(kind, name, {"hours_to_wear_out": hours})
         st.disk_wear_rate_per_s[tgt] = max(0.0, 1.0 - st.disk_wear[tgt]) / (hours * 3600.0)
         twin.fault_of[name] = fid
@@ -227,7 +227,11 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
             warning = bool(rng.random() < twin.config.faults.surge_warning_share)
         else:
             warning = target == 1
-        ramp_s = float(rng.uniform(1.5, 2.5) * 3600.0) if warning else 60.0
+        ramp_s = (
+            float(rng.uniform(1.5, 2.5) * 3600.0) * twin.config.faults.warning_scale
+            if warning
+            else 60.0
+        )
         mult = float(rng.uniform(1.6, 2.2))
         hold_s = float(rng.uniform(1.0, 3.0) * 3600.0)
         fid = twin.record_fault(

@@ -1,0 +1,192 @@
+"""Baselines, splits and metrics for failure prediction on the twin's data sets.
+
+Baselines work on hand-made window features (per input feature: last value, mean, standard
+deviation, least-squares slope, minimum, maximum):
+
+* ``threshold``: one window feature and one direction, the pair with the best training
+  average precision, thresholded;
+* ``logistic``: logistic regression on standardised window features, classes balanced;
+* ``gboost``: scikit-learn's histogram gradient boosting, classes balanced.
+
+Split: hosts are drawn at random into a held-out test share; the remaining hosts are split in
+time: windows ending in the last quarter are validation (early stopping, calibration and
+threshold choice) and training windows end at least one horizon before it, so no training
+label looks into the validation period.
+
+Metrics, on held-out hosts (see :func:`event_metrics`): window PR-AUC; an *alarm* is a window
+with probability at or above the threshold; alarm precision is the share of alarms followed
+by a failure within the horizon; event recall is the share of failures with at least one
+alarm in the horizon before them; lead time is the failure time minus the first such alarm.
+Failures with and without warning signs are reported separately; for the warning-sign
+figures, windows whose next failure within the horizon is a silent one are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from agents.failure_data import FailureDataset, Windows
+
+
+class Scorer(Protocol):
+    """A fitted model mapping window feature rows to scores."""
+
+    def predict_proba(self, x: Any) -> Any:
+        """Class probabilities, ``(n, 2)``."""
+        ...
+
+
+def window_features(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """``(n, seq, f)`` windows -> ``(n, 6 f)``: last, mean, std, slope, min, max per feature."""
+    a = np.asarray(x, dtype=np.float64)
+    t = np.arange(a.shape[1], dtype=np.float64)
+    t -= t.mean()
+    slope = np.einsum("nsf,s->nf", a - a.mean(axis=1, keepdims=True), t) / max(
+        float(np.sum(t * t)), 1e-12
+    )
+    return np.concatenate(
+        [a[:, -1], a.mean(axis=1), a.std(axis=1), slope, a.min(axis=1), a.max(axis=1)], axis=1
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRule:
+    """Score = ``sign * column``: the single window feature with the best training AP."""
+
+    column: int
+    sign: float
+
+    @classmethod
+    def fit(cls, features: npt.NDArray[np.float64], y: npt.ArrayLike) -> ThresholdRule:
+        """Pick the column and direction with the best average precision on ``y``."""
+        yb = np.asarray(y, dtype=bool)
+        best = (-1.0, 0, 1.0)
+        for j in range(features.shape[1]):
+            for sign in (1.0, -1.0):
+                ap = float(average_precision_score(yb, sign * features[:, j]))
+                if ap > best[0]:
+                    best = (ap, j, sign)
+        return cls(column=best[1], sign=best[2])
+
+    def score(self, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The rule's score (higher means failure more likely)."""
+        return np.asarray(self.sign * features[:, self.column], dtype=np.float64)
+
+
+def fit_baselines(features: npt.NDArray[np.float64], y: npt.ArrayLike, seed: int) -> dict[str, Any]:
+    """Fit the three baselines on window features."""
+    yb = np.asarray(y, dtype=int)
+    logistic = make_pipeline(
+        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
+    )
+    logistic.fit(features, yb)
+    gboost = HistGradientBoostingClassifier(class_weight="balanced", random_state=seed)
+    gboost.fit(features, yb)
+    return {"threshold": ThresholdRule.fit(features, yb), "logistic": logistic, "gboost": gboost}
+
+
+def baseline_scores(model: Any, features: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Scores of a fitted baseline."""
+    if isinstance(model, ThresholdRule):
+        return model.score(features)
+    return np.asarray(model.predict_proba(features)[:, 1], dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Indices into a :class:`Windows` set."""
+
+    train: npt.NDArray[np.int64]
+    val: npt.NDArray[np.int64]
+    test: npt.NDArray[np.int64]
+    test_hosts: npt.NDArray[np.int64]
+
+
+def split_windows(
+    ds: FailureDataset, w: Windows, horizon_s: float, test_host_share: float, seed: int
+) -> Split:
+    """Held-out hosts for test; the others split in time into train and validation."""
+    if not 0.0 < test_host_share < 1.0:
+        raise ValueError(f"test_host_share must be in (0, 1), got {test_host_share}")
+    n_fleets, n_hosts = ds.features.shape[:2]
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    host_ids = np.arange(n_fleets * n_hosts)
+    n_test = max(1, round(test_host_share * host_ids.size))
+    test_hosts = np.sort(rng.choice(host_ids, size=n_test, replace=False))
+    key = w.fleet * n_hosts + w.host
+    is_test = np.isin(key, test_hosts)
+    t_end = ds.times_s[w.end]
+    t_split = ds.times_s[0] + 0.75 * (ds.times_s[-1] - ds.times_s[0])
+    val = ~is_test & (t_end >= t_split)
+    train = ~is_test & (t_end + horizon_s < t_split)
+    return Split(
+        train=np.flatnonzero(train),
+        val=np.flatnonzero(val),
+        test=np.flatnonzero(is_test),
+        test_hosts=test_hosts,
+    )
+
+
+def threshold_for_precision(scores: npt.ArrayLike, y: npt.ArrayLike, min_precision: float) -> float:
+    """Lowest threshold whose precision on ``y`` is at least ``min_precision`` (max recall)."""
+    precision, recall, thresholds = precision_recall_curve(np.asarray(y, dtype=int), scores)
+    ok = np.flatnonzero(precision[:-1] >= min_precision)
+    if ok.size == 0:
+        return float(np.max(scores)) + 1e-12
+    best = ok[np.argmax(recall[ok])]
+    return float(thresholds[best])
+
+
+def event_metrics(
+    ds: FailureDataset,
+    w: Windows,
+    idx: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.float64],
+    threshold: float,
+    horizon_s: float,
+    warning: bool,
+) -> dict[str, float]:
+    """Alarm precision, event recall and lead times for failures with / without warning."""
+    sel_pos = w.label[idx] & (w.warning[idx] == warning)
+    keep = ~w.label[idx] | sel_pos
+    alarms = (scores >= threshold) & keep
+    n_alarms = int(alarms.sum())
+    precision = float(np.sum(alarms & sel_pos) / n_alarms) if n_alarms else float("nan")
+    y = sel_pos[keep]
+    pr_auc = float(average_precision_score(y, scores[keep])) if y.any() else float("nan")
+    fleets, hosts = w.fleet[idx], w.host[idx]
+    t_end = ds.times_s[w.end[idx]]
+    f = ds.failures
+    n_hosts = ds.features.shape[1]
+    observed = set((fleets * n_hosts + hosts).tolist())
+    leads: list[float] = []
+    n_events = 0
+    for a, h, t_fail, warn in zip(f.fleet, f.host, f.t_s, f.warning, strict=True):
+        if bool(warn) != warning or int(a * n_hosts + h) not in observed:
+            continue
+        in_horizon = (fleets == a) & (hosts == h) & (t_end < t_fail) & (t_end >= t_fail - horizon_s)
+        if not in_horizon.any():
+            continue
+        n_events += 1
+        hit = in_horizon & alarms
+        if hit.any():
+            leads.append(float(t_fail - t_end[hit].min()))
+    recall = len(leads) / n_events if n_events else float("nan")
+    return {
+        "events": float(n_events),
+        "event_recall": recall,
+        "alarm_precision": precision,
+        "alarms": float(n_alarms),
+        "pr_auc": pr_auc,
+        "median_lead_h": float(np.median(leads) / 3600.0) if leads else float("nan"),
+        "p10_lead_h": float(np.percentile(leads, 10) / 3600.0) if leads else float("nan"),
+    }

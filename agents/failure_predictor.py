@@ -1,0 +1,279 @@
+"""LSTM failure predictor: P(host fails within the horizon | last ``seq_len`` feature rows).
+
+Model: a stacked LSTM (default 3 layers of 128 units over 10 features, each step given with
+its change since the previous step) whose last hidden state feeds a linear layer giving one
+logit. Training: binary cross-entropy with the positive
+class weighted by the negative/positive ratio of the training set (class imbalance), Adam,
+early stopping on the validation PR-AUC (the best epoch's weights are kept), then Platt scaling
+(Platt 1999) of the logit on the validation set so that the output is a calibrated
+probability. Inputs are standardised with the training mean and deviation (floored at 1 % of
+the mean's magnitude) and clipped to +-10.
+
+Inference: :meth:`LSTMFailurePredictor.predict_proba` for a batch of windows,
+:class:`StreamingPredictor` for one new feature row per host at a time.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+from torch import nn
+from tqdm import tqdm
+
+FloatArray = npt.NDArray[np.float32]
+CLIP_Z = 10.0
+"""Standardised inputs are clipped to +-CLIP_Z."""
+
+
+class PredictorError(ValueError):
+    """Bad training data, config or saved model."""
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorConfig:
+    """Architecture and training settings."""
+
+    n_features: int = 10
+    hidden: int = 128
+    layers: int = 3
+    seq_len: int = 24
+    dropout: float = 0.1
+    lr: float = 1e-3
+    batch_size: int = 256
+    max_epochs: int = 30
+    patience: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_features", "hidden", "layers", "seq_len", "batch_size", "max_epochs"):
+            if getattr(self, name) < 1:
+                raise PredictorError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise PredictorError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise PredictorError(f"lr must be > 0, got {self.lr}")
+
+
+class FailureLSTM(nn.Module):
+    """Stacked LSTM and a linear head giving the failure logit."""
+
+    def __init__(self, cfg: PredictorConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(
+            2 * cfg.n_features,
+            cfg.hidden,
+            num_layers=cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        self.head = nn.Linear(cfg.hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq, features)`` -> logits ``(batch,)``.
+
+        Each step is fed with its change since the previous step beside it, so trends (the
+        warning signs) are first-order inputs rather than something to learn to subtract.
+        """
+        delta = torch.diff(x, dim=1, prepend=x[:, :1, :])
+        out, _ = self.lstm(torch.cat([x, delta], dim=-1))
+        return self.head(out[:, -1, :]).squeeze(-1)
+
+
+def _check_xy(x: npt.ArrayLike, y: npt.ArrayLike | None, cfg: PredictorConfig, name: str) -> None:
+    xa = np.asarray(x)
+    if xa.ndim != 3 or xa.shape[2] != cfg.n_features:
+        raise PredictorError(
+            f"{name}: expected (windows, seq, {cfg.n_features}) windows, got {xa.shape}"
+        )
+    if not np.all(np.isfinite(xa)):
+        raise PredictorError(f"{name}: contains NaN or inf")
+    if y is not None and np.asarray(y).shape != (xa.shape[0],):
+        raise PredictorError(f"{name}: {np.asarray(y).shape} labels for {xa.shape[0]} windows")
+
+
+class LSTMFailurePredictor:
+    """Train, calibrate, save and load the LSTM failure predictor."""
+
+    def __init__(self, cfg: PredictorConfig | None = None) -> None:
+        self.cfg = cfg or PredictorConfig()
+        torch.manual_seed(self.cfg.seed)
+        self.model = FailureLSTM(self.cfg)
+        self.mean = np.zeros(self.cfg.n_features, dtype=np.float32)
+        self.std = np.ones(self.cfg.n_features, dtype=np.float32)
+        self.platt = (1.0, 0.0)
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def seq_len(self) -> int:
+        """Rows per input window."""
+        return self.cfg.seq_len
+
+    def _tensor(self, x: npt.ArrayLike) -> torch.Tensor:
+        z = np.clip((np.asarray(x, dtype=np.float32) - self.mean) / self.std, -CLIP_Z, CLIP_Z)
+        return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+
+    def logits(self, x: npt.ArrayLike, batch: int = 4096) -> npt.NDArray[np.float64]:
+        """Uncalibrated logits of a batch of windows."""
+        _check_xy(x, None, self.cfg, "x")
+        self.model.eval()
+        xt = self._tensor(x)
+        out = []
+        with torch.no_grad():
+            for s in range(0, xt.shape[0], batch):
+                out.append(self.model(xt[s : s + batch]).numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+    def predict_proba(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Calibrated failure probabilities of a batch of windows."""
+        a, b = self.platt
+        return np.asarray(1.0 / (1.0 + np.exp(-(a * self.logits(x) + b))), dtype=np.float64)
+
+    def fit(
+        self,
+        x_train: npt.ArrayLike,
+        y_train: npt.ArrayLike,
+        x_val: npt.ArrayLike,
+        y_val: npt.ArrayLike,
+        progress: bool = True,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train with early stopping on the validation PR-AUC, then Platt-calibrate.
+
+        ``on_epoch(epoch, metrics)`` is called after each epoch (e.g. to log to MLflow).
+        Returns the per-epoch history.
+        """
+        cfg = self.cfg
+        _check_xy(x_train, y_train, cfg, "x_train")
+        _check_xy(x_val, y_val, cfg, "x_val")
+        ytr = np.asarray(y_train, dtype=np.float32)
+        yva = np.asarray(y_val, dtype=np.float32)
+        n_pos = float(ytr.sum())
+        if n_pos == 0 or n_pos == ytr.size:
+            raise PredictorError("training labels must contain both classes")
+        if yva.sum() == 0 or yva.sum() == yva.size:
+            raise PredictorError("validation labels must contain both classes")
+        xtr_raw = np.asarray(x_train, dtype=np.float32)
+        flat = xtr_raw.reshape(-1, cfg.n_features)
+        self.mean = flat.mean(axis=0).astype(np.float32)
+        # A feature that barely moves in training (throttle, latency) must not turn its first
+        # real excursion into thousands of standard deviations: floor the scale, clip inputs.
+        floor = 0.01 * np.abs(self.mean) + 1e-3
+        self.std = np.maximum(flat.std(axis=0), floor).astype(np.float32)
+        xtr = self._tensor(xtr_raw)
+        xva = self._tensor(x_val)
+        ytr_t = torch.from_numpy(ytr)
+        yva_t = torch.from_numpy(yva)
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.model = FailureLSTM(cfg)
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        pos_weight = torch.tensor((ytr.size - n_pos) / n_pos)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        best_ap, best_state, bad_epochs = -1.0, copy.deepcopy(self.model.state_dict()), 0
+        self.history = []
+        bar = tqdm(range(cfg.max_epochs), desc="lstm", unit="epoch", disable=not progress)
+        for epoch in bar:
+            self.model.train()
+            order = torch.randperm(xtr.shape[0], generator=gen)
+            total = 0.0
+            for s in range(0, xtr.shape[0], cfg.batch_size):
+                idx = order[s : s + cfg.batch_size]
+                opt.zero_grad()
+                loss = loss_fn(self.model(xtr[idx]), ytr_t[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * idx.numel()
+            self.model.eval()
+            with torch.no_grad():
+                val_logits = self.model(xva)
+                val_loss = float(loss_fn(val_logits, yva_t))
+            val_ap = float(average_precision_score(yva, val_logits.numpy()))
+            metrics = {
+                "train_loss": total / xtr.shape[0],
+                "val_loss": val_loss,
+                "val_pr_auc": val_ap,
+            }
+            self.history.append(metrics)
+            bar.set_postfix(metrics)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            if val_ap > best_ap + 1e-4:
+                best_ap, best_state, bad_epochs = val_ap, copy.deepcopy(self.model.state_dict()), 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    break
+        self.model.load_state_dict(best_state)
+        self.calibrate(x_val, yva)
+        return self.history
+
+    def calibrate(self, x: npt.ArrayLike, y: npt.ArrayLike) -> None:
+        """Platt scaling: fit ``P = sigmoid(a * logit + b)`` on held-out windows."""
+        z = self.logits(x)[:, None]
+        lr = LogisticRegression(C=1e6, max_iter=1000)
+        lr.fit(z, np.asarray(y).astype(int))
+        self.platt = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+
+    def save(self, folder: Path) -> None:
+        """Write ``model.pt`` (weights) and ``predictor.json`` (config, scaler, calibration)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), folder / "model.pt")
+        meta = {
+            "config": asdict(self.cfg),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "platt": list(self.platt),
+        }
+        (folder / "predictor.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> LSTMFailurePredictor:
+        """Read a predictor written by :meth:`save`."""
+        meta_path, weights = folder / "predictor.json", folder / "model.pt"
+        if not (meta_path.is_file() and weights.is_file()):
+            raise PredictorError(f"{folder}: predictor.json and model.pt expected")
+        meta = json.loads(meta_path.read_text())
+        pred = cls(PredictorConfig(**meta["config"]))
+        pred.model.load_state_dict(torch.load(weights, weights_only=True))
+        pred.model.eval()
+        pred.mean = np.asarray(meta["mean"], dtype=np.float32)
+        pred.std = np.asarray(meta["std"], dtype=np.float32)
+        pred.platt = (float(meta["platt"][0]), float(meta["platt"][1]))
+        return pred
+
+
+class StreamingPredictor:
+    """Feed one feature row per entity (e.g. host) at a time; get its failure probability.
+
+    Until ``seq_len`` rows of an entity have been seen the probability is NaN.
+    """
+
+    def __init__(self, predictor: LSTMFailurePredictor) -> None:
+        self.predictor = predictor
+        self._rows: dict[str, collections.deque[npt.NDArray[np.float32]]] = {}
+
+    def update(self, entity: str, row: npt.ArrayLike) -> float:
+        """Append ``row`` to ``entity``'s history and return its current probability."""
+        r = np.asarray(row, dtype=np.float32)
+        cfg = self.predictor.cfg
+        if r.shape != (cfg.n_features,) or not np.all(np.isfinite(r)):
+            raise PredictorError(f"{entity}: row must be {cfg.n_features} finite values")
+        hist = self._rows.setdefault(entity, collections.deque(maxlen=cfg.seq_len))
+        hist.append(r)
+        if len(hist) < cfg.seq_len:
+            return float("nan")
+        return float(self.predictor.predict_proba(np.stack(hist)[None, :, :])[0])
+
+    def forget(self, entity: str) -> None:
+        """Drop an entity's history (after a repair its old rows no longer describe it)."""
+        self._rows.pop(entity, None)

@@ -1,0 +1,264 @@
+"""Failure prediction and anomaly detection on the twin's data and on real data sets.
+
+    python -m experiments.detect dataset=nab                       # data/nab_subset
+    python -m experiments.detect dataset=nab data_root=../shared/data/nab
+    python -m experiments.detect dataset=nab data_root=FOLDER score_published=numenta
+    python -m experiments.detect dataset=smd data_root=../shared/data/smd
+    python -m experiments.detect dataset=twin                      # LSTM vs baselines, 72 h
+
+``dataset=nab`` scores each detector of ``detectors`` on every file of the folder (NAB
+layout) and prints, per detector and profile, the per-file and total raw scores and the
+normalised score, next to the published detectors' totals on the same files.
+``score_published=NAME`` instead scores the published raw outputs under
+``FOLDER/results/NAME/`` with our NAB scorer and prints their per-file scores per profile,
+with the difference from the published per-file scores when those are present.
+``dataset=smd`` prints point-wise and point-adjusted precision / recall / F1 per machine.
+``dataset=twin`` builds (or reads from ``cache_dir``) the twin's failure data set and
+compares the LSTM failure predictor with the baselines on held-out hosts.
+
+The schema is :class:`DetectSchema` (Hydra ConfigStore, no YAML). The last line of standard
+output is one JSON object; everything is logged to MLflow unless ``tracking.enabled=false``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from agents import nab_scoring as nab
+from agents.detectors import DetectorInputError
+from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
+from agents.smd_scoring import SmdDataError
+from experiments import tracking
+from experiments.config import TrackingSchema
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TwinDataSchema:
+    """Twin failure data set and predictor settings (``dataset=twin``)."""
+
+    hosts: int = 60
+    days: float = 20.0
+    fleets: int = 3
+    tick_s: float = 60.0
+    horizon_h: float = 72.0
+    step_s: float = 3600.0
+    seq_len: int = 24
+    test_host_share: float = 0.3
+    neg_per_pos: float = 3.0
+    epochs: int = 30
+    hidden: int = 128
+    layers: int = 3
+    cache_dir: str = "outputs/twin_failure_data"
+
+
+@dataclass
+class DetectSchema:
+    """Top level of ``python -m experiments.detect``."""
+
+    dataset: str = "nab"
+    data_root: str | None = None
+    score_published: str | None = None
+    detectors: list[str] = field(default_factory=lambda: list(DETECTORS))
+    window: int = 300
+    lags: int = 8
+    refractory: int = 50
+    contamination: float = 0.01
+    seed: int = 0
+    twin: TwinDataSchema = field(default_factory=TwinDataSchema)
+    tracking: TrackingSchema = field(
+        default_factory=lambda: TrackingSchema(experiment="novacron-detect")
+    )
+
+
+ConfigStore.instance().store(name="detect_config", node=DetectSchema)
+
+
+class DetectConfigError(ValueError):
+    """A bad value in the detect config."""
+
+
+def _check(schema: DetectSchema) -> None:
+    if schema.dataset not in ("nab", "smd", "twin"):
+        raise DetectConfigError(f"dataset: must be nab, smd or twin, got {schema.dataset!r}")
+    unknown = [d for d in schema.detectors if d not in DETECTORS]
+    if unknown:
+        raise DetectConfigError(f"detectors: unknown {unknown}; choose from {list(DETECTORS)}")
+    if schema.score_published is not None and schema.dataset != "nab":
+        raise DetectConfigError("score_published: only with dataset=nab")
+    if schema.refractory < 1:
+        raise DetectConfigError(f"refractory: must be >= 1, got {schema.refractory}")
+    if not 0.0 < schema.contamination < 0.5:
+        raise DetectConfigError(f"contamination: must be in (0, 0.5), got {schema.contamination}")
+
+
+def _root(schema: DetectSchema) -> Path:
+    if schema.data_root is not None:
+        root = Path(schema.data_root)
+        return root if root.is_absolute() else Path(hydra.utils.get_original_cwd()) / root
+    return REPO / "data" / ("nab_subset" if schema.dataset == "nab" else schema.dataset)
+
+
+def score_published(root: Path, detector: str) -> dict[str, Any]:
+    """Our scorer on a published detector's raw outputs, per file and profile."""
+    corpus = nab.NabCorpus(root)
+    ours = nab.score_published(corpus, detector)
+    out: dict[str, Any] = {"detector": detector, "profiles": {}}
+    worst = 0.0
+    for profile, files in ours.items():
+        try:
+            published = corpus.published_scores(detector, profile)
+        except nab.NabDataError:
+            published = {}
+        rows = {}
+        for key, fs in files.items():
+            row: dict[str, Any] = {
+                "score": fs.score,
+                "tp": fs.tp,
+                "tn": fs.tn,
+                "fp": fs.fp,
+                "fn": fs.fn,
+                "total": fs.total,
+            }
+            if key in published:
+                row["published_score"] = published[key].score
+                row["abs_diff"] = abs(fs.score - published[key].score)
+                worst = max(worst, row["abs_diff"])
+            rows[key] = row
+        out["profiles"][profile] = {
+            "threshold": next(iter(files.values())).threshold,
+            "total": sum(fs.score for fs in files.values()),
+            "files": rows,
+        }
+    out["max_abs_diff_vs_published"] = worst
+    return out
+
+
+def run_detect(
+    schema: DetectSchema, log_metric: Callable[[str, float, int], None] | None = None
+) -> dict[str, Any]:
+    """Do the work for one composed config; returns the result object.
+
+    ``log_metric(name, value, step)`` receives the LSTM's per-epoch metrics (``dataset=twin``).
+    """
+    _check(schema)
+    spec = DetectorSpec(
+        window=schema.window,
+        lags=schema.lags,
+        contamination=schema.contamination,
+        seed=schema.seed,
+    )
+    if schema.dataset == "twin":
+        from experiments.detect_twin import run_twin
+
+        return run_twin(schema.twin, schema.seed, log_metric)
+    root = _root(schema)
+    if schema.dataset == "nab" and schema.score_published is not None:
+        return {
+            "dataset": "nab",
+            "data_root": str(root),
+            **score_published(root, schema.score_published),
+        }
+    with tqdm(desc=schema.dataset, file=sys.stderr, unit="job") as bar:
+
+        def progress(text: str) -> None:
+            bar.set_postfix_str(text, refresh=False)
+            bar.update(1)
+
+        if schema.dataset == "nab":
+            result = nab_evaluate(
+                nab.NabCorpus(root), schema.detectors, spec, schema.refractory, progress=progress
+            )
+        else:
+            result = smd_evaluate(root, schema.detectors, spec, progress=progress)
+    return {"dataset": schema.dataset, "data_root": str(root), **result}
+
+
+def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Flat numeric metrics of a result, for MLflow."""
+    out: dict[str, float] = {}
+    if "ours" in result:
+        for name, body in result["ours"].items():
+            for profile in nab.PROFILE_NAMES:
+                if profile in body:
+                    out[f"nab_{name}_{profile}"] = body[profile]["normalised"]
+    elif result.get("dataset") == "smd":
+        for machine, dets in result.items():
+            if isinstance(dets, dict):
+                for name, body in dets.items():
+                    out[f"{machine}_{name}_pa_f1"] = body["point_adjusted"]["f1"]
+                    out[f"{machine}_{name}_pw_f1"] = body["point_wise"]["f1"]
+    elif "metrics" in result:
+        out.update({k: float(v) for k, v in result["metrics"].items()})
+    if "max_abs_diff_vs_published" in result:
+        out["max_abs_diff_vs_published"] = result["max_abs_diff_vs_published"]
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="detect_config")
+def app(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, run, log to MLflow, print one JSON line."""
+    schema = OmegaConf.to_object(cfg)
+    if not isinstance(schema, DetectSchema):
+        raise DetectConfigError("the composed config is not a DetectSchema")
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    client, run_id = None, None
+    if schema.tracking.enabled:
+        client = tracking.client_for(schema.tracking.tracking_uri)
+        experiment_id = tracking.ensure_experiment(client, schema.tracking.experiment)
+        run_id = tracking.start_run(
+            client,
+            experiment_id,
+            run_name=schema.tracking.run_name or f"detect-{schema.dataset}",
+            params=tracking.flatten(dataclasses.asdict(schema)),
+            tags={"git_revision": tracking.git_revision(), "dataset": schema.dataset},
+        )
+    try:
+        log_metric = None
+        if client is not None and run_id is not None:
+            tracked_client, tracked_run = client, run_id
+
+            def log_metric(name: str, value: float, step: int) -> None:
+                tracked_client.log_metric(tracked_run, name, value, step=step)
+
+        result = run_detect(schema, log_metric)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+        if client is not None and run_id is not None:
+            tracking.finish_run(client, run_id, summary_metrics(result), out_dir)
+    except BaseException:
+        if client is not None and run_id is not None:
+            tracking.fail_run(client, run_id)
+        raise
+    result["mlflow_run_id"] = run_id
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return result
+
+
+def main() -> None:
+    """Entry point: bad input becomes one line on stderr and exit status 2."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except (DetectConfigError, DetectorInputError, nab.NabDataError, SmdDataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Twin failure data sets, the LSTM failure predictor and the baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import failure_data as fd
+from agents.failure_eval import (
+    ThresholdRule,
+    baseline_scores,
+    event_metrics,
+    fit_baselines,
+    split_windows,
+    window_features,
+)
+from agents.failure_predictor import (
+    LSTMFailurePredictor,
+    PredictorConfig,
+    PredictorError,
+    StreamingPredictor,
+)
+
+SMALL = fd.FleetSpec(
+    hosts=6,
+    days=1.0,
+    tick_s=60.0,
+    step_s=600.0,
+    warning_scale=1.0,
+    warning_rate_per_day=60.0,
+    silent_rate_per_day=20.0,
+)
+
+
+@pytest.fixture(scope="module")
+def small_ds() -> fd.FailureDataset:
+    return fd.build_dataset(SMALL, (3, 4))
+
+
+def test_fleet_is_deterministic_and_seed_dependent(small_ds: fd.FailureDataset) -> None:
+    """The same seeds rebuild the same data; another seed gives other data."""
+    again = fd.build_dataset(SMALL, (3, 4))
+    assert np.array_equal(again.features, small_ds.features)
+    assert np.array_equal(again.failures.t_s, small_ds.failures.t_s)
+    other = fd.build_dataset(SMALL, (5,))
+    assert not np.array_equal(other.features[0], small_ds.features[0])
+
+
+def test_failures_have_ground_truth_times(small_ds: fd.FailureDataset) -> None:
+    """Warning failures fail after their onset; silent ones at onset; shapes line up."""
+    f = small_ds.failures
+    assert small_ds.features.shape == (2, 6, SMALL.n_steps, len(fd.FEATURES))
+    assert f.t_s.size > 0 and f.warning.any() and (~f.warning).any()
+    assert np.all(f.t_s[f.warning] > f.onset_s[f.warning])
+    assert np.all(f.t_s[~f.warning] == f.onset_s[~f.warning])
+    assert np.all(np.isfinite(small_ds.features))
+
+
+def test_save_load_round_trip(small_ds: fd.FailureDataset, tmp_path: Path) -> None:
+    """The npz + JSON format reads back equal; a wrong format is refused."""
+    fd.save(small_ds, tmp_path)
+    back = fd.load(tmp_path)
+    assert np.array_equal(back.features, small_ds.features)
+    assert np.array_equal(back.failures.kind, small_ds.failures.kind)
+    assert back.spec == small_ds.spec and back.seeds == small_ds.seeds
+    meta = tmp_path / "failure_data.json"
+    meta.write_text(meta.read_text().replace("novacron-failure-data/2", "other/9"))
+    with pytest.raises(fd.FailureDataError, match="unknown format"):
+        fd.load(tmp_path)
+
+
+def test_window_labels_follow_the_horizon(small_ds: fd.FailureDataset) -> None:
+    """A window is positive exactly when its host's next failure is within the horizon."""
+    horizon = 3 * 3600.0
+    w = fd.make_windows(small_ds, 4, horizon)
+    assert np.array_equal(w.label, w.time_to_failure_s <= horizon)
+    assert w.label.any() and (~w.label).any()
+    x = fd.gather(small_ds, w, np.arange(5), 4)
+    assert x.shape == (5, 4, len(fd.FEATURES))
+    assert np.array_equal(x[0, -1], small_ds.features[w.fleet[0], w.host[0], w.end[0]])
+
+
+def test_split_has_no_leakage(small_ds: fd.FailureDataset) -> None:
+    """Test hosts are never in train or validation; training labels end before validation."""
+    horizon = 3 * 3600.0
+    w = fd.make_windows(small_ds, 4, horizon)
+    s = split_windows(small_ds, w, horizon, 0.3, seed=0)
+    key = w.fleet * 6 + w.host
+    assert not set(key[s.test]) & set(key[np.concatenate([s.train, s.val])])
+    t_end = small_ds.times_s[w.end]
+    assert t_end[s.train].max() + horizon < t_end[s.val].min()
+
+
+def _toy(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 8, 10)).astype(np.float32)
+    y = rng.random(n) < 0.3
+    x[y, :, 1] += np.linspace(0.0, 3.0, 8, dtype=np.float32)
+    return x, y
+
+
+def test_lstm_learns_a_trend_and_is_calibrated_deterministic_and_saveable(tmp_path: Path) -> None:
+    """On a planted trend the LSTM separates classes; same seed same model; save/load equal."""
+    x, y = _toy(0)
+    xv, yv = _toy(1)
+    cfg = PredictorConfig(hidden=16, layers=2, seq_len=8, max_epochs=8, batch_size=32, seed=0)
+    a = LSTMFailurePredictor(cfg)
+    a.fit(x, y, xv, yv, progress=False)
+    p = a.predict_proba(xv)
+    assert np.all((p >= 0) & (p <= 1))
+    assert p[yv].mean() > 0.7 > 0.3 > p[~yv].mean()
+    b = LSTMFailurePredictor(cfg)
+    b.fit(x, y, xv, yv, progress=False)
+    assert np.array_equal(p, b.predict_proba(xv))
+    a.save(tmp_path / "m")
+    c = LSTMFailurePredictor.load(tmp_path / "m")
+    assert np.allclose(c.predict_proba(xv), p)
+    stream = StreamingPredictor(c)
+    outs = [stream.update("host-0", row) for row in xv[0]]
+    assert np.isnan(outs[0]) and outs[-1] == pytest.approx(p[0], rel=1e-5)
+
+
+def test_predictor_refuses_bad_input() -> None:
+    """Wrong shapes, NaNs and one-class labels are refused with a message."""
+    x, y = _toy(0, 50)
+    pred = LSTMFailurePredictor(PredictorConfig(hidden=8, layers=1, seq_len=8, max_epochs=1))
+    with pytest.raises(PredictorError, match="expected"):
+        pred.fit(x[:, :, :5], y, x, y, progress=False)
+    bad = x.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(PredictorError, match="NaN"):
+        pred.fit(bad, y, x, y, progress=False)
+    with pytest.raises(PredictorError, match="both classes"):
+        pred.fit(x, np.zeros(50, bool), x, y, progress=False)
+
+
+def test_baselines_rank_the_planted_trend() -> None:
+    """Threshold rule, logistic regression and gradient boosting all find the trend."""
+    x, y = _toy(0)
+    xv, yv = _toy(1)
+    models = fit_baselines(window_features(x), y, seed=0)
+    fv = window_features(xv)
+    for name, model in models.items():
+        s = baseline_scores(model, fv)
+        assert s[yv].mean() > s[~yv].mean(), name
+    assert isinstance(models["threshold"], ThresholdRule)
+    assert models["threshold"].column % 10 == 1
+
+
+def test_event_metrics_on_a_perfect_score(small_ds: fd.FailureDataset) -> None:
+    """Scoring windows by their own labels gives precision 1 and recall 1 for warning failures."""
+    horizon = 3 * 3600.0
+    w = fd.make_windows(small_ds, 4, horizon)
+    idx = np.arange(w.label.size)
+    scores = w.label.astype(float)
+    m = event_metrics(small_ds, w, idx, scores, 0.5, horizon, warning=True)
+    assert m["alarm_precision"] == pytest.approx(1.0)
+    assert m["event_recall"] == pytest.approx(1.0)
+    assert m["median_lead_h"] <= 3.0

@@ -1,0 +1,73 @@
+"""``python -m experiments.detect``: the published-score check and bad input, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _detect(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "MLFLOW_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{(tmp_path / 'mlruns' / 'mlflow.db').as_posix()}"
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.detect",
+            *args,
+            f"hydra.run.dir={tmp_path / 'outputs'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_score_published_prints_per_file_scores_matching_nab(tmp_path: Path) -> None:
+    """score_published=numenta on the vendored folder ends with JSON matching NAB's scores."""
+    done = _detect(
+        tmp_path,
+        "dataset=nab",
+        f"data_root={REPO / 'data' / 'nab_subset'}",
+        "score_published=numenta",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["detector"] == "numenta"
+    assert set(result["profiles"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    for body in result["profiles"].values():
+        assert len(body["files"]) == 3
+    assert result["max_abs_diff_vs_published"] < 1e-6
+    assert result["mlflow_run_id"]
+
+
+def test_nab_detectors_are_scored_next_to_published_ones(tmp_path: Path) -> None:
+    """dataset=nab scores a detector per file and lists the published detectors' totals."""
+    done = _detect(tmp_path, "dataset=nab", "detectors=[zscore]", "tracking.enabled=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = result["ours"]["zscore"]["standard"]
+    assert len(ours["per_file"]) == 3 and ours["normalised"] <= 100.0
+    assert {"numenta", "windowedGaussian", "skyline", "randomCutForest"} <= set(result["published"])
+    assert result["published"]["null"]["standard"]["normalised"] == 0.0
+
+
+def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> None:
+    """An unknown detector or a missing folder stops with exit status 2 and a clear message."""
+    done = _detect(tmp_path, "dataset=nab", "detectors=[nope]", "tracking.enabled=false")
+    assert done.returncode == 2
+    assert "unknown ['nope']" in done.stderr
+    done = _detect(
+        tmp_path, "dataset=smd", f"data_root={tmp_path / 'absent'}", "tracking.enabled=false"
+    )
+    assert done.returncode == 2
+    assert "no test/ folder" in done.stderr
