@@ -188,7 +188,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     bar = tqdm(total=len(schema.scenarios) * len(schema.agents) * len(seeds), unit="episode",
                file=sys.stderr, desc="evaluate", mininterval=1.0)
     for scenario in schema.scenarios:
-        env = make_env(scenario, schema.env.hosts, schema.env.control_interval_s, schema.hours)
+        env = make_env(scenario, schema.env.hosts, schema.env.control_interval_s, schema.hours,
+                       schema.env.fault_rate_scale)
         n_actions = int(env.action_space.n)
         for agent in schema.agents:
             for seed in seeds:

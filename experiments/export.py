@@ -75,7 +75,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"model: {model_path} does not exist; train one first")
     torch.set_num_threads(1)
     policy = DqnPolicy.load(str(model_path))
-    env = make_env(s.scenario, s.env.hosts, s.env.control_interval_s, s.parity_hours)
+    env = make_env(s.scenario, s.env.hosts, s.env.control_interval_s, s.parity_hours,
+                   s.env.fault_rate_scale)
     layout = env.unwrapped.layout
     out = Path(s.out) if s.out else model_path.parent / "export"
     wall0 = time.perf_counter()

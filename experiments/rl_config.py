@@ -21,8 +21,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from agents.dqn import DqnParams
 from envs import env_id
 from experiments.config import ScenarioSchema, TrackingSchema
+from sim.config import TwinConfig
 from sim.errors import ConfigError
-from sim.scenarios import SCENARIOS
+from sim.scenarios import SCENARIOS, make_config
 
 
 @dataclass
@@ -31,6 +32,9 @@ class EnvSchema:
 
     hosts: int = 100
     control_interval_s: float = 10.0
+    fault_rate_scale: float = 1.0
+    """Multiplies the scenario's fault arrival rates (a curriculum knob: a small cluster
+    sees the scenario's faults often enough to learn from them)."""
 
 
 @dataclass
@@ -142,6 +146,8 @@ def check_train(schema: TrainSchema) -> None:
         raise ConfigError(
             f"env.control_interval_s must be > 0, got {schema.env.control_interval_s}"
         )
+    if not (math.isfinite(schema.env.fault_rate_scale) and schema.env.fault_rate_scale > 0):
+        raise ConfigError(f"env.fault_rate_scale must be > 0, got {schema.env.fault_rate_scale}")
     for key in ("total_timesteps", "checkpoint_freq", "eval_freq", "eval_episodes",
                 "torch_threads"):
         value = getattr(schema, key)
@@ -161,13 +167,34 @@ def run_dir_of(schema: TrainSchema) -> Path:
     return Path("runs") / f"{schema.scenario.name}-{schema.agent.name}-seed{schema.seed}"
 
 
-def make_env(scenario: str, hosts: int, control_interval_s: float, hours: float) -> Any:
-    """``gymnasium.make`` of the scenario's env id with these settings."""
+def make_env(scenario: str, hosts: int, control_interval_s: float, hours: float,
+             fault_rate_scale: float = 1.0) -> Any:
+    """``gymnasium.make`` of the scenario's env id with these settings.
+
+    ``fault_rate_scale`` multiplies the scenario's fault arrival rates.
+
+    Raises:
+        ConfigError: ``fault_rate_scale`` is not a finite number > 0.
+    """
     import gymnasium as gym
 
+    if not (isinstance(fault_rate_scale, int | float) and math.isfinite(fault_rate_scale)
+            and fault_rate_scale > 0):
+        raise ConfigError(f"env.fault_rate_scale must be > 0, got {fault_rate_scale!r}")
+    kwargs: dict[str, Any] = {}
+    if fault_rate_scale != 1.0:
+        def scale(config: TwinConfig) -> TwinConfig:
+            rates = config.faults.rates_per_day_per_100_hosts
+            faults = dataclasses.replace(config.faults, rates_per_day_per_100_hosts=tuple(
+                (kind, rate * fault_rate_scale) for kind, rate in rates))
+            return dataclasses.replace(config, faults=faults)
+
+        kwargs["config"] = make_config(scenario, hosts, customize=scale,
+                                       tick_s=control_interval_s,
+                                       telemetry_interval_s=control_interval_s)
     return gym.make(
         env_id(scenario), hosts=hosts, control_interval_s=control_interval_s,
-        max_episode_steps=episode_steps(hours, control_interval_s),
+        max_episode_steps=episode_steps(hours, control_interval_s), **kwargs,
     )
 
 

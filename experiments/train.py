@@ -109,7 +109,8 @@ class _Run:
 
     def evaluate(self, model: DQN, step: int) -> None:
         s = self.schema
-        env = make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s, s.eval_hours)
+        env = make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s, s.eval_hours,
+                       s.env.fault_rate_scale)
         seeds = [EVAL_SEED_BASE + i for i in range(s.eval_episodes)]
         results = evaluate(DqnPolicy(model), env, seeds)
         env.close()
@@ -171,7 +172,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     s = schema
     env = Monitor(make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s,
-                           s.scenario.hours))
+                           s.scenario.hours, s.env.fault_rate_scale))
     loaded = _load_checkpoint(run_dir, env, s.seed)
     state: dict[str, Any] = {}
     if loaded is None:
