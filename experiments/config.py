@@ -23,8 +23,11 @@ plus the top-level ``seed``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +259,19 @@ def error_line(err: BaseException) -> str:
         key = cause.full_key or _override_key(str(err))
         return f"{key}: {_first_line(cause.msg or str(cause))}"
     return _first_line(str(err))
+
+
+def run_app(app: Callable[[], object]) -> None:
+    """Run a Hydra entry point; a rejected config is one line on stderr and exit status 2."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except StartupAbort as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except CONFIG_ERRORS as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _override_key(text: str) -> str:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from agents.base import NoopPolicy, Policy, RandomPolicy, RulePolicy, run_episode
 from experiments import tracking
-from experiments.config import CONFIG_ERRORS, error_line
+from experiments.config import run_app
 from experiments.rl_config import (
     EvaluateSchema,
     episode_steps,
@@ -269,13 +269,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point: config errors become one line on stderr and exit status 2."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"
     register_eval_export_configs()
-    try:
-        app()
-    except CONFIG_ERRORS as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,13 @@ from agents.evolution import (
     run_search,
 )
 from experiments import tracking
-from experiments.config import CONFIG_ERRORS, StartupAbort, error_line, register_configs
+from experiments.config import (
+    CONFIG_ERRORS,
+    StartupAbort,
+    error_line,
+    register_configs,
+    run_app,
+)
 from experiments.search_config import (
     EvolveSchema,
     register_search_configs,
@@ -189,15 +194,7 @@ def _write(out_dir: Path, space: GenomeSpace, evaluator: TwinEvaluator, result: 
 
 def main() -> None:
     """Entry point: config errors become one line on stderr and exit status 2."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        app()
-    except StartupAbort as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except CONFIG_ERRORS as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    run_app(app)
 
 
 if __name__ == "__main__":

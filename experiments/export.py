@@ -13,7 +13,6 @@ object; the exit status is 1 when any action differs.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from agents.export import export_dqn
 from agents.runtime import load_policy
 from envs import env_id
 from experiments import tracking
-from experiments.config import CONFIG_ERRORS, error_line
+from experiments.config import run_app
 from experiments.rl_config import ExportSchema, make_env, register_eval_export_configs, to_object
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS
@@ -130,13 +129,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point: config errors become one line on stderr and exit status 2."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"
     register_eval_export_configs()
-    try:
-        app()
-    except CONFIG_ERRORS as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    run_app(app)
 
 
 if __name__ == "__main__":

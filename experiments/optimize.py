@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,13 @@ from agents.evolution import FRESH_SEED_BASE, HV_REF_POINT, hypervolume, objecti
 from agents.tuner import OnlineTuner
 from control.optimise import replica_rules, run_tuner
 from experiments import tracking
-from experiments.config import CONFIG_ERRORS, StartupAbort, error_line, register_configs
+from experiments.config import (
+    CONFIG_ERRORS,
+    StartupAbort,
+    error_line,
+    register_configs,
+    run_app,
+)
 from experiments.search_config import (
     OptimizeSchema,
     register_search_configs,
@@ -228,15 +233,7 @@ def _run_tuner(schema: OptimizeSchema, out_dir: Path) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point: config errors become one line on stderr and exit status 2."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        app()
-    except StartupAbort as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except CONFIG_ERRORS as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    run_app(app)
 
 
 if __name__ == "__main__":

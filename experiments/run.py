@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,11 +33,9 @@ from control.kpi import to_markdown
 from control.run import RunResult, RunSpec, run
 from experiments import plots, tracking
 from experiments.config import (
-    CONFIG_ERRORS,
     RunSchema,
-    StartupAbort,
-    error_line,
     register_configs,
+    run_app,
     to_run_spec,
     to_schema,
 )
@@ -158,15 +155,7 @@ def write_artifacts(result: RunResult, out_dir: Path, line: dict[str, Any]) -> N
 
 def main() -> None:
     """Entry point: config errors become one line on stderr and exit status 2."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        app()
-    except StartupAbort as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except CONFIG_ERRORS as err:
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        sys.exit(2)
+    run_app(app)
 
 
 if __name__ == "__main__":
