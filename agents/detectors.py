@@ -6,7 +6,8 @@ streaming its rows one by one through :meth:`AnomalyDetector.update` after :meth
 Higher is more anomalous. :attr:`threshold` is set by :meth:`fit` to the ``1 - contamination``
 quantile of the training scores and can be replaced with :meth:`set_threshold`.
 
-Detectors: rolling or global z-score, median absolute deviation, Isolation Forest
+Detectors: rolling or global z-score, median absolute deviation, a rolling z-score discounted
+by how often a similar deviation was seen before (:class:`NoveltyDetector`), Isolation Forest
 (scikit-learn) on a lag embedding, and the prediction error of an LSTM forecaster
 (:mod:`agents.forecaster`).
 """
@@ -286,6 +287,193 @@ class MADDetector(_WindowedDetector):
     def _stats(self, block: FloatArray) -> tuple[FloatArray, FloatArray]:
         med, mad, std = _mad_stats(block)
         return med, np.maximum(MAD_TO_SIGMA * mad, self.mad_floor * std)
+
+
+class NoveltyDetector:
+    """Rolling z-score discounted by how familiar the row's deviation is, plus a range rule.
+
+    For each feature ``j`` and row ``t``, with the mean, deviation and median of the ``window``
+    rows before it:
+
+    * ``z = |x - mean| / std`` (the rolling z-score of :class:`ZScoreDetector`);
+    * ``dev = x - median`` and ``count`` = the number of earlier rows of the stream (training
+      rows included, all of them, not just the window) whose ``dev`` lies within
+      ``tolerance * |dev|`` of this one;
+    * ``novelty = z / sqrt(1 + count)``: a deviation seen many times before (a daily spike, a
+      recurring dip) is discounted, a new one keeps its z-score.
+
+    The score is the largest novelty over features divided by the 99th percentile of the
+    training rows' novelty (so one threshold serves series of any scale). After :meth:`fit`,
+    a value beyond the range of every earlier value of its feature by more than
+    ``range_tolerance`` times that range (the spatial-anomaly rule of Numenta's NAB detector,
+    Ahmad et al. 2017) scores ``range_score`` whatever its novelty. The first training rows use
+    the shorter history they have (the first two score 0 and take no part in the counts).
+    Everything is causal, so batch and streamed scores agree; the detector has no randomness.
+    Memory and the cost of a row grow with the stream's length (every deviation is kept).
+    """
+
+    def __init__(
+        self,
+        window: int = 300,
+        tolerance: float = 0.15,
+        range_tolerance: float = 0.05,
+        range_score: float = 1000.0,
+        contamination: float = 0.01,
+        min_scale: float = 1e-6,
+    ) -> None:
+        if window < 3:
+            raise DetectorInputError(f"window must be >= 3 rows, got {window}")
+        if tolerance <= 0.0:
+            raise DetectorInputError(f"tolerance must be > 0, got {tolerance}")
+        if range_tolerance < 0.0:
+            raise DetectorInputError(f"range_tolerance must be >= 0, got {range_tolerance}")
+        if range_score <= 0.0:
+            raise DetectorInputError(f"range_score must be > 0, got {range_score}")
+        _check_contamination(contamination)
+        if min_scale <= 0.0:
+            raise DetectorInputError(f"min_scale must be > 0, got {min_scale}")
+        self.window = window
+        self.tolerance = tolerance
+        self.range_tolerance = range_tolerance
+        self.range_score = range_score
+        self.contamination = contamination
+        self.min_scale = min_scale
+        self.threshold = float("inf")
+        self.training_scores: FloatArray = np.zeros(0)
+        self.n_features: int | None = None
+        self._reference = 1.0
+        self._train_tail: FloatArray | None = None
+        self._train_dev: FloatArray | None = None
+        self._train_min: FloatArray | None = None
+        self._train_max: FloatArray | None = None
+        self._history: collections.deque[FloatArray] = collections.deque(maxlen=window)
+        self._devs: list[FloatArray] = []
+        self._min: FloatArray | None = None
+        self._max: FloatArray | None = None
+
+    def _z_and_dev(self, full: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Per-feature z and deviation from the median of the ``window`` rows before each row.
+
+        Rows with fewer earlier rows use those; the first two rows are NaN.
+        """
+        mean = _rolling(full, self.window, lambda b: np.mean(b, axis=-2))
+        std = _rolling(full, self.window, lambda b: np.std(b, axis=-2))
+        median = _rolling(full, self.window, lambda b: np.median(b, axis=-2))
+        for t in range(2, min(self.window + 1, full.shape[0])):
+            mean[t], std[t], median[t] = self._stats(full[:t])
+        z = np.abs(full - mean) / np.maximum(std, self.min_scale)
+        return z, full - median
+
+    @staticmethod
+    def _stats(rows: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        return np.mean(rows, axis=0), np.std(rows, axis=0), np.median(rows, axis=0)
+
+    def _counts(self, past: FloatArray, dev: FloatArray) -> FloatArray:
+        """Per row of ``dev`` and feature: earlier deviations within tolerance of it.
+
+        Earlier means all of ``past``, then the rows of ``dev`` before it; NaN matches nothing.
+        """
+        history = np.concatenate([past, dev])
+        n_past, d = past.shape[0], dev.shape[1]
+        out = np.zeros(dev.shape)
+        chunk = max(1, 4_000_000 // max(1, history.shape[0] * d))
+        for start in range(0, dev.shape[0], chunk):
+            block = dev[start : start + chunk]
+            stop = n_past + start + block.shape[0]
+            near = np.abs(history[None, :stop, :] - block[:, None, :]) <= (
+                self.tolerance * np.abs(block)[:, None, :]
+            )
+            rows = n_past + start + np.arange(block.shape[0])
+            earlier = np.arange(stop)[None, :] < rows[:, None]
+            out[start : start + block.shape[0]] = np.sum(near & earlier[:, :, None], axis=1)
+        return out
+
+    def _novelty(self, z: FloatArray, count: FloatArray) -> FloatArray:
+        nov = z / np.sqrt(1.0 + count)
+        nov = np.where(np.isnan(nov), 0.0, nov)
+        return np.asarray(np.max(nov, axis=-1), dtype=np.float64) / self._reference
+
+    def _out_of_range(
+        self, x: FloatArray, low: FloatArray, high: FloatArray
+    ) -> npt.NDArray[np.bool_]:
+        """Rows of ``x`` beyond ``[low, high]`` (per row) by more than the tolerance."""
+        span = high - low
+        margin = self.range_tolerance * span
+        outside = (span > 0.0) & ((x > high + margin) | (x < low - margin))
+        return np.asarray(np.any(outside, axis=-1))
+
+    def fit(self, train: FloatArray) -> NoveltyDetector:
+        """Remember the training rows' deviations and range; set the reference and threshold."""
+        train = as_rows(train, "train")
+        if train.shape[0] < 3:
+            raise DetectorInputError(f"train has {train.shape[0]} rows; need at least 3")
+        self.n_features = train.shape[1]
+        z, dev = self._z_and_dev(train)
+        self._reference = 1.0
+        raw = self._novelty(z, self._counts(dev[:0], dev))
+        self._reference = max(float(np.quantile(raw, 0.99)), 1e-9)
+        self.training_scores = raw / self._reference
+        self.threshold = _set_quantile_threshold(self.training_scores, self.contamination)
+        self._train_tail = train[-self.window :].copy()
+        self._train_dev = dev
+        self._train_min = train.min(axis=0)
+        self._train_max = train.max(axis=0)
+        self.reset_stream()
+        return self
+
+    def _fitted(self) -> int:
+        if self.n_features is None or self._train_dev is None:
+            raise DetectorInputError("fit the detector before scoring")
+        return self.n_features
+
+    def score(self, x: FloatArray) -> FloatArray:
+        """Scores of ``x`` as a stream that follows the training data."""
+        x = as_rows(x, "x", self._fitted())
+        assert self._train_tail is not None and self._train_dev is not None
+        assert self._train_min is not None and self._train_max is not None
+        n_tail = self._train_tail.shape[0]
+        z, dev = self._z_and_dev(np.concatenate([self._train_tail, x]))
+        z, dev = z[n_tail:], dev[n_tail:]
+        scores = self._novelty(z, self._counts(self._train_dev, dev))
+        low = np.minimum(self._train_min, np.minimum.accumulate(x, axis=0))
+        high = np.maximum(self._train_max, np.maximum.accumulate(x, axis=0))
+        low = np.concatenate([self._train_min[None, :], low[:-1]])
+        high = np.concatenate([self._train_max[None, :], high[:-1]])
+        outside = self._out_of_range(x, low, high)
+        return np.where(outside, np.maximum(scores, self.range_score), scores)
+
+    def update(self, row: FloatArray) -> float:
+        """Score one row against the stream so far, then remember it."""
+        n_features = self._fitted()
+        r = as_rows(np.asarray(row, dtype=np.float64).reshape(1, -1), "row", n_features)[0]
+        assert self._min is not None and self._max is not None
+        mean, std, median = self._stats(np.stack(self._history))
+        z = np.abs(r - mean) / np.maximum(std, self.min_scale)
+        dev = r - median
+        past = np.stack(self._devs)
+        count = np.sum(np.abs(past - dev) <= self.tolerance * np.abs(dev), axis=0)
+        value = float(self._novelty(z[None, :], count[None, :].astype(np.float64))[0])
+        if self._out_of_range(r[None, :], self._min[None, :], self._max[None, :])[0]:
+            value = max(value, self.range_score)
+        self._history.append(r)
+        self._devs.append(dev)
+        self._min = np.minimum(self._min, r)
+        self._max = np.maximum(self._max, r)
+        return value
+
+    def reset_stream(self) -> None:
+        """Forget streamed rows; the stream starts right after the training data."""
+        assert self._train_tail is not None and self._train_dev is not None
+        assert self._train_min is not None and self._train_max is not None
+        self._history.clear()
+        self._history.extend(self._train_tail)
+        self._devs = list(self._train_dev)
+        self._min = self._train_min.copy()
+        self._max = self._train_max.copy()
+
+    def set_threshold(self, threshold: float) -> None:
+        """Replace the threshold."""
+        self.threshold = float(threshold)
 
 
 def lag_embed(x: FloatArray, lags: int, history: FloatArray | None = None) -> FloatArray:

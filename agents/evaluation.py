@@ -30,6 +30,7 @@ from agents.detectors import (
     DetectorInputError,
     IsolationForestDetector,
     MADDetector,
+    NoveltyDetector,
     ZScoreDetector,
     clean_series,
     normalise_by_reference,
@@ -48,10 +49,11 @@ class DetectorSpec:
     lstm_seq_len: int = 30
     lstm_hidden: int = 32
     lstm_epochs: int = 5
+    novelty_tolerance: float = 0.15
     seed: int = 0
 
 
-DETECTORS = ("zscore", "mad", "iforest", "lstm")
+DETECTORS = ("zscore", "mad", "novelty", "iforest", "lstm")
 
 
 def make_detector(
@@ -68,6 +70,12 @@ def make_detector(
         return ZScoreDetector(window=window, contamination=spec.contamination)
     if name == "mad":
         return MADDetector(window=window, contamination=spec.contamination)
+    if name == "novelty":
+        return NoveltyDetector(
+            window=spec.window,  # no need to shorten: the first rows use the history they have
+            tolerance=spec.novelty_tolerance,
+            contamination=spec.contamination,
+        )
     if name == "iforest":
         return IsolationForestDetector(
             lags=spec.lags,

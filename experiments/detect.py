@@ -78,6 +78,7 @@ class DetectSchema:
     lags: int = 8
     refractory: int = 50
     contamination: float = 0.01
+    novelty_tolerance: float = 0.15
     seed: int = 0
     twin: TwinDataSchema = field(default_factory=TwinDataSchema)
     tracking: TrackingSchema = field(
@@ -104,6 +105,8 @@ def _check(schema: DetectSchema) -> None:
         raise DetectConfigError(f"refractory: must be >= 1, got {schema.refractory}")
     if not 0.0 < schema.contamination < 0.5:
         raise DetectConfigError(f"contamination: must be in (0, 0.5), got {schema.contamination}")
+    if schema.novelty_tolerance <= 0.0:
+        raise DetectConfigError(f"novelty_tolerance: must be > 0, got {schema.novelty_tolerance}")
 
 
 def _root(schema: DetectSchema) -> Path:
@@ -160,6 +163,7 @@ def run_detect(
         window=schema.window,
         lags=schema.lags,
         contamination=schema.contamination,
+        novelty_tolerance=schema.novelty_tolerance,
         seed=schema.seed,
     )
     if schema.dataset == "twin":

@@ -9,6 +9,7 @@ from agents.detectors import (
     DetectorInputError,
     IsolationForestDetector,
     MADDetector,
+    NoveltyDetector,
     ZScoreDetector,
     clean_series,
     suppress_repeats,
@@ -29,6 +30,8 @@ def _detectors() -> list:
         ZScoreDetector(window=40),
         MADDetector(),
         MADDetector(window=40),
+        NoveltyDetector(),
+        NoveltyDetector(window=40),
         IsolationForestDetector(lags=3, n_estimators=30, seed=1),
         LSTMErrorDetector(seq_len=10, hidden=8, epochs=2, seed=1),
     ]
@@ -108,3 +111,80 @@ def test_suppress_repeats_keeps_first_of_a_run() -> None:
     """A plateau fires once; a higher value later fires again."""
     s = np.array([0.0, 5.0, 5.0, 5.0, 0.0, 6.0, 0.0])
     assert suppress_repeats(s, 3).tolist() == [0.0, 5.0, 0.0, 0.0, 0.0, 6.0, 0.0]
+
+
+def _spiky(n: int = 1500, period: int = 100, seed: int = 0) -> np.ndarray:
+    """Noise around 1 with a spike of about +3 every ``period`` rows (a daily job, say)."""
+    rng = np.random.default_rng(seed)
+    x = 1.0 + 0.05 * rng.standard_normal(n)
+    x[period // 2 :: period] += 3.0 + 0.05 * rng.standard_normal(x[period // 2 :: period].size)
+    return x
+
+
+def test_novelty_streaming_equals_batch_with_training_shorter_than_window() -> None:
+    """The first rows use the history they have, in batch and streamed scoring alike."""
+    x = _spiky(600)
+    det = NoveltyDetector(window=300).fit(x[:120])
+    batch = det.score(x[120:])
+    det.reset_stream()
+    stream = np.array([det.update(row) for row in x[120:]])
+    assert np.allclose(batch, stream, rtol=1e-9, atol=1e-12)
+    assert det.training_scores.shape == (120,)
+
+
+def test_novelty_is_deterministic() -> None:
+    """Two fits on the same data give identical scores and thresholds."""
+    x = _spiky()
+    a = NoveltyDetector().fit(x[:400])
+    b = NoveltyDetector().fit(x[:400])
+    assert np.array_equal(a.score(x[400:]), b.score(x[400:]))
+    assert a.threshold == b.threshold
+
+
+def test_novelty_discounts_a_recurring_spike_but_not_a_new_one() -> None:
+    """A spike seen every period fades; a spike of a new size still scores high."""
+    x = _spiky()
+    x[1220] -= 2.0  # a dip: a deviation never seen before, inside the range
+    det = NoveltyDetector(window=300, range_tolerance=10.0).fit(x[:400])
+    s = det.score(x[400:])
+    spikes = np.arange(450, 1500, 100) - 400
+    z = ZScoreDetector(window=300).fit(x[:400]).score(x[400:])
+    # The z-score keeps firing on every spike; the novelty score falls as the count grows.
+    assert np.all(z[spikes] > 5.0)
+    assert s[spikes[-1]] < 0.6 * s[spikes[0]]
+    assert z[spikes[-1]] > 0.8 * z[spikes[0]]
+    assert s[1220 - 400] > 2.0 * s[spikes[-1]]
+    assert s[1220 - 400] > det.threshold > s[spikes[-1]]
+
+
+def test_novelty_out_of_range_rule() -> None:
+    """A value beyond the range seen so far scores range_score; training rows never do."""
+    x = _spiky()
+    x[900] = 10.0
+    det = NoveltyDetector(range_score=500.0).fit(x[:400])
+    s = det.score(x[400:])
+    assert s[500] == 500.0
+    assert np.all(det.training_scores < 500.0)
+    assert np.sum(s == 500.0) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"window": 2}, "window"),
+        ({"tolerance": 0.0}, "tolerance"),
+        ({"range_tolerance": -0.1}, "range_tolerance"),
+        ({"range_score": 0.0}, "range_score"),
+        ({"contamination": 0.7}, "contamination"),
+    ],
+)
+def test_novelty_bad_settings_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(DetectorInputError, match=match):
+        NoveltyDetector(**kwargs)
+
+
+def test_novelty_refuses_unfitted_and_short_training() -> None:
+    with pytest.raises(DetectorInputError, match="fit the detector"):
+        NoveltyDetector().score(np.zeros(5))
+    with pytest.raises(DetectorInputError, match="at least 3"):
+        NoveltyDetector().fit(np.zeros(2))

@@ -52,11 +52,12 @@ def test_score_published_prints_per_file_scores_matching_nab(tmp_path: Path) -> 
 
 def test_nab_detectors_are_scored_next_to_published_ones(tmp_path: Path) -> None:
     """dataset=nab scores a detector per file and lists the published detectors' totals."""
-    done = _detect(tmp_path, "dataset=nab", "detectors=[zscore]", "tracking.enabled=false")
+    done = _detect(tmp_path, "dataset=nab", "detectors=[zscore,novelty]", "tracking.enabled=false")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    ours = result["ours"]["zscore"]["standard"]
-    assert len(ours["per_file"]) == 3 and ours["normalised"] <= 100.0
+    for name in ("zscore", "novelty"):
+        ours = result["ours"][name]["standard"]
+        assert len(ours["per_file"]) == 3 and ours["normalised"] <= 100.0
     assert {"numenta", "windowedGaussian", "skyline", "randomCutForest"} <= set(result["published"])
     assert result["published"]["null"]["standard"]["normalised"] == 0.0
 
@@ -66,6 +67,9 @@ def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> N
     done = _detect(tmp_path, "dataset=nab", "detectors=[nope]", "tracking.enabled=false")
     assert done.returncode == 2
     assert "unknown ['nope']" in done.stderr
+    done = _detect(tmp_path, "dataset=nab", "novelty_tolerance=0", "tracking.enabled=false")
+    assert done.returncode == 2
+    assert "novelty_tolerance" in done.stderr
     done = _detect(
         tmp_path, "dataset=smd", f"data_root={tmp_path / 'absent'}", "tracking.enabled=false"
     )
