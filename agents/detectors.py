@@ -303,10 +303,11 @@ class NoveltyDetector:
       recurring dip) is discounted, a new one keeps its z-score.
 
     The score is the largest novelty over features divided by the 99th percentile of the
-    training rows' novelty (so one threshold serves series of any scale). After :meth:`fit`,
-    a value beyond the range of every earlier value of its feature by more than
-    ``range_tolerance`` times that range (the spatial-anomaly rule of Numenta's NAB detector,
-    Ahmad et al. 2017) scores ``range_score`` whatever its novelty. The first training rows use
+    training rows' novelty (so one threshold serves series of any scale). With
+    ``range_tolerance`` set (off by default), after :meth:`fit` a value beyond the range of
+    every earlier value of its feature by more than ``range_tolerance`` times that range (the
+    spatial-anomaly rule of Numenta's NAB detector, Ahmad et al. 2017; 0.05 there) scores
+    ``range_score`` whatever its novelty. The first training rows use
     the shorter history they have (the first two score 0 and take no part in the counts).
     Everything is causal, so batch and streamed scores agree; the detector has no randomness.
     Memory and the cost of a row grow with the stream's length (every deviation is kept).
@@ -316,7 +317,7 @@ class NoveltyDetector:
         self,
         window: int = 300,
         tolerance: float = 0.15,
-        range_tolerance: float = 0.05,
+        range_tolerance: float | None = None,
         range_score: float = 1000.0,
         contamination: float = 0.01,
         min_scale: float = 1e-6,
@@ -325,7 +326,7 @@ class NoveltyDetector:
             raise DetectorInputError(f"window must be >= 3 rows, got {window}")
         if tolerance <= 0.0:
             raise DetectorInputError(f"tolerance must be > 0, got {tolerance}")
-        if range_tolerance < 0.0:
+        if range_tolerance is not None and range_tolerance < 0.0:
             raise DetectorInputError(f"range_tolerance must be >= 0, got {range_tolerance}")
         if range_score <= 0.0:
             raise DetectorInputError(f"range_score must be > 0, got {range_score}")
@@ -397,6 +398,8 @@ class NoveltyDetector:
         self, x: FloatArray, low: FloatArray, high: FloatArray
     ) -> npt.NDArray[np.bool_]:
         """Rows of ``x`` beyond ``[low, high]`` (per row) by more than the tolerance."""
+        if self.range_tolerance is None:
+            return np.zeros(x.shape[0], dtype=bool)
         span = high - low
         margin = self.range_tolerance * span
         outside = (span > 0.0) & ((x > high + margin) | (x < low - margin))

@@ -145,7 +145,7 @@ def test_novelty_discounts_a_recurring_spike_but_not_a_new_one() -> None:
     """A spike seen every period fades; a spike of a new size still scores high."""
     x = _spiky()
     x[1220] -= 2.0  # a dip: a deviation never seen before, inside the range
-    det = NoveltyDetector(window=300, range_tolerance=10.0).fit(x[:400])
+    det = NoveltyDetector(window=300).fit(x[:400])
     s = det.score(x[400:])
     spikes = np.arange(450, 1500, 100) - 400
     z = ZScoreDetector(window=300).fit(x[:400]).score(x[400:])
@@ -161,11 +161,12 @@ def test_novelty_out_of_range_rule() -> None:
     """A value beyond the range seen so far scores range_score; training rows never do."""
     x = _spiky()
     x[900] = 10.0
-    det = NoveltyDetector(range_score=500.0).fit(x[:400])
+    det = NoveltyDetector(range_tolerance=0.05, range_score=500.0).fit(x[:400])
     s = det.score(x[400:])
     assert s[500] == 500.0
     assert np.all(det.training_scores < 500.0)
     assert np.sum(s == 500.0) == 1
+    assert NoveltyDetector().fit(x[:400]).score(x[400:])[500] < 500.0  # the rule is off
 
 
 @pytest.mark.parametrize(
