@@ -15,6 +15,7 @@ by how often a similar deviation was seen before (:class:`NoveltyDetector`), Iso
 from __future__ import annotations
 
 import abc
+import bisect
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -289,6 +290,109 @@ class MADDetector(_WindowedDetector):
         return med, np.maximum(MAD_TO_SIGMA * mad, self.mad_floor * std)
 
 
+def _first_failing(
+    s: FloatArray,
+    q: FloatArray,
+    c: FloatArray,
+    holds: Callable[[FloatArray, FloatArray, FloatArray], npt.NDArray[np.bool_]],
+    start: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """Per query, the first index of sorted ``s`` where ``holds(s[i], q, c)`` is False.
+
+    ``holds`` must be True on a prefix of ``s`` and False after it. ``start`` is a guess (an
+    index near the answer); the search steps over whole runs of equal values from there.
+    """
+    i = start.copy()
+    n = s.shape[0]
+    while True:  # back while the value before i fails
+        back = np.zeros(i.shape, dtype=bool)
+        m = i > 0
+        back[m] = ~holds(s[i[m] - 1], q[m], c[m])
+        if not back.any():
+            break
+        i[back] = np.searchsorted(s, s[i[back] - 1], side="left")
+    while True:  # forward while the value at i holds
+        fwd = np.zeros(i.shape, dtype=bool)
+        m = i < n
+        fwd[m] = holds(s[i[m]], q[m], c[m])
+        if not fwd.any():
+            break
+        i[fwd] = np.searchsorted(s, s[i[fwd]], side="right")
+    return i
+
+
+def _below(v: FloatArray, q: FloatArray, c: FloatArray) -> npt.NDArray[np.bool_]:
+    return np.asarray((v < q) & (np.abs(v - q) > c))
+
+
+def _not_above(v: FloatArray, q: FloatArray, c: FloatArray) -> npt.NDArray[np.bool_]:
+    return np.asarray(~((v > q) & (np.abs(v - q) > c)))
+
+
+def _earlier_between(
+    rank: npt.NDArray[np.int64], lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Per ``t``: how many ``s < t`` have ``lo[t] <= rank[s] < hi[t]`` (ranks below ``n``).
+
+    ``[0, t)`` splits into one aligned block of ``2**k`` rows per set bit ``k`` of ``t``; per
+    level the blocks' ranks are sorted once and each row counts its block with two binary
+    searches, so the cost is O(n log^2 n).
+    """
+    n = rank.shape[0]
+    t = np.arange(n, dtype=np.int64)
+    out = np.zeros(n, dtype=np.int64)
+    for k in range(max(n, 1).bit_length()):
+        has = ((t >> k) & 1).astype(bool)
+        if not has.any():
+            continue
+        keys = np.sort((t >> k) * n + rank)
+        base = ((t[has] >> k) - 1) * n
+        out[has] += np.searchsorted(keys, base + hi[has]) - np.searchsorted(keys, base + lo[has])
+    return out
+
+
+def similar_earlier(values: FloatArray, tolerance: float) -> FloatArray:
+    """Per row and column: earlier rows whose value ``v`` has ``|v - x| <= tolerance * |x|``.
+
+    ``x`` is the row's own value; NaN matches nothing. Exactly the count of the pairwise
+    comparison (the matching values form one run of the column sorted), found with binary
+    searches: O(n log^2 n) per column instead of O(n^2).
+    """
+    n, d = values.shape
+    out = np.zeros((n, d))
+    for j in range(d):
+        col = values[:, j]
+        order = np.argsort(col, kind="stable")  # NaN last
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        valid = ~np.isnan(col)
+        s = col[order[: int(valid.sum())]]
+        q = col[valid]
+        c = tolerance * np.abs(q)
+        lo = np.zeros(n, dtype=np.int64)
+        hi = np.zeros(n, dtype=np.int64)
+        lo[valid] = _first_failing(s, q, c, _below, np.searchsorted(s, q - c, side="left"))
+        hi[valid] = _first_failing(s, q, c, _not_above, np.searchsorted(s, q + c, side="right"))
+        out[:, j] = _earlier_between(rank, lo, hi)
+    return out
+
+
+def count_within(s: list[float], q: float, c: float) -> int:
+    """How many values of sorted ``s`` have ``|v - q| <= c`` (``c >= 0``), in O(log n)."""
+    n = len(s)
+    lo = bisect.bisect_left(s, q - c)
+    while lo > 0 and abs(s[lo - 1] - q) <= c:
+        lo = bisect.bisect_left(s, s[lo - 1])
+    while lo < n and s[lo] < q and abs(s[lo] - q) > c:
+        lo = bisect.bisect_right(s, s[lo])
+    hi = bisect.bisect_right(s, q + c)
+    while hi < n and abs(s[hi] - q) <= c:
+        hi = bisect.bisect_right(s, s[hi])
+    while hi > 0 and s[hi - 1] > q and abs(s[hi - 1] - q) > c:
+        hi = bisect.bisect_left(s, s[hi - 1])
+    return max(0, hi - lo)
+
+
 class NoveltyDetector:
     """Rolling z-score discounted by how familiar the row's deviation is, plus a range rule.
 
@@ -310,7 +414,9 @@ class NoveltyDetector:
     ``range_score`` whatever its novelty. The first training rows use
     the shorter history they have (the first two score 0 and take no part in the counts).
     Everything is causal, so batch and streamed scores agree; the detector has no randomness.
-    Memory and the cost of a row grow with the stream's length (every deviation is kept).
+    Every deviation is kept (memory grows with the stream); counting uses a sorted history, so
+    a streamed row costs O(d log n) searches plus an insertion and a block of n rows
+    O(d n log^2 n).
     """
 
     def __init__(
@@ -348,7 +454,7 @@ class NoveltyDetector:
         self._train_min: FloatArray | None = None
         self._train_max: FloatArray | None = None
         self._history: collections.deque[FloatArray] = collections.deque(maxlen=window)
-        self._devs: list[FloatArray] = []
+        self._sorted_devs: list[list[float]] = []  # per feature, ascending
         self._min: FloatArray | None = None
         self._max: FloatArray | None = None
 
@@ -374,20 +480,7 @@ class NoveltyDetector:
 
         Earlier means all of ``past``, then the rows of ``dev`` before it; NaN matches nothing.
         """
-        history = np.concatenate([past, dev])
-        n_past, d = past.shape[0], dev.shape[1]
-        out = np.zeros(dev.shape)
-        chunk = max(1, 4_000_000 // max(1, history.shape[0] * d))
-        for start in range(0, dev.shape[0], chunk):
-            block = dev[start : start + chunk]
-            stop = n_past + start + block.shape[0]
-            near = np.abs(history[None, :stop, :] - block[:, None, :]) <= (
-                self.tolerance * np.abs(block)[:, None, :]
-            )
-            rows = n_past + start + np.arange(block.shape[0])
-            earlier = np.arange(stop)[None, :] < rows[:, None]
-            out[start : start + block.shape[0]] = np.sum(near & earlier[:, :, None], axis=1)
-        return out
+        return similar_earlier(np.concatenate([past, dev]), self.tolerance)[past.shape[0] :]
 
     def _novelty(self, z: FloatArray, count: FloatArray) -> FloatArray:
         nov = z / np.sqrt(1.0 + count)
@@ -453,13 +546,20 @@ class NoveltyDetector:
         mean, std, median = self._stats(np.stack(self._history))
         z = np.abs(r - mean) / np.maximum(std, self.min_scale)
         dev = r - median
-        past = np.stack(self._devs)
-        count = np.sum(np.abs(past - dev) <= self.tolerance * np.abs(dev), axis=0)
-        value = float(self._novelty(z[None, :], count[None, :].astype(np.float64))[0])
+        tol = self.tolerance * np.abs(dev)
+        count = np.array(
+            [
+                0.0 if np.isnan(q) else float(count_within(s, q, c))
+                for s, q, c in zip(self._sorted_devs, dev.tolist(), tol.tolist(), strict=True)
+            ]
+        )
+        value = float(self._novelty(z[None, :], count[None, :])[0])
         if self._out_of_range(r[None, :], self._min[None, :], self._max[None, :])[0]:
             value = max(value, self.range_score)
         self._history.append(r)
-        self._devs.append(dev)
+        for s, q in zip(self._sorted_devs, dev.tolist(), strict=True):
+            if not np.isnan(q):
+                bisect.insort(s, q)
         self._min = np.minimum(self._min, r)
         self._max = np.maximum(self._max, r)
         return value
@@ -470,7 +570,7 @@ class NoveltyDetector:
         assert self._train_min is not None and self._train_max is not None
         self._history.clear()
         self._history.extend(self._train_tail)
-        self._devs = list(self._train_dev)
+        self._sorted_devs = [np.sort(col[~np.isnan(col)]).tolist() for col in self._train_dev.T]
         self._min = self._train_min.copy()
         self._max = self._train_max.copy()
 

@@ -12,6 +12,8 @@ from agents.detectors import (
     NoveltyDetector,
     ZScoreDetector,
     clean_series,
+    count_within,
+    similar_earlier,
     suppress_repeats,
 )
 from agents.forecaster import LSTMErrorDetector
@@ -119,6 +121,45 @@ def _spiky(n: int = 1500, period: int = 100, seed: int = 0) -> np.ndarray:
     x = 1.0 + 0.05 * rng.standard_normal(n)
     x[period // 2 :: period] += 3.0 + 0.05 * rng.standard_normal(x[period // 2 :: period].size)
     return x
+
+
+def _brute_similar_earlier(values: np.ndarray, tolerance: float) -> np.ndarray:
+    out = np.zeros(values.shape)
+    for t in range(values.shape[0]):
+        x = values[t]
+        out[t] = np.sum(np.abs(values[:t] - x) <= tolerance * np.abs(x), axis=0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sorted_counting_equals_pairwise_count(seed: int) -> None:
+    """Sorted counting (batch and one by one) equals comparing every pair, ties and zeros too."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    values = np.stack(
+        [
+            rng.standard_normal(n),  # all distinct
+            np.round(rng.standard_normal(n), 1),  # many ties
+            rng.choice([0.0, -0.0, 0.1, 0.2, 0.25, -0.1, 1.0, 1.15], n),  # zeros, boundary hits
+            rng.integers(-3, 4, n).astype(float) * 0.3,  # ties at tolerance boundaries
+        ],
+        axis=1,
+    )
+    values[:2] = np.nan
+    values[rng.integers(2, n, 10), rng.integers(0, 4, 10)] = np.nan
+    for tolerance in (0.15, 0.5, 1.0):
+        brute = _brute_similar_earlier(values, tolerance)
+        assert np.array_equal(similar_earlier(values, tolerance), brute)
+        for j in range(values.shape[1]):
+            seen: list[float] = []
+            for t, q in enumerate(values[:, j].tolist()):
+                if np.isnan(q):
+                    assert brute[t, j] == 0
+                    continue
+                assert count_within(seen, q, tolerance * abs(q)) == brute[t, j]
+                seen.append(q)
+                seen.sort()
+    assert brute.sum() > 0
 
 
 def test_novelty_streaming_equals_batch_with_training_shorter_than_window() -> None:
