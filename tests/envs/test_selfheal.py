@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from control.safety import SafetyConfig
 from envs import ENV_IDS, env_id
 from envs.selfheal import RewardWeights, SelfHealEnv
-from envs.spaces import Layout, decode, encode, layout_from
+from envs.spaces import EncodeCache, Layout, decode, encode, encode_and_mask, layout_from
 from sim.config import ScriptedFault
 from sim.errors import ConfigError
 from sim.events import ActionRecord
@@ -229,3 +229,25 @@ def test_vector_envs() -> None:
         out, rew, done, _ = vec.step(np.array([0, 0]))
         assert first.shape == out.shape and rew.shape == done.shape == (2,)
         vec.close()
+
+
+def test_encode_cache_gives_the_uncached_encoding() -> None:
+    """A kept EncodeCache changes nothing, also across placement changes (scale out / in)."""
+    env = SelfHealEnv("mixed", hosts=HOSTS)
+    env.reset(seed=4)
+    cache = EncodeCache()
+    layout = env.layout
+    api = layout.service_names.index("api")
+    scale = {1 + api * 8 + 3: 5, 1 + api * 8 + 4: 60}  # scale_out, then scale_in of api
+    placements = set()
+    for t in range(90):
+        action = next((a for a, at in scale.items() if at == t), 0)
+        env.step(action)
+        obs = env.twin.observe()
+        placements.add(obs.inst_used.tobytes())
+        for shed, adv in ((0.0, ()), (0.4, ("api",))):
+            cached = encode_and_mask(obs, layout, adv, shed, cache)
+            fresh = encode_and_mask(obs, layout, adv, shed)
+            assert cached[0].tobytes() == fresh[0].tobytes()
+            np.testing.assert_array_equal(cached[1], fresh[1])
+    assert len(placements) >= 2
