@@ -267,7 +267,7 @@ class EncodeCache:
     """
 
     __slots__ = ("count", "idx", "inst_host", "instance_rows", "inv", "key", "layout", "m",
-                 "mask", "member", "member3", "n_used", "ratio")
+                 "mask", "max_rows", "n_used", "order", "present", "ratio", "starts")
 
     def __init__(self) -> None:
         self.key: tuple[bytes, bytes, bytes] | None = None
@@ -286,18 +286,24 @@ class EncodeCache:
         self.idx = idx
         self.n_used = idx.size
         self.inst_host = obs.inst_host[idx]
-        self.member = member
-        self.member3 = member[:, :, None]
+        # Used slots grouped by service (stable), for maxima and any-tests over segments.
+        svc = obs.inst_service[idx]
+        self.order = np.argsort(svc, kind="stable")
+        self.max_rows = idx[self.order]
+        self.present = np.flatnonzero(count > 0)
+        self.starts = np.searchsorted(svc[self.order], self.present)
         self.m = m
         self.count = count
         self.inv = (1.0 / np.maximum(count, 1.0))[:, None]
         self.ratio = count / np.asarray(layout.initial_replicas, dtype=np.float32)
-        # The mask entries fixed by placement: everything allowed, scale-in only above two.
+        # The mask as far as placement fixes it: scale-in only above two replicas, nothing
+        # aimed at an instance of a service without any (the rest is filled in per call).
         mask = np.ones(layout.n_actions, dtype=bool)
         first = 1 + np.arange(n_s) * len(SERVICE_ACTIONS)
         mask[first + 4] = count > 2
-        self.mask = mask
         self.instance_rows = first[:, None] + np.arange(3)
+        mask[self.instance_rows] = False
+        self.mask = mask
         self.layout = layout
         self.key = key
 
@@ -346,7 +352,13 @@ def encode_and_mask(
     rps = inst[:, _I_RPS]
     w = m * rps[None, :]
     per[:, _W_TO] = (w @ inst[:, _W_COLS]) / np.maximum(w.sum(axis=1), 1e-9)[:, None]
-    per[:, _MAX_TO] = np.where(c.member3, inst[None, :, _MAX_COLS], 0.0).max(axis=1, initial=0.0)
+    # Maxima over each service's segment, floored at 0 as over a zero-filled table (exact:
+    # a maximum does not depend on order).
+    maxes = np.zeros((n_s, len(_MAX_COLS)), dtype=np.float32)
+    if c.present.size:
+        seg = np.maximum.reduceat(obs.inst[c.max_rows[:, None], _MAX_COLS], c.starts, axis=0)
+        maxes[c.present] = np.maximum(seg, 0.0)
+    per[:, _MAX_TO] = maxes
     per[:, 3] = c.ratio
     per[:, 12] = [name in advisories for name in layout.service_names] if advisories else 0.0
 
@@ -377,11 +389,13 @@ def encode_and_mask(
     # third of its call cost.
     np.minimum(high, np.maximum(low, out, out=out), out=out)
 
-    # Action mask: an instance to restart, migrate or grow per service (a boolean product:
-    # any member with the property); then the cluster-wide entries.
+    # Action mask: an instance to restart, migrate or grow per service (any instance in the
+    # service's segment with the property); then the cluster-wide entries.
     mask = c.mask.copy()
     stranded = (inst[:, _I_VM_UP] < 0.5) | ~up_host_inst
-    mask[c.instance_rows] = c.member @ np.array([up_host_inst, stranded, live]).T
+    if c.present.size:
+        flags = np.array([up_host_inst, stranded, live]).T[c.order]
+        mask[c.instance_rows[c.present]] = np.logical_or.reduceat(flags, c.starts, axis=0)
     row = 1 + n_s * len(SERVICE_ACTIONS)
     mask[row] = mask[row + 1] = n_up > 0
     mask[row + 2] = n_up < host.shape[0]

@@ -21,6 +21,7 @@ from sim.config import ScriptedFault
 from sim.errors import ConfigError
 from sim.events import ActionRecord
 from sim.scenarios import SCENARIOS, make_config
+from sim.telemetry import INSTANCE_FEATURES
 
 HOSTS = 20
 
@@ -251,3 +252,25 @@ def test_encode_cache_gives_the_uncached_encoding() -> None:
             assert cached[0].tobytes() == fresh[0].tobytes()
             np.testing.assert_array_equal(cached[1], fresh[1])
     assert len(placements) >= 2
+
+
+def test_encoding_of_a_service_without_instances_and_the_per_service_maxima() -> None:
+    """A service with no used slot gets zeros and no instance actions; maxima are exact."""
+    env = SelfHealEnv("mixed", hosts=HOSTS)
+    env.reset(seed=6)
+    for _ in range(5):
+        env.step(0)
+    obs = env.twin.observe()
+    layout = env.layout
+    gone = layout.service_names.index("cache")
+    used = obs.inst_used & (obs.inst_service != gone)
+    vec, mask = encode_and_mask(dataclasses.replace(obs, inst_used=used), layout)
+    per = vec[: len(layout.service_names) * 13].reshape(len(layout.service_names), 13)
+    np.testing.assert_array_equal(per[gone, :12], 0.0)
+    assert not mask[1 + gone * 8 : 1 + gone * 8 + 3].any()
+    cols = [INSTANCE_FEATURES.index(c) for c in ("cpu_util", "mem_util", "error_rate")]
+    for s in range(len(layout.service_names)):
+        rows = obs.inst[used & (obs.inst_service == s)][:, cols]
+        want = np.maximum(rows.max(axis=0), 0.0) if rows.size else np.zeros(3)
+        np.testing.assert_array_equal(per[s, [5, 7, 10]], np.minimum(want, [1.0, 1.5, 1.0]))
+        assert mask[1 + s * 8] == (s != gone)
