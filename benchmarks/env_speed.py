@@ -1,8 +1,10 @@
 """Speed of the self-healing envs and of DQN training on them, with CartPole-v1 as reference.
 
 Each figure is measured in a fresh process pinned to one core, three times; the median is
-reported. Env steps take the no-op 95% of the time and a random unmasked action otherwise
-(the env's own generator path: encode, mask, decode, safety gate, twin). CartPole-v1 runs
+reported, with the CPU time of the same runs beside the wall time (on a shared machine
+the wall figure also counts time the process waited for its core). Env steps take the
+no-op 95% of the time and a random unmasked action otherwise (the env's own generator
+path: encode, mask, decode, safety gate, twin). CartPole-v1 runs
 random actions in the same run, so the ratio does not depend on the machine. DQN training
 speed is stable-baselines3's DQN with the default network and hyper-parameters on 100 hosts,
 timed after ``learning_starts`` so every step includes its share of gradient updates.
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -36,8 +39,8 @@ TARGETS = {
 }
 
 
-def child(what: str, steps: int) -> float:
-    """Steps per second of one measurement, in this process."""
+def child(what: str, steps: int) -> tuple[float, float]:
+    """Steps per second of one measurement in this process: by wall time and by CPU time."""
     import gymnasium as gym
     import numpy as np
 
@@ -47,12 +50,12 @@ def child(what: str, steps: int) -> float:
         env.reset(seed=0)
         rng = np.random.default_rng(0)
         actions = rng.integers(0, 2, steps)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for a in actions:
             _, _, term, trunc, _ = env.step(int(a))
             if term or trunc:
                 env.reset()
-        return steps / (time.perf_counter() - t0)
+        return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0)
     import envs
 
     if what.startswith("env"):
@@ -60,13 +63,13 @@ def child(what: str, steps: int) -> float:
         env = gym.make(envs.env_id("mixed"), hosts=hosts, max_episode_steps=10**9)
         _, info = env.reset(seed=0)
         rng = np.random.default_rng(0)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             a = 0
             if rng.random() < 0.05:
                 a = int(rng.choice(np.flatnonzero(info["action_mask"])))
             _, _, _, _, info = env.step(a)
-        return steps / (time.perf_counter() - t0)
+        return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0)
     if what == "dqn":
         import torch
 
@@ -77,22 +80,25 @@ def child(what: str, steps: int) -> float:
         params = DqnParams()
         model = make_dqn(env, params, seed=0)
         model.learn(params.learning_starts + 100)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.learn(steps, reset_num_timesteps=False)
-        return steps / (time.perf_counter() - t0)
+        return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0)
     raise ValueError(what)
 
 
-def measure(what: str, steps: int, repeats: int) -> dict[str, float]:
-    """Median over fresh processes."""
-    runs = []
+def measure(what: str, steps: int, repeats: int) -> dict[str, Any]:
+    """Medians (wall and CPU) over fresh processes."""
+    runs, cpu_runs = [], []
     for _ in range(repeats):
         out = subprocess.run(
             [sys.executable, __file__, "--child", what, "--steps", str(steps)],
             check=True, capture_output=True, text=True, cwd=ROOT,
         )
-        runs.append(float(out.stdout.strip().splitlines()[-1]))
-    return {"median": statistics.median(runs), "runs": runs}
+        wall, cpu = (float(x) for x in out.stdout.strip().splitlines()[-1].split())
+        runs.append(wall)
+        cpu_runs.append(cpu)
+    return {"median": statistics.median(runs), "runs": runs,
+            "cpu_median": statistics.median(cpu_runs)}
 
 
 def main() -> None:
@@ -103,8 +109,9 @@ def main() -> None:
     parser.add_argument("--child", default="")
     args = parser.parse_args()
     if args.child:
-        print(child(args.child, args.steps))
+        print(*child(args.child, args.steps))
         return
+    load0 = os.getloadavg()[0]
     cart = measure("cartpole", args.steps * 4, args.repeats)
     e100 = measure("env-100", args.steps, args.repeats)
     e1000 = measure("env-1000", max(args.steps // 5, 200), args.repeats)
@@ -120,9 +127,15 @@ def main() -> None:
         "env_100_hosts_over_cartpole": round(e100["median"] / cart["median"], 4),
         "runs": {"cartpole": cart["runs"], "env_100": e100["runs"], "env_1000": e1000["runs"],
                  "dqn": dqn["runs"]},
+        "cpu_time_steps_per_s": {
+            "cartpole_v1": round(cart["cpu_median"], 1),
+            "env_100_hosts": round(e100["cpu_median"], 1),
+            "env_1000_hosts": round(e1000["cpu_median"], 1),
+            "dqn_train_100_hosts": round(dqn["cpu_median"], 1),
+        },
         "targets": TARGETS,
         "met": {k: figures[k] >= t for k, t in TARGETS.items()},
-        "load_avg_1m": os.getloadavg()[0],
+        "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(report))

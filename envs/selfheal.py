@@ -10,7 +10,7 @@ import numpy as np
 
 from control.engine import SHED_MAX, SHED_STEP
 from control.safety import SafetyConfig, SafetyGate
-from envs.spaces import Layout, decode, encode_and_mask, layout_from
+from envs.spaces import EncodeCache, Layout, decode, encode_and_mask, layout_from
 from sim.config import TwinConfig
 from sim.errors import ConfigError
 from sim.events import ActionRecord, StateChange
@@ -164,6 +164,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self._advisories: set[str] = set()
         self._shed = 0.0
         self._seen_seq = 0
+        self._encode_cache = EncodeCache()
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -180,7 +181,9 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self.twin.advance(self.control_interval_s)
         self._read_events()
         obs = self.twin.observe()
-        vec, mask = encode_and_mask(obs, self.layout, self._advisories, self._shed)
+        vec, mask = encode_and_mask(
+            obs, self.layout, self._advisories, self._shed, self._encode_cache
+        )
         return vec, {"action_mask": mask, "twin_seed": twin_seed}
 
     def step(
@@ -228,7 +231,9 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
             "action": act_cost,
         }
         reward = -(terms["slo"] + terms["downtime"] + terms["action"])
-        vec, mask = encode_and_mask(obs, self.layout, self._advisories, self._shed)
+        vec, mask = encode_and_mask(
+            obs, self.layout, self._advisories, self._shed, self._encode_cache
+        )
         info = {
             "action_mask": mask,
             "reward_terms": terms,

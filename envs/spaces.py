@@ -17,6 +17,7 @@ hottest host, ...), so the table stays small however large the cluster is.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -235,10 +236,76 @@ def _bounds(n_services: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+# Column groups of the per-service aggregates: means (in the order of the service features
+# they fill), request-weighted means and maxima; and where each lands in a service's row.
 _SUM_COLS = np.array([_I["ready"], _I["up"], _I["vm_up"], _I["cpu_util"], _I["mem_util"],
                       _I["queue_len"]])
+_SUM_TO = np.array([0, 1, 2, 4, 6, 11])
 _MAX_COLS = np.array([_I["cpu_util"], _I["mem_util"], _I["error_rate"]])
+_MAX_TO = np.array([5, 7, 10])
 _W_COLS = np.array([_I["latency_s"], _I["error_rate"]])
+_W_TO = np.array([8, 9])
+_HMAX_COLS = np.array([_H["cpu_util"], _H["temp_c"], _H["disk_latency_s"], _H["disk_wear"],
+                       _H["link_loss"]])
+_HMAX_TO = np.array([2, 3, 6, 7, 8])
+_HMIN_COLS = np.array([_H["throttle"], _H["fan_rpm"]])
+_HMIN_TO = np.array([4, 5])
+_HMIN_SCALE = np.array([1.0, _NOMINAL_FAN_RPM], dtype=np.float32)
+_HMAX_LINK = 4
+_H_UP, _H_CPU = _H["up"], _H["cpu_util"]
+_I_UP, _I_READY, _I_VM_UP, _I_RPS = _I["up"], _I["ready"], _I["vm_up"], _I["rps"]
+
+
+class EncodeCache:
+    """What :func:`encode_and_mask` derives from placement alone, kept between calls.
+
+    Placement (which slots are used, by which service, on which host) changes only when an
+    action or a fault moves instances, so one plant's consecutive observations share it. A
+    cache serves one stream of observations of one layout (an env keeps its own); it compares
+    the placement arrays byte for byte and rebuilds on any difference, so it never changes a
+    result, only the time taken.
+    """
+
+    __slots__ = ("count", "idx", "inst_host", "instance_rows", "inv", "key", "layout", "m",
+                 "mask", "max_rows", "n_used", "order", "present", "ratio", "starts")
+
+    def __init__(self) -> None:
+        self.key: tuple[bytes, bytes, bytes] | None = None
+        self.layout: Layout | None = None
+
+    def refresh(self, obs: Observation, layout: Layout) -> None:
+        """Rebuild for ``obs``'s placement if it differs from the cached one."""
+        key = (obs.inst_used.tobytes(), obs.inst_service.tobytes(), obs.inst_host.tobytes())
+        if key == self.key and layout is self.layout:
+            return
+        n_s = len(layout.service_names)
+        idx = np.flatnonzero(obs.inst_used)
+        member = obs.inst_service[idx][None, :] == np.arange(n_s)[:, None]
+        m = member.astype(np.float32)
+        count = m.sum(axis=1)
+        self.idx = idx
+        self.n_used = idx.size
+        self.inst_host = obs.inst_host[idx]
+        # Used slots grouped by service (stable), for maxima and any-tests over segments.
+        svc = obs.inst_service[idx]
+        self.order = np.argsort(svc, kind="stable")
+        self.max_rows = idx[self.order]
+        self.present = np.flatnonzero(count > 0)
+        self.starts = np.searchsorted(svc[self.order], self.present)
+        self.m = m
+        self.count = count
+        self.inv = (1.0 / np.maximum(count, 1.0))[:, None]
+        self.ratio = count / np.asarray(layout.initial_replicas, dtype=np.float32)
+        # The mask as far as placement fixes it: scale-in only above two replicas, nothing
+        # aimed at an instance of a service without any (the rest is filled in per call).
+        mask = np.ones(layout.n_actions, dtype=bool)
+        first = 1 + np.arange(n_s) * len(SERVICE_ACTIONS)
+        mask[first + 4] = count > 2
+        self.instance_rows = first[:, None] + np.arange(3)
+        mask[self.instance_rows] = False
+        self.mask = mask
+        self.layout = layout
+        self.key = key
 
 
 def encode(
@@ -261,86 +328,79 @@ def encode_and_mask(
     layout: Layout,
     advisories: Collection[str] = (),
     shed_fraction: float = 0.0,
+    cache: EncodeCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`encode` and :func:`action_mask` of one observation, sharing their aggregates."""
+    """:func:`encode` and :func:`action_mask` of one observation, sharing their aggregates.
+
+    ``cache`` (an :class:`EncodeCache` kept by the caller for one plant) saves re-deriving
+    the placement between observations; the result is the same with or without it.
+    """
+    c = cache if cache is not None else EncodeCache()
+    c.refresh(obs, layout)
     n_s = len(layout.service_names)
-    used = obs.inst_used
-    idx = np.flatnonzero(used)
-    inst = obs.inst[idx]
-    svc = obs.inst_service[idx]
-    member = svc[None, :] == np.arange(n_s)[:, None]
-    m = member.astype(np.float32)
-    count = m.sum(axis=1)
-    inv = 1.0 / np.maximum(count, 1.0)
-    sums = (m @ inst[:, _SUM_COLS]) * inv[:, None]
-    rps = inst[:, _I["rps"]]
+    n_per = len(SERVICE_FEATURES)
+    out = np.empty(n_s * n_per + len(CLUSTER_FEATURES), dtype=np.float32)
+    per = out[: n_s * n_per].reshape(n_s, n_per)
+    cluster = out[n_s * n_per :]
+
+    # Per service: means, request-weighted means and maxima over its used slots.
+    inst = obs.inst.take(c.idx, axis=0)
+    m = c.m
+    sums = (m @ inst[:, _SUM_COLS]) * c.inv
+    np.log1p(np.maximum(sums[:, 5], 0.0), out=sums[:, 5])
+    per[:, _SUM_TO] = sums
+    rps = inst[:, _I_RPS]
     w = m * rps[None, :]
-    weighted = (w @ inst[:, _W_COLS]) / np.maximum(w.sum(axis=1), 1e-9)[:, None]
-    maxes = np.where(member[:, :, None], inst[None, :, _MAX_COLS], 0.0).max(axis=1, initial=0.0)
-    per = np.empty((n_s, len(SERVICE_FEATURES)), dtype=np.float32)
-    per[:, 0:3] = sums[:, 0:3]
-    per[:, 3] = count / np.asarray(layout.initial_replicas, dtype=np.float32)
-    per[:, 4] = sums[:, 3]
-    per[:, 5] = maxes[:, 0]
-    per[:, 6] = sums[:, 4]
-    per[:, 7] = maxes[:, 1]
-    per[:, 8:10] = weighted
-    per[:, 10] = maxes[:, 2]
-    per[:, 11] = np.log1p(np.maximum(sums[:, 5], 0.0))
+    per[:, _W_TO] = (w @ inst[:, _W_COLS]) / np.maximum(w.sum(axis=1), 1e-9)[:, None]
+    # Maxima over each service's segment, floored at 0 as over a zero-filled table (exact:
+    # a maximum does not depend on order).
+    maxes = np.zeros((n_s, len(_MAX_COLS)), dtype=np.float32)
+    if c.present.size:
+        seg = np.maximum.reduceat(obs.inst[c.max_rows[:, None], _MAX_COLS], c.starts, axis=0)
+        maxes[c.present] = np.maximum(seg, 0.0)
+    per[:, _MAX_TO] = maxes
+    per[:, 3] = c.ratio
     per[:, 12] = [name in advisories for name in layout.service_names] if advisories else 0.0
 
+    # Cluster-wide.
     host = obs.host
     n_h = max(host.shape[0], 1)
-    hmax = host.max(axis=0)
-    hmin = host.min(axis=0)
-    host_up = host[:, _H["up"]] > 0.5
-    inst_host = obs.inst_host[idx]
-    up_host_inst = host_up[inst_host]
-    live = inst[:, _I["up"]] > 0.5
-    ready = inst[:, _I["ready"]] > 0.5
-    dark = up_host_inst & ~(live & ready)
-    day = 2.0 * np.pi * (obs.t_s if np.isfinite(obs.t_s) else 0.0) / _DAY_S
-    cluster = np.array(
-        [
-            host_up.sum() / n_h,
-            host[:, _H["cpu_util"]].sum() / n_h,
-            hmax[_H["cpu_util"]],
-            hmax[_H["temp_c"]],
-            hmin[_H["throttle"]],
-            hmin[_H["fan_rpm"]] / _NOMINAL_FAN_RPM,
-            hmax[_H["disk_latency_s"]],
-            hmax[_H["disk_wear"]],
-            hmax[_H["link_loss"]],
-            dark.sum() / max(idx.size, 1),
-            rps.sum() / n_h,
-            shed_fraction,
-            np.sin(day),
-            np.cos(day),
-        ],
-        dtype=np.float32,
-    )
+    hmax = host[:, _HMAX_COLS].max(axis=0)
+    host_up = host[:, _H_UP] > 0.5
+    up_host_inst = host_up[c.inst_host]
+    live = inst[:, _I_UP] > 0.5
+    dark = up_host_inst & ~(live & (inst[:, _I_READY] > 0.5))
+    day = 2.0 * np.pi * (obs.t_s if math.isfinite(obs.t_s) else 0.0) / _DAY_S
+    n_up = int(host_up.sum())
+    cluster[_HMAX_TO] = hmax
+    cluster[_HMIN_TO] = host[:, _HMIN_COLS].min(axis=0) / _HMIN_SCALE
+    # One scalar store each: cheaper than building a small array from mixed scalars.
+    cluster[0] = n_up / n_h
+    cluster[1] = host[:, _H_CPU].sum() / n_h
+    cluster[9] = int(dark.sum()) / max(c.n_used, 1)
+    cluster[10] = rps.sum() / n_h
+    cluster[11] = shed_fraction
+    cluster[12] = np.sin(day)
+    cluster[13] = np.cos(day)
     low, high = _bounds(n_s)
-    out = np.concatenate([per.ravel(), cluster])
     if not np.isfinite(out).all():
         out = np.nan_to_num(out, nan=0.0, posinf=float(high.max()), neginf=0.0)
-    np.clip(out, low, high, out=out)
+    # np.clip for finite values (bound first, so a -0.0 comes out as np.clip gives it), at a
+    # third of its call cost.
+    np.minimum(high, np.maximum(low, out, out=out), out=out)
 
-    mask = np.ones(layout.n_actions, dtype=bool)
-    running = live
-    stranded = (inst[:, _I["vm_up"]] < 0.5) | ~up_host_inst
-    per_n = len(SERVICE_ACTIONS)
-    rows = 1 + np.arange(n_s) * per_n
-    mask[rows + 0] = (member & up_host_inst[None, :]).any(axis=1)
-    mask[rows + 1] = (member & stranded[None, :]).any(axis=1)
-    mask[rows + 2] = (member & running[None, :]).any(axis=1)
-    mask[rows + 4] = count > 2
-    row = 1 + n_s * per_n
-    any_up = bool(host_up.any())
-    mask[row + 0] = any_up
-    mask[row + 1] = any_up
-    mask[row + 2] = not bool(host_up.all())
-    mask[row + 3] = bool((up_host_inst & live & ~obs.inst_live[idx]).any())
-    mask[row + 4] = bool(hmax[_H["link_loss"]] > 0)
+    # Action mask: an instance to restart, migrate or grow per service (any instance in the
+    # service's segment with the property); then the cluster-wide entries.
+    mask = c.mask.copy()
+    stranded = (inst[:, _I_VM_UP] < 0.5) | ~up_host_inst
+    if c.present.size:
+        flags = np.array([up_host_inst, stranded, live]).T[c.order]
+        mask[c.instance_rows[c.present]] = np.logical_or.reduceat(flags, c.starts, axis=0)
+    row = 1 + n_s * len(SERVICE_ACTIONS)
+    mask[row] = mask[row + 1] = n_up > 0
+    mask[row + 2] = n_up < host.shape[0]
+    mask[row + 3] = (up_host_inst & live & ~obs.inst_live[c.idx]).any()
+    mask[row + 4] = hmax[_HMAX_LINK] > 0
     mask[row + 5] = shed_fraction < 0.6 - 1e-9
     mask[row + 6] = shed_fraction > 0.0
     return out, mask

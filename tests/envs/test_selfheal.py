@@ -16,11 +16,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from control.safety import SafetyConfig
 from envs import ENV_IDS, env_id
 from envs.selfheal import RewardWeights, SelfHealEnv
-from envs.spaces import Layout, decode, encode, layout_from
+from envs.spaces import EncodeCache, Layout, decode, encode, encode_and_mask, layout_from
 from sim.config import ScriptedFault
 from sim.errors import ConfigError
 from sim.events import ActionRecord
 from sim.scenarios import SCENARIOS, make_config
+from sim.telemetry import INSTANCE_FEATURES
 
 HOSTS = 20
 
@@ -229,3 +230,47 @@ def test_vector_envs() -> None:
         out, rew, done, _ = vec.step(np.array([0, 0]))
         assert first.shape == out.shape and rew.shape == done.shape == (2,)
         vec.close()
+
+
+def test_encode_cache_gives_the_uncached_encoding() -> None:
+    """A kept EncodeCache changes nothing, also across placement changes (scale out / in)."""
+    env = SelfHealEnv("mixed", hosts=HOSTS)
+    env.reset(seed=4)
+    cache = EncodeCache()
+    layout = env.layout
+    api = layout.service_names.index("api")
+    scale = {1 + api * 8 + 3: 5, 1 + api * 8 + 4: 60}  # scale_out, then scale_in of api
+    placements = set()
+    for t in range(90):
+        action = next((a for a, at in scale.items() if at == t), 0)
+        env.step(action)
+        obs = env.twin.observe()
+        placements.add(obs.inst_used.tobytes())
+        for shed, adv in ((0.0, ()), (0.4, ("api",))):
+            cached = encode_and_mask(obs, layout, adv, shed, cache)
+            fresh = encode_and_mask(obs, layout, adv, shed)
+            assert cached[0].tobytes() == fresh[0].tobytes()
+            np.testing.assert_array_equal(cached[1], fresh[1])
+    assert len(placements) >= 2
+
+
+def test_encoding_of_a_service_without_instances_and_the_per_service_maxima() -> None:
+    """A service with no used slot gets zeros and no instance actions; maxima are exact."""
+    env = SelfHealEnv("mixed", hosts=HOSTS)
+    env.reset(seed=6)
+    for _ in range(5):
+        env.step(0)
+    obs = env.twin.observe()
+    layout = env.layout
+    gone = layout.service_names.index("cache")
+    used = obs.inst_used & (obs.inst_service != gone)
+    vec, mask = encode_and_mask(dataclasses.replace(obs, inst_used=used), layout)
+    per = vec[: len(layout.service_names) * 13].reshape(len(layout.service_names), 13)
+    np.testing.assert_array_equal(per[gone, :12], 0.0)
+    assert not mask[1 + gone * 8 : 1 + gone * 8 + 3].any()
+    cols = [INSTANCE_FEATURES.index(c) for c in ("cpu_util", "mem_util", "error_rate")]
+    for s in range(len(layout.service_names)):
+        rows = obs.inst[used & (obs.inst_service == s)][:, cols]
+        want = np.maximum(rows.max(axis=0), 0.0) if rows.size else np.zeros(3)
+        np.testing.assert_array_equal(per[s, [5, 7, 10]], np.minimum(want, [1.0, 1.5, 1.0]))
+        assert mask[1 + s * 8] == (s != gone)

@@ -219,3 +219,27 @@ def test_what_if_rejects_durations_outside_a_day(duration_s: float) -> None:
     twin = Twin(make_config("calm", HOSTS), seed=0)
     with pytest.raises(ValueError, match="duration_s"):
         twin.what_if([], duration_s)
+
+
+def test_advance_runs_the_events_simpy_run_until_would() -> None:
+    """``advance`` steps SimPy itself; the run matches ``env.run(until=...)`` event for event.
+
+    Uneven steps (ticks fall inside them and on their ends) and actions applied between
+    steps, so action processes start between ticks as they do under a controller; each
+    action comes right after a step that ends on a tick, where whether that tick ran first
+    decides what the action sees.
+    """
+    config = make_config("mixed", HOSTS, tick_s=10.0, telemetry_interval_s=10.0)
+    ours, simpys = Twin(config, seed=5), Twin(config, seed=5)
+    steps = [7.0, 3.0, 10.0, 0.5, 12.5, 30.0] * 120
+    actions = {44: Action("scale_out", "svc-api"), 302: Action("restart_instance", "inst-2"),
+               500: Action("shed_load", "cluster")}
+    for i, dt in enumerate(steps):
+        if i in actions:
+            assert ours.apply(actions[i]).accepted == simpys.apply(actions[i]).accepted
+        ours.advance(dt)
+        simpys.env.run(until=simpys.now_s + dt)
+        assert ours.now_s == simpys.now_s
+    assert ours.log.digest() == simpys.log.digest()
+    assert len(_faults(ours)) > 0
+    _assert_same(_snapshot(ours), _snapshot(simpys))
