@@ -39,6 +39,15 @@ class PredictorError(ValueError):
     """Bad training data, config or saved model."""
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _cpu_has_bf16() -> bool:
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PredictorConfig:
     """Architecture and training settings."""
@@ -53,6 +62,7 @@ class PredictorConfig:
     max_epochs: int = 30
     patience: int = 4
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("n_features", "hidden", "layers", "seq_len", "batch_size", "max_epochs"):
@@ -62,6 +72,19 @@ class PredictorConfig:
             raise PredictorError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0:
             raise PredictorError(f"lr must be > 0, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise PredictorError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def train_dtype(self) -> torch.dtype:
+        """The dtype training computes in: ``bf16`` autocast, ``fp32``, or ``auto``.
+
+        ``auto`` is bfloat16 where the CPU has native bfloat16 instructions (oneDNN reports
+        AVX512-BF16 or AMX), float32 elsewhere. Weights, optimiser state, the loss and
+        inference stay float32 either way; only the LSTM's matrix products run in bfloat16.
+        """
+        if self.precision == "bf16" or (self.precision == "auto" and _cpu_has_bf16()):
+            return torch.bfloat16
+        return torch.float32
 
 
 class FailureLSTM(nn.Module):
@@ -188,11 +211,7 @@ class LSTMFailurePredictor:
             total = 0.0
             for s in range(0, xtr.shape[0], cfg.batch_size):
                 idx = order[s : s + cfg.batch_size]
-                opt.zero_grad()
-                loss = loss_fn(self.model(xtr[idx]), ytr_t[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * idx.numel()
+                total += self.train_step(xtr[idx], ytr_t[idx], opt, loss_fn) * idx.numel()
             self.model.eval()
             with torch.no_grad():
                 val_logits = self.model(xva)
@@ -216,6 +235,27 @@ class LSTMFailurePredictor:
         self.model.load_state_dict(best_state)
         self.calibrate(x_val, yva)
         return self.history
+
+    def train_step(
+        self,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        loss_fn: nn.Module,
+    ) -> float:
+        """One optimiser step on a batch of scaled windows; returns the batch loss.
+
+        The forward pass runs under CPU autocast in :meth:`PredictorConfig.train_dtype`; the
+        loss is computed in float32 from float32 logits.
+        """
+        dtype = self.cfg.train_dtype()
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logits = self.model(xb)
+        loss = loss_fn(logits.float(), yb)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
 
     def calibrate(self, x: npt.ArrayLike, y: npt.ArrayLike) -> None:
         """Platt scaling: fit ``P = sigmoid(a * logit + b)`` on held-out windows."""

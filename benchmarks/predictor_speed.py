@@ -42,32 +42,31 @@ def main() -> None:
     import torch
     from torch import nn
 
-    from agents.failure_predictor import FailureLSTM, LSTMFailurePredictor, PredictorConfig
+    from agents.failure_predictor import LSTMFailurePredictor, PredictorConfig
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    cfg = PredictorConfig(seq_len=args.seq_len, batch_size=args.batch)
-    model = FailureLSTM(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(3.0))
     x = torch.from_numpy(rng.standard_normal((args.batch, args.seq_len, 10)).astype(np.float32))
     y = torch.from_numpy((rng.random(args.batch) < 0.2).astype(np.float32))
 
-    def train_step() -> None:
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
+    def train_speed(precision: str) -> float:
+        """Windows/s of the predictor's own training step in ``precision``, after warm-up."""
+        pred = LSTMFailurePredictor(
+            PredictorConfig(seq_len=args.seq_len, batch_size=args.batch, precision=precision)
+        )
+        opt = torch.optim.Adam(pred.model.parameters(), lr=pred.cfg.lr)
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(3.0))
+        pred.model.train()
+        for _ in range(2):
+            pred.train_step(x, y, opt, loss_fn)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            pred.train_step(x, y, opt, loss_fn)
+        return args.steps * args.batch / (time.perf_counter() - t0)
 
-    model.train()
-    for _ in range(2):
-        train_step()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        train_step()
-    train_s = time.perf_counter() - t0
-    train_wps = args.steps * args.batch / train_s
+    cfg = PredictorConfig(seq_len=args.seq_len, batch_size=args.batch)
+    train_wps = train_speed(cfg.precision)
+    fp32_wps = train_speed("fp32")
 
     ref = nn.LSTM(10, 32, num_layers=1, batch_first=True)
     with torch.no_grad():
@@ -100,7 +99,10 @@ def main() -> None:
         "seq_len": args.seq_len,
         "batch": args.batch,
         "model": {"layers": cfg.layers, "hidden": cfg.hidden, "features": cfg.n_features},
+        "train_precision": cfg.precision,
+        "train_dtype": str(cfg.train_dtype()).removeprefix("torch."),
         "train_windows_per_s": round(train_wps, 1),
+        "train_windows_per_s_fp32": round(fp32_wps, 1),
         "train_steps": args.steps,
         "infer_single_median_ms": round(1000 * statistics.median(times), 3),
         "infer_single_p99_ms": round(1000 * times[int(0.99 * (len(times) - 1))], 3),

@@ -133,6 +133,7 @@ class _State:
     shed_started: dict[int, float] = field(default_factory=dict)
     shed_incident: int = 0
     last_autoscale_s: dict[str, float] = field(default_factory=dict)
+    failed_over: dict[str, int] = field(default_factory=dict)
     next_incident: int = 0
     seen_seq: int = 0
 
@@ -610,6 +611,12 @@ class HealingEngine:
                     s.shed_incident = ex.incident_id
                 elif ex.action.kind == "stop_shedding":
                     s.shed_level = 0.0
+                elif ex.action.kind == "failover_rack":
+                    s.failed_over[ex.action.target] = ex.incident_id
+                elif ex.action.kind == "failback_rack":
+                    s.failed_over.pop(ex.action.target, None)
+                elif ex.action.kind == "repair_switch":
+                    self._fail_back(ex.action.target)
                 # Adding capacity cannot make the twin worse; a surge that keeps growing would
                 # otherwise read as the scale-out's fault.
                 if (self.safety.rollback_enabled and not ex.rollback
@@ -618,6 +625,23 @@ class HealingEngine:
                     ex.finished_s = r.t_s
                     s.to_verify.append(r.action_id)
         self._verify_actions()
+
+    def _fail_back(self, switch: str) -> None:
+        """Once a failed-over rack's top-of-rack switch is repaired, serve from it again.
+
+        Without this the rack's instances stay out of rotation for good: the capacity the
+        failover's scale-out added then carries the whole load, and the next surge finds the
+        service short of what it appears to run (its idle, out-of-rotation replicas look
+        ready and unloaded).
+        """
+        kind, _, ident = switch.rpartition("-")
+        rack = f"rack-{ident}"
+        if kind != "tor" or rack not in self._s.failed_over:
+            return
+        self._s.pending.append(_Pending(
+            Action("failback_rack", rack), self._s.failed_over[rack],
+            f"follow-up: {switch} repaired, put {rack} back into rotation",
+        ))
 
     def _verify_actions(self) -> None:
         """Undo a finished action once a whole SLO window after it is worse than before it."""

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from agents import nab_scoring as nab
 from agents.detectors import DetectorInputError
 from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
+from agents.failure_predictor import PRECISIONS
 from agents.smd_scoring import SmdDataError
 from experiments import tracking
 from experiments.config import TrackingSchema
@@ -63,6 +64,7 @@ class TwinDataSchema:
     epochs: int = 30
     hidden: int = 128
     layers: int = 3
+    precision: str = "auto"
     cache_dir: str = "outputs/twin_failure_data"
 
 
@@ -103,6 +105,10 @@ def _check(schema: DetectSchema) -> None:
         raise DetectConfigError("score_published: only with dataset=nab")
     if schema.refractory < 1:
         raise DetectConfigError(f"refractory: must be >= 1, got {schema.refractory}")
+    if schema.twin.precision not in PRECISIONS:
+        raise DetectConfigError(
+            f"twin.precision: must be one of {list(PRECISIONS)}, got {schema.twin.precision!r}"
+        )
     if not 0.0 < schema.contamination < 0.5:
         raise DetectConfigError(f"contamination: must be in (0, 0.5), got {schema.contamination}")
     if schema.novelty_tolerance <= 0.0:

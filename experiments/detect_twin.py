@@ -119,6 +119,7 @@ def run_twin(
         seq_len=schema.seq_len,
         max_epochs=schema.epochs,
         seed=seed,
+        precision=schema.precision,
     )
     lstm = LSTMFailurePredictor(cfg)
     t0 = time.perf_counter()

@@ -61,6 +61,8 @@ ACTION_SPECS: dict[str, ActionSpec] = {
                    "put an instance back into rotation"),
         ActionSpec("failover_rack", "rack", 5.0, 0.0, 0.99, "medium", False,
                    "take every instance in a rack out of rotation"),
+        ActionSpec("failback_rack", "rack", 5.0, 0.0, 1.0, "low", False,
+                   "put a rack's instances back into rotation once its switch is up"),
         ActionSpec("drain_host", "host", 180.0, 2.0, 0.95, "medium", False,
                    "live-migrate every instance off a host and cordon it"),
         ActionSpec("add_cpu", "instance", 10.0, 0.1, 0.99, "low", False,
@@ -97,6 +99,7 @@ ACTION_SPECS: dict[str, ActionSpec] = {
 INVERSE: dict[str, str] = {
     "scale_out": "scale_in",
     "reroute_traffic": "restore_traffic",
+    "failover_rack": "failback_rack",
     "shed_load": "stop_shedding",
 }
 
@@ -271,6 +274,12 @@ def check(twin: Twin, action: Action) -> tuple[ActionSpec, ResolvedTarget] | str
             return f"{tgt.name} has failed hardware; it needs repair_host"
         if kind == "drain_host" and not st.host_up[i]:
             return f"{tgt.name} is down; cold-migrate its instances instead"
+    elif spec.target_type == "rack" and kind == "failback_rack":
+        if not st.tor_up[i]:
+            return f"tor-{i} is down; repair it before failing {tgt.name} back"
+        out = st.inst_used & ~st.inst_in_rotation & ~st.inst_isolated
+        if not (out & (twin.topo.host_rack[st.inst_host] == i)).any():
+            return f"{tgt.name} has no instance out of rotation"
     elif spec.target_type == "switch":
         up = st.tor_up if tgt.name.startswith("tor") else st.spine_up
         if up[i]:

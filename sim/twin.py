@@ -685,6 +685,10 @@ class Twin:
             st.inst_in_rotation[i] = True
         elif kind == "failover_rack":
             st.inst_in_rotation[st.inst_used & (topo.host_rack[st.inst_host] == i)] = False
+        elif kind == "failback_rack":
+            # Quarantined instances stay isolated; everything else in the rack serves again.
+            back = st.inst_used & ~st.inst_isolated & (topo.host_rack[st.inst_host] == i)
+            st.inst_in_rotation[back] = True
         elif kind == "drain_host":
             for inst in np.flatnonzero(st.inst_used & (st.inst_host == i)):
                 dest = destination_host(self, int(inst))

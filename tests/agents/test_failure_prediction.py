@@ -101,11 +101,19 @@ def _toy(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def test_lstm_learns_a_trend_and_is_calibrated_deterministic_and_saveable(tmp_path: Path) -> None:
-    """On a planted trend the LSTM separates classes; same seed same model; save/load equal."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_lstm_learns_a_trend_and_is_calibrated_deterministic_and_saveable(
+    tmp_path: Path, precision: str
+) -> None:
+    """On a planted trend the LSTM separates classes; same seed same model; save/load equal.
+
+    Both training precisions: bfloat16 autocast (the default where the CPU has it) and float32.
+    """
     x, y = _toy(0)
     xv, yv = _toy(1)
-    cfg = PredictorConfig(hidden=16, layers=2, seq_len=8, max_epochs=8, batch_size=32, seed=0)
+    cfg = PredictorConfig(
+        hidden=16, layers=2, seq_len=8, max_epochs=8, batch_size=32, seed=0, precision=precision
+    )
     a = LSTMFailurePredictor(cfg)
     a.fit(x, y, xv, yv, progress=False)
     p = a.predict_proba(xv)
@@ -134,6 +142,8 @@ def test_predictor_refuses_bad_input() -> None:
         pred.fit(bad, y, x, y, progress=False)
     with pytest.raises(PredictorError, match="both classes"):
         pred.fit(x, np.zeros(50, bool), x, y, progress=False)
+    with pytest.raises(PredictorError, match="precision"):
+        PredictorConfig(precision="fp16")
 
 
 def test_baselines_rank_the_planted_trend() -> None:

@@ -120,6 +120,22 @@ def test_network_partition_is_rerouted_before_the_switch_is_back() -> None:
     assert not _bad_windows(events, after_s=failover.t_s + 60.0)
 
 
+def test_failed_over_rack_serves_again_once_its_switch_is_repaired() -> None:
+    """After the switch repair the rack is failed back: its instances take traffic again."""
+    engine, twin = _setup()
+    strike(twin, FaultKind.NETWORK_PARTITION, 1, twin.rng_for("script", 1))
+    _run(engine, twin, 2400.0)
+    events = twin.events()
+    (repaired,) = _actions(events, "repair_switch")
+    (failback,) = _actions(events, "failback_rack")
+    assert failback.target == "rack-1" and failback.t_s > repaired.t_s
+    st = twin.state
+    in_rack = st.inst_used & (twin.topo.host_rack[st.inst_host] == 1)
+    assert in_rack.any() and st.inst_in_rotation[in_rack].all()
+    assert (st.inst_rps[in_rack] > 0.0).all()
+    assert not _bad_windows(events, after_s=failback.t_s)
+
+
 def test_load_growth_is_scaled_out_before_the_slo_breaks() -> None:
     """A surge ramping for hours is met by scale-outs from its warning signs.
 

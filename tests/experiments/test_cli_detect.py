@@ -75,3 +75,6 @@ def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert "no test/ folder" in done.stderr
+    done = _detect(tmp_path, "dataset=twin", "twin.precision=fp16", "tracking.enabled=false")
+    assert done.returncode == 2
+    assert "twin.precision" in done.stderr and "'fp16'" in done.stderr

@@ -27,6 +27,11 @@ Factory = Callable[..., LivePlant]
 
 
 def _run_until(plant: LivePlant, ctrl: object, cond: Callable[[], bool], limit_s: float) -> None:
+    """Step the loop until ``cond`` holds or ``limit_s`` passes.
+
+    The limit only bounds a broken run: timings a test cares about are asserted from the log,
+    so a slow, loaded machine takes longer here without failing the test.
+    """
     end = time.monotonic() + limit_s
     while time.monotonic() < end and not cond():
         plant.advance(0.1)
@@ -41,7 +46,7 @@ def test_engine_heals_a_crash_under_load(fleet_factory: Factory) -> None:
     old = plant.pids()["inst-1"]
     rec = inject(plant, "service_crash", "inst-1")
     _run_until(plant, engine, lambda: any(isinstance(r, FaultCleared)
-                                          for r in plant.log.since(rec.seq)), 8.0)
+                                          for r in plant.log.since(rec.seq)), 30.0)
     control_loop(plant, engine, 1.5, 0.1)
     new = plant.pids()["inst-1"]
     assert new != old and alive(new)
@@ -101,7 +106,7 @@ def test_blast_radius_holds_when_every_replica_fails(fleet_factory: Factory) -> 
     for k in range(4):
         inject(plant, "service_crash", f"inst-{k}")
     _run_until(plant, engine, lambda: sum(isinstance(r, FaultCleared)
-                                          for r in plant.log.since(0)) >= 1, 6.0)
+                                          for r in plant.log.since(0)) >= 1, 30.0)
     control_loop(plant, engine, 1.5, 0.1)
     in_flight, worst = set(), 0
     for r in plant.log.since(0):
@@ -128,7 +133,7 @@ def test_any_policy_drives_the_fleet_through_the_gate(fleet_factory: Factory) ->
     old = plant.pids()["inst-0"]
     inject(plant, "service_hang", "inst-0")
     _run_until(plant, ctrl, lambda: any(isinstance(r, FaultCleared)
-                                        for r in plant.log.since(0)), 8.0)
+                                        for r in plant.log.since(0)), 30.0)
     assert plant.pids()["inst-0"] != old
     assert [r for r in plant.log.since(0) if isinstance(r, DecisionRecord)
             and r.executed and r.action == "restart_instance"]
@@ -146,7 +151,7 @@ def test_an_encoded_policy_heals_a_crash_on_the_fleet(fleet_factory: Factory) ->
     old = plant.pids()["inst-1"]
     inject(plant, "service_crash", "inst-1")
     _run_until(plant, ctrl, lambda: any(isinstance(r, FaultCleared)
-                                        for r in plant.log.since(0)), 8.0)
+                                        for r in plant.log.since(0)), 30.0)
     new = plant.pids()["inst-1"]
     assert new != old and alive(new)
 

@@ -222,6 +222,27 @@ def _effect_restore(twin: Twin, ctx: dict[str, Any]) -> None:
     assert twin.state.inst_rps[INST] > 0.0
 
 
+def _setup_failback_rack(twin: Twin) -> tuple[Action, dict[str, Any]]:
+    refused = twin.apply(Action("failback_rack", "rack-1"))
+    assert not refused.accepted and "no instance out of rotation" in refused.reason
+    _accept(twin, Action("failover_rack", "rack-1"))
+    twin.state.tor_up[1] = False
+    twin.invalidate()
+    refused = twin.apply(Action("failback_rack", "rack-1"))
+    assert not refused.accepted and "tor-1 is down" in refused.reason
+    twin.state.tor_up[1] = True
+    twin.invalidate()
+    return Action("failback_rack", "rack-1"), {}
+
+
+def _effect_failback_rack(twin: Twin, ctx: dict[str, Any]) -> None:
+    st = twin.state
+    in_rack = st.inst_used & (twin.topo.host_rack[st.inst_host] == 1)
+    assert in_rack.any()
+    assert st.inst_in_rotation[in_rack].all()
+    assert (st.inst_rps[in_rack] > 0.0).all()
+
+
 def _setup_failover_rack(twin: Twin) -> tuple[Action, dict[str, Any]]:
     return Action("failover_rack", "rack-1"), {}
 
@@ -462,6 +483,7 @@ CASES: dict[str, Case] = {
     "reroute_traffic": Case(_setup_reroute, _effect_reroute),
     "restore_traffic": Case(_setup_restore, _effect_restore),
     "failover_rack": Case(_setup_failover_rack, _effect_failover_rack),
+    "failback_rack": Case(_setup_failback_rack, _effect_failback_rack),
     "drain_host": Case(_setup_drain_host, _effect_drain_host),
     "add_cpu": Case(_setup_add_cpu, _effect_add_cpu),
     "add_memory": Case(_setup_add_memory, _effect_add_memory),
@@ -481,8 +503,8 @@ CASES: dict[str, Case] = {
 
 
 def test_every_action_kind_has_a_case() -> None:
-    """The library has 25 action kinds and each one is exercised below."""
-    assert len(ACTION_SPECS) == 25
+    """The library has 26 action kinds and each one is exercised below."""
+    assert len(ACTION_SPECS) == 26
     assert set(CASES) == set(ACTION_SPECS)
 
 
