@@ -113,7 +113,8 @@ class GAParams:
             raise ArchitectureError(
                 f"ga.final_draws must be a positive integer, got {self.final_draws!r}")
         if not isinstance(self.seeded_share, int | float) or not 0.0 <= self.seeded_share <= 1.0:
-            raise ArchitectureError(f"ga.seeded_share must lie in [0, 1], got {self.seeded_share!r}")
+            raise ArchitectureError(
+                f"ga.seeded_share must lie in [0, 1], got {self.seeded_share!r}")
 
     @property
     def n_elite(self) -> int:
