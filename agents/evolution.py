@@ -54,6 +54,7 @@ from sim.architecture import (
     GenomeSpace,
     Objectives,
     evaluate_mean,
+    mean_objectives,
     repair,
     weighted_fitness,
 )
@@ -82,6 +83,9 @@ class GAParams:
     tournament_size: int = 5
     ftol: float = 1e-4
     period: int = 20
+    resample: bool = True
+    final_draws: int = 5
+    seeded_share: float = 0.25
 
     def __post_init__(self) -> None:
         if not isinstance(self.pop_size, int) or self.pop_size < 2:
@@ -102,54 +106,124 @@ class GAParams:
             )
         if not self.ftol > 0 or not isinstance(self.period, int) or self.period < 1:
             raise ArchitectureError("ga.ftol must be positive and ga.period a positive integer")
+        if not isinstance(self.resample, bool):
+            raise ArchitectureError(f"ga.resample must be true or false, got {self.resample!r}")
+        if isinstance(self.final_draws, bool) or not isinstance(self.final_draws, int) or (
+                self.final_draws < 1):
+            raise ArchitectureError(
+                f"ga.final_draws must be a positive integer, got {self.final_draws!r}")
+        if not isinstance(self.seeded_share, int | float) or not 0.0 <= self.seeded_share <= 1.0:
+            raise ArchitectureError(
+                f"ga.seeded_share must lie in [0, 1], got {self.seeded_share!r}")
 
     @property
     def n_elite(self) -> int:
         """Individuals carried over unchanged each generation."""
         return max(1, round(self.elitism * self.pop_size)) if self.elitism > 0 else 0
 
+    @property
+    def n_race(self) -> int:
+        """Leading candidates that must reach ``final_draws`` draw sets before a best is named."""
+        return max(5, self.n_elite)
 
-def _evaluate_one(space: GenomeSpace, spec: EvalSpec, seed: int,
-                  genome: tuple[int, ...]) -> Objectives:
-    return evaluate_mean(space.decode(np.asarray(genome, dtype=np.int64)), spec, seed, space.base)
+
+FRESH_SEED_BASE = 10_000
+"""Evaluation seeds from here on are kept for confirmation, never used by a search."""
+
+Key = tuple[int, ...]
+
+
+def _evaluate_one(space: GenomeSpace, spec: EvalSpec, seed: int, genome: Key,
+                  draw: int = 0) -> Objectives:
+    return evaluate_mean(space.decode(np.asarray(genome, dtype=np.int64)), spec, seed,
+                         space.base, draw)
 
 
 @dataclass
 class TwinEvaluator:
-    """Objectives of genomes from twin runs: in parallel, cached by genome, deterministic.
+    """Objectives of genomes from twin runs: in parallel, cached, deterministic.
 
-    Each genome's evaluation is a pure function of the genome, ``spec`` and ``seed`` (every
-    genome sees the same fault draws: common random numbers), so results do not depend on
-    ``n_jobs`` or on the order of evaluation.
+    A genome is evaluated on numbered *draw sets* (``spec.replicates`` twin runs each, with
+    seeds from :func:`sim.architecture.replicate_seeds`); the cache is keyed by genome and
+    draw. Every genome evaluated on draw ``d`` sees the same fault draws and workload noise
+    (common random numbers); a genome evaluated on several draws is scored by their mean
+    (:meth:`mean`). Each result is a pure function of the genome, ``spec``, ``seed`` and the
+    draw, so results do not depend on ``n_jobs`` or on the order of evaluation. ``seed``
+    must stay below :data:`FRESH_SEED_BASE`, whose seeds are kept for confirmation.
     """
 
     space: GenomeSpace
     spec: EvalSpec
     seed: int = 0
     n_jobs: int = 1
-    cache: dict[tuple[int, ...], Objectives] = field(default_factory=dict)
+    cache: dict[tuple[Key, int], Objectives] = field(default_factory=dict)
     twin_runs: int = 0
+    _draws: dict[Key, list[int]] = field(default_factory=dict, init=False, repr=False)
 
-    def __call__(self, genomes: np.ndarray) -> list[Objectives]:
-        """Objectives of each row of ``genomes`` (which must be deployable)."""
-        keys = [tuple(int(v) for v in self.space.check(g)) for g in np.atleast_2d(genomes)]
-        todo = sorted({k for k in keys if k not in self.cache})
-        if todo:
-            if self.n_jobs == 1 or len(todo) == 1:
-                results = [_evaluate_one(self.space, self.spec, self.seed, k) for k in todo]
-            else:
-                results = Parallel(n_jobs=self.n_jobs, backend="loky")(
-                    delayed(_evaluate_one)(self.space, self.spec, self.seed, k) for k in todo
-                )
-            for k, r in zip(todo, results, strict=True):
-                self.cache[k] = r
-            self.twin_runs += len(todo) * self.spec.replicates
-        return [self.cache[k] for k in keys]
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
+                0 <= self.seed < FRESH_SEED_BASE):
+            raise ArchitectureError(
+                f"the evaluation seed must be an integer in [0, {FRESH_SEED_BASE}) (seeds from "
+                f"{FRESH_SEED_BASE} on are kept for confirmation), got {self.seed!r}"
+            )
+        for key, draw in self.cache:
+            self._draws.setdefault(key, []).append(draw)
+
+    def _key(self, genome: np.ndarray) -> Key:
+        return tuple(int(v) for v in self.space.check(genome))
+
+    def load(self, cache: dict[tuple[Key, int], Objectives]) -> None:
+        """Add results of an earlier run (a checkpoint) to the cache."""
+        for (key, draw), obj in cache.items():
+            if (key, draw) not in self.cache:
+                self.cache[key, draw] = obj
+                self._draws.setdefault(key, []).append(draw)
+
+    def run(self, pairs: Sequence[tuple[Key, int]]) -> None:
+        """Evaluate every ``(genome, draw)`` pair not yet in the cache."""
+        todo = sorted({p for p in pairs if p not in self.cache})
+        if not todo:
+            return
+        if self.n_jobs == 1 or len(todo) == 1:
+            results = [_evaluate_one(self.space, self.spec, self.seed, k, d) for k, d in todo]
+        else:
+            results = Parallel(n_jobs=self.n_jobs, backend="loky")(
+                delayed(_evaluate_one)(self.space, self.spec, self.seed, k, d) for k, d in todo
+            )
+        for (k, d), r in zip(todo, results, strict=True):
+            self.cache[k, d] = r
+            self._draws.setdefault(k, []).append(d)
+        self.twin_runs += len(todo) * self.spec.replicates
+
+    def __call__(self, genomes: np.ndarray, draw: int = 0) -> list[Objectives]:
+        """Objectives of each row of ``genomes`` (which must be deployable) on draw ``draw``."""
+        keys = [self._key(g) for g in np.atleast_2d(genomes)]
+        self.run([(k, draw) for k in keys])
+        return [self.cache[k, draw] for k in keys]
+
+    def draws(self, genome: np.ndarray | Key) -> list[int]:
+        """Draw sets ``genome`` has been evaluated on, in order."""
+        key = genome if isinstance(genome, tuple) else self._key(genome)
+        return sorted(self._draws.get(key, []))
+
+    def mean(self, genomes: np.ndarray) -> list[Objectives]:
+        """Mean objectives of each row over every draw it was evaluated on (draw 0 if none)."""
+        keys = [self._key(g) for g in np.atleast_2d(genomes)]
+        self.run([(k, 0) for k in keys if k not in self._draws])
+        return [self._mean(k) for k in keys]
+
+    def _mean(self, key: Key) -> Objectives:
+        return mean_objectives([self.cache[key, d] for d in sorted(self._draws[key])])
+
+    def means(self) -> dict[Key, Objectives]:
+        """Mean objectives of every evaluated genome, in genome order."""
+        return {k: self._mean(k) for k in sorted(self._draws)}
 
     @property
     def evaluations(self) -> int:
         """Distinct genomes evaluated."""
-        return len(self.cache)
+        return len(self._draws)
 
 
 def objective_matrix(objs: Sequence[Objectives], cost_ref_usd: float) -> np.ndarray:
@@ -177,7 +251,7 @@ class ArchitectureProblem(Problem):
         return objective_matrix(objs, self.cost_ref_usd)
 
     def _evaluate(self, x: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        out["F"] = self.objectives(self.evaluator(np.asarray(x, dtype=np.int64)))
+        out["F"] = self.objectives(self.evaluator.mean(np.asarray(x, dtype=np.int64)))
 
 
 class DeployRepair(Repair):
@@ -189,19 +263,40 @@ class DeployRepair(Repair):
 
 
 class SeededSampling(Sampling):
-    """Initial population: the default architecture, then uniform random genomes."""
+    """Initial population: the default architecture and mutants of it, then random genomes.
 
-    def __init__(self, include_default: bool = True) -> None:
+    With ``include_default``, the first ``max(1, round(seeded_share n))`` genomes are the
+    default and distinct mutants of it (each gene stepped with probability 0.3 by
+    :class:`StructuralMutation`); the rest are uniform random genomes.
+    """
+
+    def __init__(self, include_default: bool = True, seeded_share: float = 0.0) -> None:
         super().__init__()
         self.include_default = include_default
+        self.seeded_share = seeded_share
 
     def _do(self, problem: Problem, n_samples: int, *args: Any,
             random_state: np.random.Generator | None = None, **kwargs: Any) -> np.ndarray:
         space: GenomeSpace = problem.evaluator.space
         assert random_state is not None
         X = space.random_genomes(n_samples, random_state)
-        if self.include_default and n_samples:
-            X[0] = space.default_genome()
+        if not self.include_default or not n_samples:
+            return X
+        default = space.default_genome()
+        X[0] = default
+        n_seeded = min(n_samples, max(1, round(self.seeded_share * n_samples)))
+        seen = {tuple(int(v) for v in default)}
+        mutate = StructuralMutation(0.3)
+        i, tries = 1, 0
+        while i < n_seeded and tries < 50 * n_samples:
+            tries += 1
+            child = repair(space, mutate._do(problem, default[None, :],
+                                             random_state=random_state)[0])
+            key = tuple(int(v) for v in child)
+            if key not in seen:
+                seen.add(key)
+                X[i] = child
+                i += 1
         return X
 
 
@@ -313,7 +408,7 @@ def make_ga(params: GAParams, include_default: bool = True) -> GA:
     return GA(
         pop_size=params.pop_size,
         n_offsprings=max(1, params.pop_size - params.n_elite),
-        sampling=SeededSampling(include_default),
+        sampling=SeededSampling(include_default, params.seeded_share),
         selection=TournamentSelection(func_comp=tournament_best,
                                       pressure=params.tournament_size),
         crossover=BlockCrossover(params.crossover_rate),
@@ -332,7 +427,7 @@ def make_nsga2(params: GAParams, include_default: bool = True) -> NSGA2:
     """
     return NSGA2(
         pop_size=params.pop_size,
-        sampling=SeededSampling(include_default),
+        sampling=SeededSampling(include_default, params.seeded_share),
         crossover=BlockCrossover(params.crossover_rate),
         mutation=StructuralMutation(params.mutation_rate),
         repair=DeployRepair(),
@@ -417,8 +512,36 @@ def pareto_front(genomes: np.ndarray, objs: Sequence[Objectives], cost_ref_usd: 
 
 
 def default_cost_ref(evaluator: TwinEvaluator) -> float:
-    """Cost of the default architecture under the evaluator: the cost normaliser."""
-    return evaluator(evaluator.space.default_genome()[None, :])[0].cost_usd
+    """Cost of the default architecture on draw 0 of the evaluator: the cost normaliser."""
+    return evaluator(evaluator.space.default_genome()[None, :], draw=0)[0].cost_usd
+
+
+def race(evaluator: TwinEvaluator, cost_ref: float, n_race: int, final_draws: int,
+         max_twin_runs: int | None = None) -> Key:
+    """The best genome by mean weighted fitness, once the leaders are measured well enough.
+
+    Until the ``n_race`` leading genomes by mean fitness have each been evaluated on at least
+    ``final_draws`` draw sets, each leader short of them is evaluated on its lowest draw not
+    yet seen; the leaders are then ranked again. A genome that led on one lucky draw set thus
+    has to keep its lead on more before it is named best. ``max_twin_runs`` caps the
+    evaluator's twin runs (a budget).
+    """
+    reps = evaluator.spec.replicates
+    while True:
+        means = evaluator.means()
+        keys = list(means)
+        fits = np.array([weighted_fitness(means[k], cost_ref) for k in keys])
+        leaders = [keys[i] for i in np.argsort(-fits, kind="stable")[:n_race]]
+        short = []
+        for k in leaders:
+            seen = set(evaluator.draws(k))
+            if len(seen) < final_draws:
+                short.append((k, min(d for d in range(len(seen) + 1) if d not in seen)))
+        if max_twin_runs is not None:
+            short = short[: max(0, (max_twin_runs - evaluator.twin_runs) // reps)]
+        if not short:
+            return leaders[0]
+        evaluator.run(short)
 
 
 def _atomic_pickle(obj: Any, path: Path) -> None:
@@ -473,7 +596,7 @@ def run_search(
                 f"checkpoint {ckpt} was written with another evaluation (spec or eval seed)"
             )
         algorithm: Algorithm = state["algorithm"]
-        evaluator.cache.update(state["cache"])
+        evaluator.load(state["cache"])
         evaluator.twin_runs = max(evaluator.twin_runs, state["twin_runs"])
         history = state["history"]
         cost_ref = state["cost_ref"]
@@ -491,10 +614,13 @@ def run_search(
     while algorithm.has_next():
         if max_generations is not None and steps >= max_generations:
             break
+        draw = len(history) if params.resample else 0
         pop = algorithm.ask()
+        if params.resample and history:
+            _reevaluate_parents(algorithm, evaluator, draw, params)
         X = np.asarray(pop.get("X"), dtype=np.int64)
-        objs = evaluator(X)
-        F = problem.objectives(objs)
+        evaluator(X, draw=draw)
+        F = problem.objectives(evaluator.mean(X))
         Evaluator().eval(StaticProblem(problem, F=F), pop)
         algorithm.tell(infills=pop)
         steps += 1
@@ -507,44 +633,93 @@ def run_search(
                             "eval_seed": evaluator.seed, "algorithm": algorithm,
                             "cache": evaluator.cache, "twin_runs": evaluator.twin_runs,
                             "history": history, "cost_ref": cost_ref}, ckpt)
-    return _result(mode, algorithm, evaluator, cost_ref, history, resumed_from)
+    return _result(mode, evaluator, cost_ref, history, resumed_from, params)
+
+
+def _reevaluate_parents(algorithm: Algorithm, evaluator: TwinEvaluator, draw: int,
+                        params: GAParams) -> None:
+    """Evaluate the parents that survival favours on this generation's draw set.
+
+    The GA's ``n_elite`` best parents and NSGA-II's first front are measured again, and every
+    parent's ``F`` becomes the mean over all its draws, so a score earned on one lucky draw
+    set does not persist.
+    """
+    parents = algorithm.pop
+    if parents is None or len(parents) == 0:
+        return
+    X = np.asarray(parents.get("X"), dtype=np.int64)
+    problem = algorithm.problem
+    if problem.n_obj == 1:
+        order = np.argsort(parents.get("F")[:, 0], kind="stable")
+        chosen = order[: params.n_elite]
+    else:
+        rank = parents.get("rank")
+        chosen = (np.flatnonzero(rank == 0) if rank is not None and rank[0] is not None
+                  else np.arange(len(parents)))
+    if len(chosen):
+        evaluator(X[chosen], draw=draw)
+    parents.set("F", problem.objectives(evaluator.mean(X)))
 
 
 def _summarise(algorithm: Algorithm, evaluator: TwinEvaluator, cost_ref: float,
                gen: int) -> Generation:
     X = np.asarray(algorithm.pop.get("X"), dtype=np.int64)
-    objs = evaluator(X)
+    objs = evaluator.mean(X)
     fit = np.array([weighted_fitness(o, cost_ref) for o in objs])
-    genomes = np.array(list(evaluator.cache), dtype=np.int64)
-    _, front = pareto_front(genomes, list(evaluator.cache.values()), cost_ref)
+    means = evaluator.means()
+    genomes = np.array(list(means), dtype=np.int64)
+    _, front = pareto_front(genomes, list(means.values()), cost_ref)
     return Generation(gen, evaluator.evaluations, evaluator.twin_runs, float(fit.max()),
                       float(fit.mean()), hypervolume(objective_matrix(front, cost_ref)))
 
 
-def _result(mode: str, algorithm: Algorithm, evaluator: TwinEvaluator, cost_ref: float,
-            history: list[Generation], resumed_from: int) -> SearchResult:
-    genomes = np.array(sorted(evaluator.cache), dtype=np.int64)
-    objs = [evaluator.cache[tuple(int(v) for v in g)] for g in genomes]
-    fits = np.array([weighted_fitness(o, cost_ref) for o in objs])
-    best = int(np.argmax(fits))
+def _result(mode: str, evaluator: TwinEvaluator, cost_ref: float, history: list[Generation],
+            resumed_from: int, params: GAParams | None = None,
+            max_twin_runs: int | None = None) -> SearchResult:
+    """Best genome (after :func:`race`) and Pareto front of the evaluator's mean objectives."""
+    n_race, final_draws = (params.n_race, params.final_draws) if params else (1, 1)
+    best = race(evaluator, cost_ref, n_race, final_draws, max_twin_runs)
+    means = evaluator.means()
+    genomes = np.array(list(means), dtype=np.int64)
+    objs = list(means.values())
     front_g, front_o = pareto_front(genomes, objs, cost_ref)
+    if not history:
+        fits = np.array([weighted_fitness(o, cost_ref) for o in objs])
+        history = [Generation(1, len(genomes), evaluator.twin_runs, float(fits.max()),
+                              float(fits.mean()), hypervolume(objective_matrix(front_o,
+                                                                               cost_ref)))]
     return SearchResult(
-        mode=mode, best_genome=genomes[best], best_fitness=float(fits[best]),
-        best_objectives=objs[best], front_genomes=front_g, front_objectives=front_o,
-        history=history, evaluations=evaluator.evaluations, twin_runs=evaluator.twin_runs,
+        mode=mode, best_genome=np.array(best, dtype=np.int64),
+        best_fitness=weighted_fitness(means[best], cost_ref), best_objectives=means[best],
+        front_genomes=front_g, front_objectives=front_o, history=history,
+        evaluations=evaluator.evaluations, twin_runs=evaluator.twin_runs,
         cost_ref_usd=cost_ref, resumed_from=resumed_from,
     )
 
 
-def random_search(evaluator: TwinEvaluator, n_evaluations: int, seed: int = 0,
-                  include_default: bool = True) -> SearchResult:
-    """Uniform random genomes (repaired), ``n_evaluations`` distinct ones, for comparison."""
+def random_search(evaluator: TwinEvaluator, n_evaluations: int | None = None, seed: int = 0,
+                  include_default: bool = True, *, twin_runs: int | None = None,
+                  params: GAParams | None = None) -> SearchResult:
+    """Uniform random genomes (repaired) on draw 0, for comparison.
+
+    Either ``n_evaluations`` distinct genomes, or as many as a budget of ``twin_runs`` twin
+    runs allows once the final :func:`race` (with ``params``' race settings; none without
+    ``params``) is provided for; the race then spends at most the rest of the budget.
+    """
+    if (n_evaluations is None) == (twin_runs is None):
+        raise ArchitectureError("give exactly one of n_evaluations and twin_runs")
+    reps = evaluator.spec.replicates
+    if twin_runs is not None:
+        if not isinstance(twin_runs, int) or twin_runs < reps:
+            raise ArchitectureError(f"twin_runs must be an integer >= {reps}, got {twin_runs!r}")
+        reserve = params.n_race * (params.final_draws - 1) if params else 0
+        n_evaluations = max(1, twin_runs // reps - reserve)
     if not isinstance(n_evaluations, int) or n_evaluations < 1:
         raise ArchitectureError(f"n_evaluations must be a positive integer, got {n_evaluations}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A5D]))
     space = evaluator.space
     cost_ref = default_cost_ref(evaluator)
-    chosen: dict[tuple[int, ...], None] = {}
+    chosen: dict[Key, None] = {}
     if include_default:
         chosen[tuple(int(v) for v in space.default_genome())] = None
     attempts = 0
@@ -552,23 +727,8 @@ def random_search(evaluator: TwinEvaluator, n_evaluations: int, seed: int = 0,
         attempts += 1
         g = repair(space, space.random_genomes(1, rng)[0])
         chosen.setdefault(tuple(int(v) for v in g), None)
-    X = np.array(list(chosen), dtype=np.int64)
-    objs = evaluator(X)
-    fits = np.array([weighted_fitness(o, cost_ref) for o in objs])
-    best = int(np.argmax(fits))
-    front_g, front_o = pareto_front(X, objs, cost_ref)
-    hv = hypervolume(objective_matrix(front_o, cost_ref))
-    return SearchResult(
-        mode="random", best_genome=X[best], best_fitness=float(fits[best]),
-        best_objectives=objs[best], front_genomes=front_g, front_objectives=front_o,
-        history=[Generation(1, len(X), evaluator.twin_runs, float(fits.max()),
-                            float(fits.mean()), hv)],
-        evaluations=len(X), twin_runs=evaluator.twin_runs, cost_ref_usd=cost_ref,
-    )
-
-
-FRESH_SEED_BASE = 10_000
-"""Evaluation seeds from here on are kept for confirmation, never used by a search."""
+    evaluator(np.array(list(chosen), dtype=np.int64), draw=0)
+    return _result("random", evaluator, cost_ref, [], 0, params, twin_runs)
 
 
 def confirm_on_fresh_seeds(space: GenomeSpace, spec: EvalSpec, genomes: np.ndarray,

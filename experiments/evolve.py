@@ -134,7 +134,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 def _summary(schema: EvolveSchema, space: GenomeSpace, spec: Any, evaluator: TwinEvaluator,
              result: SearchResult, search_wall_s: float) -> dict[str, Any]:
     default = space.default_genome()
-    default_obj = evaluator(default[None, :])[0]
+    default_obj = evaluator.mean(default[None, :])[0]
     default_fit = weighted_fitness(default_obj, result.cost_ref_usd)
     line: dict[str, Any] = {
         "mode": schema.mode, "seed": schema.seed, "eval_seed": schema.eval_seed,
@@ -149,9 +149,10 @@ def _summary(schema: EvolveSchema, space: GenomeSpace, spec: Any, evaluator: Twi
     }
     if schema.compare_random:
         rs_eval = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs)
-        rs = random_search(rs_eval, result.evaluations, seed=schema.seed)
+        rs = random_search(rs_eval, seed=schema.seed, twin_runs=result.twin_runs,
+                           params=to_ga_params(schema.ga))
         line.update(random_best_fitness=rs.best_fitness, random_hypervolume=rs.hypervolume,
-                    random_evaluations=rs.evaluations)
+                    random_evaluations=rs.evaluations, random_twin_runs=rs.twin_runs)
     if schema.validate_seeds:
         fit = confirm_on_fresh_seeds(space, spec, np.stack([result.best_genome, default]),
                                      schema.validate_seeds, result.cost_ref_usd, schema.n_jobs)
@@ -181,7 +182,7 @@ def _write(out_dir: Path, space: GenomeSpace, evaluator: TwinEvaluator, result: 
     (out_dir / "result.json").write_text(json.dumps(line) + "\n", encoding="utf-8")
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
-    every = objective_matrix(list(evaluator.cache.values()), result.cost_ref_usd)
+    every = objective_matrix(list(evaluator.means().values()), result.cost_ref_usd)
     plot_front(result.front_matrix, every, title=f"{result.mode}: Pareto front").savefig(
         plots / "front.png", dpi=110)
     gens = [h.gen for h in result.history]

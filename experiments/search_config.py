@@ -38,6 +38,9 @@ class GASchema:
     tournament_size: int = 5
     ftol: float = 1e-4
     period: int = 20
+    resample: bool = True
+    final_draws: int = 5
+    seeded_share: float = 0.25
 
 
 @dataclass

@@ -677,15 +677,37 @@ def evaluate(arch: Architecture, spec: EvalSpec, seed: int,
     return measure(twin, spec, spec.hours * 3600.0, scaler)
 
 
-def evaluate_mean(arch: Architecture, spec: EvalSpec, seed: int,
-                  base: TwinConfig | None = None) -> Objectives:
-    """:func:`evaluate` averaged over ``spec.replicates`` runs (seeds ``1000 seed + r``).
+DRAW_SEED_BASE = 1 << 40
+"""Twin seeds of draw sets after the first start here, apart from every ``1000 seed + r``."""
+MAX_DRAWS = 100_000
+"""Draw sets per evaluation seed (draw indices lie in ``[0, MAX_DRAWS)``)."""
 
-    The replicates are independent fault draws and workload noise, so the objectives are an
-    estimate of their expectation under the fault regime, not of one draw.
+
+def replicate_seeds(seed: int, replicates: int, draw: int = 0) -> list[int]:
+    """Twin seeds of draw set ``draw`` of evaluation seed ``seed``.
+
+    Draw 0 is seeds ``1000 seed + r``; draw ``d > 0`` is ``DRAW_SEED_BASE + (MAX_DRAWS seed +
+    d) 1000 + r``. Distinct ``(seed, draw)`` pairs never share a twin seed, so every draw set
+    is a fresh sample of the fault regime and the workload noise.
+
+    Raises:
+        ArchitectureError: a negative seed or a draw index out of range.
     """
-    base = base if base is not None else spec.base_config()
-    runs = [evaluate(arch, spec, seed * 1000 + r, base) for r in range(spec.replicates)]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ArchitectureError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(draw, bool) or not isinstance(draw, int) or not 0 <= draw < MAX_DRAWS:
+        raise ArchitectureError(f"draw must be an integer in [0, {MAX_DRAWS}), got {draw!r}")
+    if replicates > 1000:
+        raise ArchitectureError(f"at most 1000 replicates per draw set, got {replicates}")
+    if draw == 0:
+        return [seed * 1000 + r for r in range(replicates)]
+    return [DRAW_SEED_BASE + (MAX_DRAWS * seed + draw) * 1000 + r for r in range(replicates)]
+
+
+def mean_objectives(runs: Sequence[Objectives]) -> Objectives:
+    """Field-wise mean of ``runs`` (counts rounded)."""
+    if not runs:
+        raise ArchitectureError("no runs to average")
     if len(runs) == 1:
         return runs[0]
     values = {k: float(np.mean([r.as_dict()[k] for r in runs])) for k in runs[0].as_dict()}
@@ -696,6 +718,19 @@ def evaluate_mean(arch: Architecture, spec: EvalSpec, seed: int,
         action_usd=values["action_usd"], actions=round(values["actions"]),
         faults=round(values["faults"]),
     )
+
+
+def evaluate_mean(arch: Architecture, spec: EvalSpec, seed: int,
+                  base: TwinConfig | None = None, draw: int = 0) -> Objectives:
+    """:func:`evaluate` averaged over ``spec.replicates`` runs (:func:`replicate_seeds`).
+
+    The replicates are independent fault draws and workload noise, so the objectives are an
+    estimate of their expectation under the fault regime, not of one draw. ``draw`` picks
+    another set of replicates for the same ``seed``.
+    """
+    base = base if base is not None else spec.base_config()
+    return mean_objectives([evaluate(arch, spec, s, base)
+                            for s in replicate_seeds(seed, spec.replicates, draw)])
 
 
 def measure(twin: Twin, spec: EvalSpec, duration_s: float,

@@ -135,3 +135,78 @@ def test_bad_mode_is_a_clear_error(space: GenomeSpace) -> None:
     """An unknown search mode is refused before anything runs."""
     with pytest.raises(ArchitectureError, match="mode"):
         run_search(TwinEvaluator(space, SPEC), SMALL, "sa", seed=0)
+
+
+def test_draw_sets_and_fresh_seeds_never_share_a_twin_seed() -> None:
+    """Search draw sets of any evaluation seed and the fresh confirmation seeds are disjoint."""
+    from agents.evolution import FRESH_SEED_BASE
+    from sim.architecture import replicate_seeds
+
+    search = {s for seed in (0, 1, FRESH_SEED_BASE - 1) for d in range(4)
+              for s in replicate_seeds(seed, 3, d)}
+    assert len(search) == 3 * 4 * 3
+    fresh = {s for k in range(10) for s in replicate_seeds(FRESH_SEED_BASE + k, 3)}
+    assert not search & fresh
+    assert replicate_seeds(2, 3) == [2000, 2001, 2002]
+    with pytest.raises(ArchitectureError, match="draw"):
+        replicate_seeds(0, 3, -1)
+
+
+def test_evaluator_refuses_confirmation_seeds(space: GenomeSpace) -> None:
+    """A search may not evaluate on the seeds kept for confirmation."""
+    from agents.evolution import FRESH_SEED_BASE
+
+    with pytest.raises(ArchitectureError, match="confirmation"):
+        TwinEvaluator(space, SPEC, seed=FRESH_SEED_BASE)
+
+
+def test_resampling_reevaluates_and_races_the_best(space: GenomeSpace) -> None:
+    """Re-drawing measures the named best on final_draws draw sets; without it, draw 0 only.
+
+    Without re-drawing every genome is scored on draw 0 (common random numbers alone).
+    """
+    params = GAParams(pop_size=6, max_generations=3, tournament_size=3, period=3,
+                      final_draws=3)
+    ev = TwinEvaluator(space, SPEC)
+    res = run_search(ev, params, "ga", seed=3)
+    assert len(ev.draws(res.best_genome)) >= 3
+    assert max(d for k in ev.means() for d in ev.draws(k)) >= 2
+    means = ev.means()[tuple(int(v) for v in res.best_genome)]
+    assert res.best_objectives == means
+    plain = GAParams(pop_size=6, max_generations=3, tournament_size=3, period=3,
+                     resample=False, final_draws=1)
+    ev0 = TwinEvaluator(space, SPEC)
+    run_search(ev0, plain, "ga", seed=3)
+    assert all(ev0.draws(k) == [0] for k in ev0.means())
+
+
+def test_random_search_stays_within_a_twin_run_budget(space: GenomeSpace) -> None:
+    """Random search given a budget of twin runs spends no more, race included."""
+    params = GAParams(pop_size=6, max_generations=2, tournament_size=3, final_draws=2)
+    rs = random_search(TwinEvaluator(space, SPEC), twin_runs=30, seed=1, params=params)
+    assert rs.twin_runs <= 30
+    assert rs.evaluations == 30 - params.n_race * (params.final_draws - 1)
+    with pytest.raises(ArchitectureError, match="exactly one"):
+        random_search(TwinEvaluator(space, SPEC), 5, twin_runs=30)
+
+
+def test_first_population_holds_default_and_its_mutants(space: GenomeSpace) -> None:
+    """The seeded share of the first population is the default and distinct mutants of it."""
+    from agents.evolution import SeededSampling
+
+    X = SeededSampling(True, 0.5)._do(_problem(space), 8, random_state=np.random.default_rng(0))
+    default = space.default_genome()
+    assert np.array_equal(X[0], default)
+    seeded = {tuple(int(v) for v in x) for x in X[:4]}
+    assert len(seeded) == 4
+    assert all(deployable(space, x) is None for x in X[:4])
+    assert all(int((x != default).sum()) > 0 for x in X[1:4])
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [({"final_draws": 0}, "final_draws"),
+                                               ({"seeded_share": 2.0}, "seeded_share"),
+                                               ({"resample": "yes"}, "resample")])
+def test_bad_resampling_params_are_clear_errors(kwargs: dict[str, object], words: str) -> None:
+    """Out-of-range re-drawing settings raise ArchitectureError naming the setting."""
+    with pytest.raises(ArchitectureError, match=words):
+        GAParams(**kwargs)  # type: ignore[arg-type]
