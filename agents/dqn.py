@@ -1,14 +1,22 @@
-"""The DQN healing agent: stable-baselines3's DQN with the observation scaling in the network.
+"""The DQN healing agent: stable-baselines3's DQN with scaling and action masking in the network.
 
 The env's observations are raw units within known bounds (:mod:`envs.spaces`);
 :class:`BoundsScaler` maps them to [0, 1] as the first layer of the Q-network, so the scaling
 travels with the network into an export and no separate normaliser must be kept in step.
+
+:class:`MaskedDQN` learns only over admissible actions (:func:`envs.spaces.symptom_rules`:
+an action is admissible when the observation shows a symptom it addresses; the no-op always
+is): exploration, warm-up included, samples uniformly among them, and the greedy action and
+the target's argmax ignore the others (Double DQN by default: the online network picks the
+next action, the target network values it). The mask is computed from the observation by
+:class:`AdmissibleActions` inside the Q-network, so the exported graph applies the same one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +24,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import NStepReplayBuffer
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
+from torch.nn import functional as F
 
+from envs.spaces import SymptomRules, admissible_mask, n_services_of, symptom_rules
 from sim.errors import ConfigError
 
 
@@ -59,6 +72,9 @@ class DqnParams:
         exploration_initial_eps: Epsilon at the start.
         exploration_final_eps: Epsilon at the end of the fall and after.
         net_arch: Hidden layer widths of the Q-network.
+        n_steps: Steps of the n-step return of the target (1: the one-step TD target).
+        action_mask: Learn and act over the admissible actions only (:class:`MaskedDQN`).
+        double_q: Double DQN target (the online network picks the next action).
     """
 
     learning_rate: float = 1e-3
@@ -73,17 +89,34 @@ class DqnParams:
     exploration_initial_eps: float = 1.0
     exploration_final_eps: float = 0.1
     net_arch: tuple[int, ...] = (64, 64)
+    n_steps: int = 3
+    action_mask: bool = True
+    double_q: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("buffer_size", "learning_starts", "batch_size", "train_freq",
-                     "gradient_steps", "target_update_interval"):
+        for name in (
+            "buffer_size",
+            "learning_starts",
+            "batch_size",
+            "train_freq",
+            "gradient_steps",
+            "target_update_interval",
+            "n_steps",
+        ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (
-                0 if name == "learning_starts" else 1
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (0 if name == "learning_starts" else 1)
             ):
                 raise ConfigError(f"dqn.{name} must be a positive integer, got {value!r}")
-        for name in ("learning_rate", "gamma", "exploration_fraction",
-                     "exploration_initial_eps", "exploration_final_eps"):
+        for name in (
+            "learning_rate",
+            "gamma",
+            "exploration_fraction",
+            "exploration_initial_eps",
+            "exploration_final_eps",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"dqn.{name} must be a finite number >= 0, got {value!r}")
@@ -91,15 +124,204 @@ class DqnParams:
             raise ConfigError("dqn.gamma and dqn.exploration_fraction must lie in (0, 1]")
         if not self.net_arch or any(int(w) < 1 for w in self.net_arch):
             raise ConfigError(f"dqn.net_arch must list positive widths, got {self.net_arch!r}")
+        for name in ("action_mask", "double_q"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"dqn.{name} must be true or false, got {getattr(self, name)!r}")
 
 
-def make_dqn(env: Any, params: DqnParams, seed: int, device: str = "cpu") -> DQN:
+class AdmissibleActions(torch.nn.Module):
+    """Observation batch -> bool mask (batch, actions) of :class:`envs.spaces.SymptomRules`."""
+
+    def __init__(self, rules: SymptomRules) -> None:
+        super().__init__()
+        sign = np.where(rules.greater, 1.0, -1.0).astype(np.float32)
+        self.register_buffer("feature", torch.as_tensor(rules.feature))
+        self.register_buffer("sign", torch.as_tensor(sign))
+        self.register_buffer("signed_threshold", torch.as_tensor(rules.threshold * sign))
+        self.register_buffer("symptom", torch.as_tensor(rules.symptom))
+        self.register_buffer("requires", torch.as_tensor(rules.requires))
+        self.register_buffer("free", torch.as_tensor(~rules.has_symptom))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """The mask, as :func:`envs.spaces.admissible_mask` computes it (exact: x * ±1)."""
+        feature: torch.Tensor = self.feature  # type: ignore[assignment]
+        sign: torch.Tensor = self.sign  # type: ignore[assignment]
+        threshold: torch.Tensor = self.signed_threshold  # type: ignore[assignment]
+        symptom: torch.Tensor = self.symptom  # type: ignore[assignment]
+        requires: torch.Tensor = self.requires  # type: ignore[assignment]
+        free: torch.Tensor = self.free  # type: ignore[assignment]
+        held = observations.float()[:, feature] * sign > threshold
+        any_symptom = torch.matmul(held.float(), symptom) > 0.5
+        unmet = torch.matmul((~held).float(), requires) > 0.5
+        return (any_symptom | free) & ~unmet
+
+
+def masked_argmax(q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Index of the largest Q-value among the admissible actions (all when ``mask`` is None)."""
+    if mask is not None:
+        q = torch.where(mask, q, torch.full_like(q, torch.finfo(q.dtype).min))
+    return torch.argmax(q, dim=1)
+
+
+class MaskedQNetwork(QNetwork):
+    """stable-baselines3's Q-network whose greedy action is taken over the admissible ones."""
+
+    def __init__(self, *args: Any, action_mask: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.action_mask = action_mask
+        self.admissible: AdmissibleActions | None = None
+        if action_mask:
+            shape = self.observation_space.shape
+            if shape is None or len(shape) != 1:
+                raise ConfigError(f"action masking needs a flat observation, got {shape}")
+            self.admissible = AdmissibleActions(symptom_rules(n_services_of(shape[0])))
+
+    def mask(self, observations: torch.Tensor) -> torch.Tensor | None:
+        """Admissible actions of a batch, or None without masking."""
+        return None if self.admissible is None else self.admissible(observations)
+
+    def _predict(
+        self, observation: torch.Tensor | dict[str, torch.Tensor], deterministic: bool = True
+    ) -> torch.Tensor:
+        assert isinstance(observation, torch.Tensor), "a flat observation is expected"
+        return masked_argmax(self(observation), self.mask(observation)).reshape(-1)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "action_mask": self.action_mask}
+
+
+class MaskedDqnPolicy(DQNPolicy):
+    """``DQNPolicy`` building :class:`MaskedQNetwork`; ``action_mask=False`` disables masking."""
+
+    def __init__(self, *args: Any, action_mask: bool = True, **kwargs: Any) -> None:
+        self.action_mask = action_mask
+        super().__init__(*args, **kwargs)
+
+    def make_q_net(self) -> QNetwork:
+        """A :class:`MaskedQNetwork` with its own features extractor."""
+        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
+        return MaskedQNetwork(**net_args, action_mask=self.action_mask).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "action_mask": self.action_mask}
+
+
+class MaskedDQN(DQN):
+    """DQN over admissible actions, Double DQN target, and a logger that writes nothing.
+
+    Exploration (warm-up and epsilon-greedy) draws its coin and samples uniformly from the
+    admissible actions with the action space's generator (seeded with the model); greedy
+    actions and the target's next action are argmaxes over them. A model whose policy has no
+    mask (a plain ``DQNPolicy``, or ``action_mask=False``) explores and acts over every action
+    as stable-baselines3 does.
+    stable-baselines3 would otherwise create a ``/tmp/SB3-<date>`` folder for its default
+    logger; training curves are kept by the caller instead.
+    """
+
+    policy_aliases = {"MlpPolicy": MaskedDqnPolicy}  # noqa: RUF012
+
+    def __init__(self, *args: Any, double_q: bool = True, **kwargs: Any) -> None:
+        self.double_q = double_q
+        super().__init__(*args, **kwargs)
+        self.set_logger(Logger(folder=None, output_formats=[]))
+
+    def _setup_model(self) -> None:
+        # A loaded model brings its n-step buffer class and kwargs; stable-baselines3 then warns
+        # that ``n_steps`` is ignored although the buffer applies exactly that n.
+        with warnings.catch_warnings():
+            if (
+                self.replay_buffer_class is NStepReplayBuffer
+                and (self.replay_buffer_kwargs or {}).get("n_steps") == self.n_steps
+            ):
+                warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored")
+            super()._setup_model()
+
+    def _rules(self) -> SymptomRules | None:
+        q_net = getattr(self.policy, "q_net", None)
+        if getattr(q_net, "admissible", None) is None:
+            return None
+        shape = self.observation_space.shape
+        assert shape is not None
+        return symptom_rules(n_services_of(shape[0]))
+
+    def _explore(self, observation: np.ndarray, rules: SymptomRules) -> np.ndarray:
+        obs = np.asarray(observation, dtype=np.float32)
+        masks = admissible_mask(obs.reshape(-1, obs.shape[-1]), rules).astype(np.int8)
+        actions = np.array([self.action_space.sample(mask=m) for m in masks], dtype=np.int64)
+        return actions if obs.ndim == 2 else actions[0]
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Epsilon-greedy over the admissible actions (greedy when ``deterministic``)."""
+        rules = self._rules()
+        if rules is None:
+            return super().predict(observation, state, episode_start, deterministic)
+        explore = float(self.action_space.np_random.random())  # seeded by set_random_seed
+        if not deterministic and explore < self.exploration_rate:
+            assert isinstance(observation, np.ndarray)
+            return self._explore(observation, rules), state
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rules = self._rules()
+        if rules is None or self.num_timesteps >= learning_starts:
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        assert isinstance(self._last_obs, np.ndarray)
+        actions = self._explore(self._last_obs, rules).reshape(n_envs)
+        return actions, actions
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """stable-baselines3's update with the next action chosen among admissible ones."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        q_net: QNetwork = self.q_net
+        losses = []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = data.discounts if data.discounts is not None else self.gamma
+            with torch.no_grad():
+                nxt = data.next_observations
+                target_q = self.q_net_target(nxt)
+                chooser = q_net(nxt) if self.double_q else target_q
+                mask = q_net.mask(nxt) if isinstance(q_net, MaskedQNetwork) else None
+                best = masked_argmax(chooser, mask).reshape(-1, 1)
+                next_q = torch.gather(target_q, dim=1, index=best)
+                target = data.rewards + (1 - data.dones) * discounts * next_q
+            current = torch.gather(q_net(data.observations), dim=1, index=data.actions.long())
+            loss = F.smooth_l1_loss(current, target)
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+
+
+def make_dqn(env: Any, params: DqnParams, seed: int, device: str = "cpu") -> MaskedDQN:
     """A fresh DQN on ``env`` with the bounds scaler in front of its Q-network."""
     kwargs = dataclasses.asdict(params)
     net_arch = [int(w) for w in kwargs.pop("net_arch")]
-    return DQN(
-        "MlpPolicy", env, seed=seed, device=device, verbose=0,
-        policy_kwargs={"features_extractor_class": BoundsScaler, "net_arch": net_arch},
+    action_mask = bool(kwargs.pop("action_mask"))
+    return MaskedDQN(
+        "MlpPolicy",
+        env,
+        seed=seed,
+        device=device,
+        verbose=0,
+        policy_kwargs={
+            "features_extractor_class": BoundsScaler,
+            "net_arch": net_arch,
+            "action_mask": action_mask,
+        },
         **kwargs,
     )
 
@@ -113,7 +335,7 @@ class DqnPolicy:
     @staticmethod
     def load(path: str, device: str = "cpu") -> DqnPolicy:
         """Load a model saved by ``DQN.save`` (a ``.zip``)."""
-        return DqnPolicy(DQN.load(path, device=device))
+        return DqnPolicy(MaskedDQN.load(path, device=device))
 
     def predict(
         self,

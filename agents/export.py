@@ -12,6 +12,7 @@ import torch
 from stable_baselines3 import DQN
 from torch import nn
 
+from agents.dqn import masked_argmax
 from agents.runtime import FORMAT, FORMAT_VERSION, METADATA_FILE, sha256_of
 from envs.spaces import Layout
 
@@ -19,15 +20,24 @@ MODEL_FILE = "policy.onnx"
 
 
 class _GreedyQ(nn.Module):
-    """Observation -> (Q-values, greedy action); the scaling is the Q-network's first layer."""
+    """Observation -> (Q-values, greedy action, admissible actions).
+
+    The scaling is the Q-network's first layer; the greedy action is taken over the
+    admissible actions of :class:`agents.dqn.MaskedQNetwork` (all of them without a mask).
+    """
 
     def __init__(self, q_net: nn.Module) -> None:
         super().__init__()
         self.q_net = q_net
+        self.admissible = getattr(q_net, "admissible", None)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q = self.q_net(obs)
-        return q, torch.argmax(q, dim=1)
+        if self.admissible is None:
+            mask = torch.ones_like(q, dtype=torch.bool)
+        else:
+            mask = self.admissible(obs)
+        return q, masked_argmax(q, mask), mask
 
 
 def export_dqn(
@@ -55,9 +65,14 @@ def export_dqn(
     example = torch.zeros((2, obs_dim), dtype=torch.float32)
     path = out / MODEL_FILE
     torch.onnx.export(
-        module, (example,), str(path), input_names=["obs"],
-        output_names=["q_values", "action"],
-        dynamic_shapes={"obs": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False,
+        module,
+        (example,),
+        str(path),
+        input_names=["obs"],
+        output_names=["q_values", "action", "admissible"],
+        dynamic_shapes={"obs": {0: torch.export.Dim("batch")}},
+        dynamo=True,
+        external_data=False,
         verbose=False,
     )
     proto = onnx.load(str(path))
@@ -70,7 +85,12 @@ def export_dqn(
         "obs_dim": obs_dim,
         "n_actions": n_actions,
         "inputs": {"obs": "float32 (batch, obs_dim), raw units as envs.spaces.encode gives"},
-        "outputs": {"q_values": "float32 (batch, n_actions)", "action": "int64 (batch,)"},
+        "outputs": {
+            "q_values": "float32 (batch, n_actions)",
+            "action": "int64 (batch,): argmax of q_values over the admissible actions",
+            "admissible": "bool (batch, n_actions)",
+        },
+        "action_mask": "symptoms" if module.admissible is not None else "none",
         "layout": layout.to_dict(),
         "action_labels": list(layout.action_labels()),
         "env_module": envs.__name__,

@@ -1,8 +1,9 @@
 """Run an exported policy with numpy and onnxruntime only: no stable-baselines3, torch or gym.
 
-An export folder holds ``policy.onnx`` (the Q-network with the observation scaling inside,
-outputs ``q_values`` and ``action``) and ``metadata.json`` (format version, the observation
-layout, the action table, the file's sha256 and the versions it was made with). Feed the
+An export folder holds ``policy.onnx`` (the Q-network with the observation scaling and the
+action mask inside; outputs ``q_values``, ``action``, the argmax of the Q-values over the
+admissible actions, and ``admissible``, the mask) and ``metadata.json`` (format version, the
+observation layout, the action table, the file's sha256 and the versions it was made with). Feed the
 runtime the vectors of :func:`envs.spaces.encode`; turn its actions into plant actions with
 :func:`envs.spaces.decode` on the layout in ``metadata["layout"]``.
 """
@@ -39,11 +40,19 @@ class ExportedPolicy:
         self.obs_dim = int(metadata["obs_dim"])
         self.n_actions = int(metadata["n_actions"])
         self._input = session.get_inputs()[0].name
+        self._has_mask = "admissible" in {o.name for o in session.get_outputs()}
 
     def q_values(self, observation: np.ndarray) -> np.ndarray:
         """Q-values, shape (batch, actions), of one observation or a batch."""
         batch, _ = self._batch(observation)
         return np.asarray(self._session.run(["q_values"], {self._input: batch})[0])
+
+    def admissible(self, observation: np.ndarray) -> np.ndarray:
+        """Admissible actions, bool (batch, actions); all of them for an unmasked export."""
+        batch, _ = self._batch(observation)
+        if not self._has_mask:
+            return np.ones((batch.shape[0], self.n_actions), dtype=bool)
+        return np.asarray(self._session.run(["admissible"], {self._input: batch})[0], bool)
 
     def predict(
         self,
@@ -52,7 +61,7 @@ class ExportedPolicy:
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """The greedy action: an int64 scalar array for one observation, (batch,) for a batch.
+        """The greedy admissible action: int64 scalar for one observation, (batch,) for a batch.
 
         A Q-network's greedy action is the policy; ``deterministic=False`` is refused rather
         than silently ignored.
@@ -118,8 +127,9 @@ def read_metadata(export_dir: str | Path) -> dict[str, Any]:
             f"{meta_path}: format version {meta.get('format_version')!r}; this runtime reads "
             f"version {FORMAT_VERSION}"
         )
-    missing = [k for k in ("model_file", "sha256", "obs_dim", "n_actions", "layout")
-               if k not in meta]
+    missing = [
+        k for k in ("model_file", "sha256", "obs_dim", "n_actions", "layout") if k not in meta
+    ]
     if missing:
         raise ExportError(f"{meta_path}: missing fields {missing}")
     return meta

@@ -25,6 +25,9 @@ class RewardWeights:
     Attributes:
         slo: Per unit of the share of requests that missed their SLO during the step.
         downtime: Per unit of the share of instances not ready at the end of the step.
+        down_instance: Per instance not ready at the end of the step, so that one replica
+            left down costs the same every step whatever the cluster's size, also while its
+            traffic is routed to the others.
         action: Per action the plant accepted (its operational risk).
         usd: Per US dollar an accepted action costs.
         refused: Per action the safety gate blocked or the plant rejected.
@@ -32,6 +35,7 @@ class RewardWeights:
 
     slo: float = 5.0
     downtime: float = 1.0
+    down_instance: float = 0.1
     action: float = 0.05
     usd: float = 0.001
     refused: float = 0.1
@@ -105,7 +109,9 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ``-(slo + downtime + action)`` per step: ``reward.slo`` (5) times the share of
     requests that missed their SLO during the step, ``reward.downtime`` (1) times the share
-    of instances not ready, and ``reward.action`` (0.05) plus ``reward.usd`` (0.001) per
+    of instances not ready plus ``reward.down_instance`` (0.1) per instance not ready (a
+    replica left down costs every step until it is restarted, whatever the cluster's size),
+    and ``reward.action`` (0.05) plus ``reward.usd`` (0.001) per
     dollar for every action started on the plant in the step, whoever started it
     (``reward.refused``, 0.1, for one the gate or the plant refused).
     ``info["reward_terms"]`` holds the three terms.
@@ -148,7 +154,9 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self.hosts = hosts
         self.control_interval_s = float(control_interval_s)
         self.config = config or make_config(
-            scenario, hosts, tick_s=self.control_interval_s,
+            scenario,
+            hosts,
+            tick_s=self.control_interval_s,
             telemetry_interval_s=self.control_interval_s,
         )
         self.safety = safety or SafetyConfig()
@@ -186,9 +194,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         )
         return vec, {"action_mask": mask, "twin_seed": twin_seed}
 
-    def step(
-        self, action: np.int64 | int
-    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.int64 | int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply ``action`` through the safety gate, advance one control interval."""
         if isinstance(action, np.ndarray) and action.shape in ((), (1,)):
             action = action.reshape(()).item()
@@ -196,8 +202,9 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
             raise TypeError(f"action must be an integer index, got {action!r}")
         index = int(action)
         if not 0 <= index < self.layout.n_actions:
-            raise IndexError(f"action {index} is outside the action space [0, "
-                             f"{self.layout.n_actions})")
+            raise IndexError(
+                f"action {index} is outside the action space [0, {self.layout.n_actions})"
+            )
         twin, st = self.twin, self.twin.state
         total0, good0 = st.requests_total, st.requests_good
         outcome, refused = "noop", 0.0
@@ -224,10 +231,11 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         bad_share = 1.0 - (st.requests_good - good0) / n_req if n_req > 0 else 0.0
         obs = twin.observe()
         used = obs.inst_used
-        down_share = float((used & ~obs.inst_ready).sum()) / max(int(used.sum()), 1)
+        n_down = int((used & ~obs.inst_ready).sum())
+        down_share = n_down / max(int(used.sum()), 1)
         terms = {
             "slo": self.weights.slo * bad_share,
-            "downtime": self.weights.downtime * down_share,
+            "downtime": self.weights.downtime * down_share + self.weights.down_instance * n_down,
             "action": act_cost,
         }
         reward = -(terms["slo"] + terms["downtime"] + terms["action"])

@@ -104,8 +104,10 @@ class ActionEntry:
     @property
     def label(self) -> str:
         """Readable name, e.g. ``restart_instance(worst_instance of api)``."""
-        return f"{self.kind}({self.selector})" if self.service < 0 else (
-            f"{self.kind}({self.selector} of #{self.service})"
+        return (
+            f"{self.kind}({self.selector})"
+            if self.service < 0
+            else (f"{self.kind}({self.selector} of #{self.service})")
         )
 
 
@@ -201,8 +203,10 @@ def layout_from(obs: Observation) -> Layout:
     n_s = len(obs.service_names)
     reps = np.bincount(obs.inst_service[obs.inst_used], minlength=n_s)
     return Layout(
-        tuple(obs.service_names), int(obs.host.shape[0]),
-        tuple(int(max(r, 1)) for r in reps), action_table(n_s),
+        tuple(obs.service_names),
+        int(obs.host.shape[0]),
+        tuple(int(max(r, 1)) for r in reps),
+        action_table(n_s),
     )
 
 
@@ -522,6 +526,190 @@ def action_mask(obs: Observation, layout: Layout, shed_fraction: float = 0.0) ->
     return encode_and_mask(obs, layout, (), shed_fraction)[1]
 
 
+SYMPTOM_THRESHOLDS: dict[str, float] = {
+    "short": 0.999,
+    "memory": 0.5,
+    "errors": 0.02,
+    "cpu": 0.6,
+    "latency_s": 0.5,
+    "queue": 3.0,
+    "host_cpu": 0.8,
+    "fan": 0.9,
+    "sensor_temp_c": 1.0,
+}
+"""Thresholds of :func:`symptom_rules`: a share below ``short`` is short of full; memory above
+``memory`` of the limit (twice the default services' base use) suggests a leak; an error rate
+above ``errors`` is abnormal; ``cpu``, ``latency_s`` and ``queue`` (``queue_log1p``) mark a
+loaded service, ``host_cpu`` a loaded host; fans below ``fan`` of nominal rpm are failing;
+a maximum temperature at or below ``sensor_temp_c`` means the plant reports no sensors."""
+
+_SERVICE_SYMPTOMS: dict[
+    str, tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str, str], ...]]
+] = {
+    # kind: (symptoms, any of which makes it admissible; requirements, all of them needed)
+    # a replica that stopped answering is restarted once its probes have failed (not ready):
+    # before that the gate counts it as serving capacity and refuses to take it out
+    "restart_instance": (
+        (("ready_share", "<", "short"), ("error_rate_max", ">", "errors")),
+        (),
+    ),
+    "cold_migrate": ((("vm_up_share", "<", "short"), ("@host_up_share", "<", "short")), ()),
+    "add_memory": ((("mem_util_max", ">", "memory"),), ()),
+    "scale_out": (
+        (
+            ("cpu_util_mean", ">", "cpu"),
+            ("latency_s", ">", "latency_s"),
+            ("queue_log1p", ">", "queue"),
+        ),
+        (("replicas_ratio", "<", "@max_ratio"),),
+    ),
+    "scale_in": ((("replicas_ratio", ">", "@above_initial"),), ()),
+    "config_rollback": ((("error_rate", ">", "errors"),), ()),
+    "rolling_patch": ((("advisory", ">", "@half"),), ()),
+    "clear_cache": ((("mem_util_max", ">", "memory"),), ()),
+}
+_SENSORS = (("host_temp_max_c", ">", "sensor_temp_c"),)
+"""Requirement of the hardware actions: the plant reports host sensors (a live fleet of
+processes reports none, and has no hosts, racks or links to repair)."""
+
+_CLUSTER_SYMPTOMS: dict[
+    str, tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str, str], ...]]
+] = {
+    # "*name" is the per-service feature ``name`` of any service
+    "evict_noisy_neighbour": ((("host_cpu_util_max", ">", "host_cpu"),), _SENSORS),
+    "replace_fan": (
+        (("fan_health_min", "<", "fan"), ("host_throttle_min", "<", "short")),
+        _SENSORS,
+    ),
+    "repair_host": ((("host_up_share", "<", "short"),), _SENSORS),
+    "repair_switch": ((("unhealthy_share", ">", "@zero"),), _SENSORS),
+    "repair_link": ((("link_loss_max", ">", "@zero"),), _SENSORS),
+    "shed_load": (
+        (("*latency_s", ">", "latency_s"), ("*queue_log1p", ">", "queue")),
+        (("shed_fraction", "<", "@shed_max"),),
+    ),
+    "stop_shedding": ((("shed_fraction", ">", "@zero"),), ()),
+}
+_FIXED = {
+    "@max_ratio": 3.99,
+    "@above_initial": 1.001,
+    "@half": 0.5,
+    "@zero": 0.0,
+    "@shed_max": 0.599,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SymptomRules:
+    """Which actions are admissible, as conditions on the observation vector.
+
+    Condition ``k`` is ``x[feature[k]] > threshold[k]`` where ``greater[k]``, else
+    ``x[feature[k]] < threshold[k]``. Action ``a`` is admissible when every condition ``k``
+    with ``requires[k, a]`` holds and, if it has any symptom (``has_symptom[a]``), at least
+    one condition with ``symptom[k, a]`` holds. The no-op has neither, so it is always
+    admissible. Evaluated by :func:`admissible_mask` here and by the DQN's network (so the
+    exported ONNX graph applies the same mask).
+    """
+
+    feature: np.ndarray
+    greater: np.ndarray
+    threshold: np.ndarray
+    symptom: np.ndarray
+    requires: np.ndarray
+    has_symptom: np.ndarray
+
+
+def n_services_of(obs_dim: int) -> int:
+    """Number of services of an observation vector of length ``obs_dim``.
+
+    Raises:
+        ValueError: ``obs_dim`` is not ``13 * services + 14`` for some ``services >= 1``.
+    """
+    n_s, rest = divmod(int(obs_dim) - len(CLUSTER_FEATURES), len(SERVICE_FEATURES))
+    if n_s < 1 or rest:
+        raise ValueError(
+            f"an observation of {obs_dim} features is not {len(SERVICE_FEATURES)} per service "
+            f"plus {len(CLUSTER_FEATURES)} cluster features"
+        )
+    return n_s
+
+
+@functools.lru_cache(maxsize=16)
+def symptom_rules(n_services: int) -> SymptomRules:
+    """The admissibility rules of the action table for ``n_services`` services.
+
+    An action is admissible when the observation shows a symptom it addresses (a replica
+    not ready or erroring for a restart, memory above half its limit for
+    ``add_memory`` / ``clear_cache``, load for ``scale_out``, replicas above the initial
+    count for ``scale_in``, a public advisory for ``rolling_patch``, a host down for
+    ``repair_host``, queues or latency in some service for ``shed_load`` ...;
+    :data:`SYMPTOM_THRESHOLDS`). Service actions also need the service to have instances;
+    hardware actions (noisy neighbour, fan, host, switch, link) need the plant to report
+    host sensors. A healthy cluster admits only the no-op.
+    """
+    per_n, cl = len(SERVICE_FEATURES), n_services * len(SERVICE_FEATURES)
+    s_idx = {f[0]: i for i, f in enumerate(SERVICE_FEATURES)}
+    c_idx = {f[0]: cl + i for i, f in enumerate(CLUSTER_FEATURES)}
+    table = action_table(n_services)
+    conds: dict[tuple[int, bool, float], int] = {}
+    sym: list[tuple[int, int]] = []
+    req: list[tuple[int, int]] = []
+
+    def cond(feature: int, op: str, level: str) -> int:
+        thr = _FIXED[level] if level.startswith("@") else SYMPTOM_THRESHOLDS[level]
+        return conds.setdefault((feature, op == ">", float(thr)), len(conds))
+
+    def where(name: str, base: int) -> int:
+        """Index of a feature: ``@name`` cluster-wide, ``k:name`` of service k, else of ``base``."""
+        if ":" in name:
+            svc, feat = name.split(":")
+            return int(svc) * per_n + s_idx[feat]
+        if name.startswith("@") or base < 0:
+            return c_idx[name.removeprefix("@")]
+        return base + s_idx[name]
+
+    for a, entry in enumerate(table):
+        if entry.kind == "noop":
+            continue
+        base = entry.service * per_n if entry.service >= 0 else -1
+        if entry.service >= 0:
+            symptoms, requires = _SERVICE_SYMPTOMS[entry.kind]
+            requires = (*requires, ("replicas_ratio", ">", "@zero"))
+        else:
+            symptoms, requires = _CLUSTER_SYMPTOMS[entry.kind]
+            symptoms = tuple(
+                (f"{s}:{f[1:]}", op, lv) if f.startswith("*") else (f, op, lv)
+                for f, op, lv in symptoms
+                for s in (range(n_services) if f.startswith("*") else (0,))
+            )
+        sym += [(cond(where(f, base), op, lv), a) for f, op, lv in symptoms]
+        req += [(cond(where(f, base), op, lv), a) for f, op, lv in requires]
+    keys = list(conds)
+    symptom = np.zeros((len(keys), len(table)), dtype=np.float32)
+    requires_m = np.zeros_like(symptom)
+    for k, a in sym:
+        symptom[k, a] = 1.0
+    for k, a in req:
+        requires_m[k, a] = 1.0
+    return SymptomRules(
+        feature=np.array([k[0] for k in keys], dtype=np.int64),
+        greater=np.array([k[1] for k in keys], dtype=bool),
+        threshold=np.array([k[2] for k in keys], dtype=np.float32),
+        symptom=symptom,
+        requires=requires_m,
+        has_symptom=np.asarray(symptom.any(axis=0), dtype=bool),
+    )
+
+
+def admissible_mask(observations: np.ndarray, rules: SymptomRules) -> np.ndarray:
+    """Admissible actions (bool, ``(..., actions)``) of encoded observations under ``rules``."""
+    x = np.asarray(observations, dtype=np.float32)[..., rules.feature]
+    held = np.where(rules.greater, x > rules.threshold, x < rules.threshold)
+    any_symptom = (held.astype(np.float32) @ rules.symptom) > 0.5
+    unmet = ((~held).astype(np.float32) @ rules.requires) > 0.5
+    return (any_symptom | ~rules.has_symptom) & ~unmet
+
+
 def describe(layout: Layout) -> str:
     """The observation and action tables as Markdown (names, units, bounds)."""
     lines = ["| feature | unit | low | high |", "|---|---|---:|---:|"]
@@ -530,4 +718,3 @@ def describe(layout: Layout) -> str:
     lines += ["", "| index | action |", "|---:|---|"]
     lines += [f"| {i} | {lab} |" for i, lab in enumerate(layout.action_labels())]
     return "\n".join(lines)
-

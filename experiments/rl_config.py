@@ -54,6 +54,9 @@ class DqnSchema:
     exploration_initial_eps: float = 1.0
     exploration_final_eps: float = 0.1
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    n_steps: int = 3
+    action_mask: bool = True
+    double_q: bool = True
 
 
 @dataclass
@@ -65,9 +68,14 @@ class TrainSchema:
     resumes from its checkpoint.
     """
 
-    defaults: list[Any] = field(default_factory=lambda: [
-        "_self_", {"scenario": "service_crash"}, {"agent": "dqn"}, {"tracking": "mlflow"},
-    ])
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"scenario": "service_crash"},
+            {"agent": "dqn"},
+            {"tracking": "mlflow"},
+        ]
+    )
     scenario: ScenarioSchema = MISSING
     agent: DqnSchema = MISSING
     tracking: TrackingSchema = MISSING
@@ -138,8 +146,9 @@ def check_train(schema: TrainSchema) -> None:
         ConfigError: a bad value.
     """
     if schema.scenario.name not in SCENARIOS:
-        raise ConfigError(f"scenario.name: unknown scenario {schema.scenario.name!r}; "
-                          f"known: {sorted(SCENARIOS)}")
+        raise ConfigError(
+            f"scenario.name: unknown scenario {schema.scenario.name!r}; known: {sorted(SCENARIOS)}"
+        )
     if schema.env.hosts < 1:
         raise ConfigError(f"env.hosts must be >= 1, got {schema.env.hosts}")
     if not schema.env.control_interval_s > 0:
@@ -148,8 +157,13 @@ def check_train(schema: TrainSchema) -> None:
         )
     if not (math.isfinite(schema.env.fault_rate_scale) and schema.env.fault_rate_scale > 0):
         raise ConfigError(f"env.fault_rate_scale must be > 0, got {schema.env.fault_rate_scale}")
-    for key in ("total_timesteps", "checkpoint_freq", "eval_freq", "eval_episodes",
-                "torch_threads"):
+    for key in (
+        "total_timesteps",
+        "checkpoint_freq",
+        "eval_freq",
+        "eval_episodes",
+        "torch_threads",
+    ):
         value = getattr(schema, key)
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
@@ -167,8 +181,13 @@ def run_dir_of(schema: TrainSchema) -> Path:
     return Path("runs") / f"{schema.scenario.name}-{schema.agent.name}-seed{schema.seed}"
 
 
-def make_env(scenario: str, hosts: int, control_interval_s: float, hours: float,
-             fault_rate_scale: float = 1.0) -> Any:
+def make_env(
+    scenario: str,
+    hosts: int,
+    control_interval_s: float,
+    hours: float,
+    fault_rate_scale: float = 1.0,
+) -> Any:
     """``gymnasium.make`` of the scenario's env id with these settings.
 
     ``fault_rate_scale`` multiplies the scenario's fault arrival rates.
@@ -178,23 +197,38 @@ def make_env(scenario: str, hosts: int, control_interval_s: float, hours: float,
     """
     import gymnasium as gym
 
-    if not (isinstance(fault_rate_scale, int | float) and math.isfinite(fault_rate_scale)
-            and fault_rate_scale > 0):
+    if not (
+        isinstance(fault_rate_scale, int | float)
+        and math.isfinite(fault_rate_scale)
+        and fault_rate_scale > 0
+    ):
         raise ConfigError(f"env.fault_rate_scale must be > 0, got {fault_rate_scale!r}")
     kwargs: dict[str, Any] = {}
     if fault_rate_scale != 1.0:
+
         def scale(config: TwinConfig) -> TwinConfig:
             rates = config.faults.rates_per_day_per_100_hosts
-            faults = dataclasses.replace(config.faults, rates_per_day_per_100_hosts=tuple(
-                (kind, rate * fault_rate_scale) for kind, rate in rates))
+            faults = dataclasses.replace(
+                config.faults,
+                rates_per_day_per_100_hosts=tuple(
+                    (kind, rate * fault_rate_scale) for kind, rate in rates
+                ),
+            )
             return dataclasses.replace(config, faults=faults)
 
-        kwargs["config"] = make_config(scenario, hosts, customize=scale,
-                                       tick_s=control_interval_s,
-                                       telemetry_interval_s=control_interval_s)
+        kwargs["config"] = make_config(
+            scenario,
+            hosts,
+            customize=scale,
+            tick_s=control_interval_s,
+            telemetry_interval_s=control_interval_s,
+        )
     return gym.make(
-        env_id(scenario), hosts=hosts, control_interval_s=control_interval_s,
-        max_episode_steps=episode_steps(hours, control_interval_s), **kwargs,
+        env_id(scenario),
+        hosts=hosts,
+        control_interval_s=control_interval_s,
+        max_episode_steps=episode_steps(hours, control_interval_s),
+        **kwargs,
     )
 
 

@@ -34,7 +34,7 @@ from stable_baselines3.common.monitor import Monitor
 from tqdm import tqdm
 
 from agents.base import evaluate
-from agents.dqn import DqnPolicy, make_dqn
+from agents.dqn import DqnPolicy, MaskedDQN, make_dqn
 from experiments import tracking
 from experiments.config import run_app
 from experiments.rl_config import (
@@ -65,7 +65,7 @@ class _Training(BaseCallback):
         run, n = self.run, self.num_timesteps
         run.bar.update(n - run.bar.n)
         rewards = self.training_env.env_method("get_episode_rewards")[0]
-        for r in rewards[run.episodes_seen:]:
+        for r in rewards[run.episodes_seen :]:
             run.metric("train/episode_return", float(r), n)
         run.episodes_seen = len(rewards)
         model = self.model
@@ -101,16 +101,20 @@ class _Run:
         from mlflow.entities import Metric
 
         now_ms = int(time.time() * 1000)
-        items = [Metric(k, v, now_ms, s) for k, v, s in self.curve[self.logged:]
-                 if np.isfinite(v)]
+        items = [Metric(k, v, now_ms, s) for k, v, s in self.curve[self.logged :] if np.isfinite(v)]
         for i in range(0, len(items), 500):
-            self.client.log_batch(self.mlflow_run_id, metrics=items[i:i + 500])
+            self.client.log_batch(self.mlflow_run_id, metrics=items[i : i + 500])
         self.logged = len(self.curve)
 
     def evaluate(self, model: DQN, step: int) -> None:
         s = self.schema
-        env = make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s, s.eval_hours,
-                       s.env.fault_rate_scale)
+        env = make_env(
+            s.scenario.name,
+            s.env.hosts,
+            s.env.control_interval_s,
+            s.eval_hours,
+            s.env.fault_rate_scale,
+        )
         seeds = [EVAL_SEED_BASE + i for i in range(s.eval_episodes)]
         results = evaluate(DqnPolicy(model), env, seeds)
         env.close()
@@ -137,9 +141,13 @@ class _Run:
         model.save_replay_buffer(d / f"tmp-{REPLAY}")
         os.replace(d / f"tmp-{CHECKPOINT}", d / CHECKPOINT)
         os.replace(d / f"tmp-{REPLAY}", d / REPLAY)
-        state = {"num_timesteps": step, "mlflow_run_id": self.mlflow_run_id,
-                 "episodes_seen": self.episodes_seen, "curve": self.curve,
-                 "best_return": _finite_or_none(self.best_return)}
+        state = {
+            "num_timesteps": step,
+            "mlflow_run_id": self.mlflow_run_id,
+            "episodes_seen": self.episodes_seen,
+            "curve": self.curve,
+            "best_return": _finite_or_none(self.best_return),
+        }
         (d / f"tmp-{STATE}").write_text(json.dumps(state), encoding="utf-8")
         os.replace(d / f"tmp-{STATE}", d / STATE)
         self.flush()
@@ -154,7 +162,7 @@ def _load_checkpoint(run_dir: Path, env: Any, seed: int) -> tuple[DQN, dict[str,
     if not state_path.is_file():
         return None
     state = json.loads(state_path.read_text(encoding="utf-8"))
-    model = DQN.load(run_dir / CHECKPOINT, env=env, device="cpu")
+    model = MaskedDQN.load(run_dir / CHECKPOINT, env=env, device="cpu")
     model.load_replay_buffer(run_dir / REPLAY)
     # The env restarts on resume; a seed derived from the step keeps that reproducible.
     model.set_random_seed(seed + int(state["num_timesteps"]))
@@ -171,10 +179,18 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_of(schema)
     run_dir.mkdir(parents=True, exist_ok=True)
     s = schema
-    env = Monitor(make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s,
-                           s.scenario.hours, s.env.fault_rate_scale))
+    env = Monitor(
+        make_env(
+            s.scenario.name,
+            s.env.hosts,
+            s.env.control_interval_s,
+            s.scenario.hours,
+            s.env.fault_rate_scale,
+        )
+    )
     loaded = _load_checkpoint(run_dir, env, s.seed)
     state: dict[str, Any] = {}
+    model: DQN
     if loaded is None:
         model = make_dqn(env, params, seed=s.seed)
     else:
@@ -188,19 +204,37 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         params_flat = tracking.flatten(dataclasses.asdict(schema))
         params_flat.pop("defaults", None)
         run_id = tracking.start_run(
-            client, experiment_id,
+            client,
+            experiment_id,
             run_name=s.tracking.run_name or f"train-{s.scenario.name}-{s.agent.name}-seed{s.seed}",
             params=params_flat,
-            tags={"git_revision": tracking.git_revision(), "scenario": s.scenario.name,
-                  "agent": s.agent.name, "seed": str(s.seed), "kind": "train",
-                  "resumed_from_step": str(resumed_from),
-                  "resumed_from_run": str(state.get("mlflow_run_id") or "")},
+            tags={
+                "git_revision": tracking.git_revision(),
+                "scenario": s.scenario.name,
+                "agent": s.agent.name,
+                "seed": str(s.seed),
+                "kind": "train",
+                "resumed_from_step": str(resumed_from),
+                "resumed_from_run": str(state.get("mlflow_run_id") or ""),
+            },
         )
-    bar = tqdm(total=s.total_timesteps, initial=resumed_from, unit="step", file=sys.stderr,
-               desc=f"train {s.agent.name} {s.scenario.name}", mininterval=1.0)
-    run = _Run(schema, run_dir, bar, client, run_id,
-               curve=[(str(k), float(v), int(st)) for k, v, st in state.get("curve", [])],
-               episodes_seen=0)
+    bar = tqdm(
+        total=s.total_timesteps,
+        initial=resumed_from,
+        unit="step",
+        file=sys.stderr,
+        desc=f"train {s.agent.name} {s.scenario.name}",
+        mininterval=1.0,
+    )
+    run = _Run(
+        schema,
+        run_dir,
+        bar,
+        client,
+        run_id,
+        curve=[(str(k), float(v), int(st)) for k, v, st in state.get("curve", [])],
+        episodes_seen=0,
+    )
     run.logged = 0 if run_id is not None else len(run.curve)
     run.best_return = float(state.get("best_return") or -np.inf)
     try:
@@ -218,11 +252,16 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             run.evaluate(model, int(model.num_timesteps))
         run.flush()
         line = {
-            "scenario": s.scenario.name, "agent": s.agent.name, "seed": s.seed,
-            "hosts": s.env.hosts, "timesteps": int(model.num_timesteps),
-            "resumed_from": resumed_from, "trained_steps_this_run": remaining,
+            "scenario": s.scenario.name,
+            "agent": s.agent.name,
+            "seed": s.seed,
+            "hosts": s.env.hosts,
+            "timesteps": int(model.num_timesteps),
+            "resumed_from": resumed_from,
+            "trained_steps_this_run": remaining,
             "steps_per_s": round(steps_per_s, 1) if np.isfinite(steps_per_s) else None,
-            "wall_s": round(wall_s, 3), "model": str(model_path.resolve()),
+            "wall_s": round(wall_s, 3),
+            "model": str(model_path.resolve()),
             "best_model": str((run_dir / BEST).resolve()),
             "best_eval_return": _finite_or_none(run.best_return),
             **{k.replace("/", "_"): v for k, v in run.last_eval.items()},

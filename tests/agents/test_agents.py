@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -23,8 +24,12 @@ def test_every_agent_speaks_the_protocol() -> None:
     """No-op, random, rules and DQN are all Policy instances with SB3's predict signature."""
     env = gym.make(ENV_IDS["calm"], hosts=HOSTS)
     model = make_dqn(env, DqnParams(learning_starts=10), seed=0)
-    policies = [NoopPolicy(), RandomPolicy(env.action_space.n, seed=0),
-                RulePolicy(lambda: env.unwrapped.twin), DqnPolicy(model)]
+    policies = [
+        NoopPolicy(),
+        RandomPolicy(env.action_space.n, seed=0),
+        RulePolicy(lambda: env.unwrapped.twin),
+        DqnPolicy(model),
+    ]
     obs, _ = env.reset(seed=0)
     for p in policies:
         assert isinstance(p, Policy)
@@ -53,8 +58,11 @@ def test_rule_policy_heals_a_crash_through_the_engine() -> None:
     env = gym.wrappers.TimeLimit(SelfHealEnv("calm", hosts=HOSTS, config=cfg), 60)
     policy = RulePolicy(lambda: env.unwrapped.twin)
     result = run_episode(policy, env, seed=0)
-    started = [r for r in env.unwrapped.twin.log.since(0)
-               if isinstance(r, ActionRecord) and r.phase == "started"]
+    started = [
+        r
+        for r in env.unwrapped.twin.log.since(0)
+        if isinstance(r, ActionRecord) and r.phase == "started"
+    ]
     assert any(r.kind == "restart_instance" and r.target == "inst-3" for r in started)
     assert env.unwrapped.twin.observe().inst_ready[3]
     assert result.kpis["actions"] >= 1 and result.steps == 60
@@ -88,5 +96,36 @@ def test_dqn_short_training_is_deterministic() -> None:
 def test_dqn_defaults_match_the_issue() -> None:
     """Learning rate 1e-3, epsilon falling linearly to 0.1, 10,000 buffer, target every 100."""
     p = DqnParams()
-    assert (p.learning_rate, p.exploration_final_eps, p.buffer_size,
-            p.target_update_interval) == (1e-3, 0.1, 10_000, 100)
+    assert (p.learning_rate, p.exploration_final_eps, p.buffer_size, p.target_update_interval) == (
+        1e-3,
+        0.1,
+        10_000,
+        100,
+    )
+
+
+def test_masked_dqn_explores_and_acts_over_admissible_actions_only(tmp_path: Path) -> None:
+    """Training and greedy actions are admissible; the logger writes no folder."""
+    from envs.spaces import admissible_mask, symptom_rules
+
+    env = gym.make(ENV_IDS["service_crash"], hosts=4, max_episode_steps=200)
+    params = DqnParams(learning_starts=100, exploration_fraction=0.5)
+    model = make_dqn(env, params, seed=0)
+    model.learn(400)
+    assert model.logger.output_formats == []
+    rules = symptom_rules(len(env.unwrapped.layout.service_names))
+    buf = model.replay_buffer
+    n = buf.size()
+    obs = buf.observations[:n, 0]
+    acts = buf.actions[:n, 0, 0].astype(int)
+    assert admissible_mask(obs, rules)[np.arange(n), acts].all()
+    low, high = env.observation_space.low, env.observation_space.high
+    batch = np.random.default_rng(0).uniform(low, high, (500, low.size)).astype(np.float32)
+    greedy = model.predict(batch, deterministic=True)[0]
+    assert admissible_mask(batch, rules)[np.arange(500), greedy].all()
+    path = tmp_path / "m.zip"
+    model.save(path)
+    loaded = DqnPolicy.load(str(path))
+    np.testing.assert_array_equal(loaded.predict(batch)[0], greedy)
+    unmasked = make_dqn(env, dataclasses.replace(params, action_mask=False), seed=0)
+    assert getattr(unmasked.q_net, "admissible", None) is None

@@ -142,8 +142,9 @@ def test_every_action_passes_the_safety_gate() -> None:
     _, _, _, _, info = dry.step(idx)
     assert info["outcome"].startswith("dry_run")
     for e in (env, dry):
-        assert not [r for r in e.twin.log.since(0)
-                    if isinstance(r, ActionRecord) and r.phase == "started"]
+        assert not [
+            r for r in e.twin.log.since(0) if isinstance(r, ActionRecord) and r.phase == "started"
+        ]
     env.gate.resume()
     _, _, _, _, info = env.step(idx)
     assert info["outcome"] == "accepted: scale_out svc-frontend"
@@ -274,3 +275,66 @@ def test_encoding_of_a_service_without_instances_and_the_per_service_maxima() ->
         want = np.maximum(rows.max(axis=0), 0.0) if rows.size else np.zeros(3)
         np.testing.assert_array_equal(per[s, [5, 7, 10]], np.minimum(want, [1.0, 1.5, 1.0]))
         assert mask[1 + s * 8] == (s != gone)
+
+
+def test_a_replica_left_down_costs_downtime_every_step() -> None:
+    """A crashed replica nobody restarts costs its share plus ``down_instance`` each step."""
+    config = make_config(
+        "calm",
+        4,
+        tick_s=10.0,
+        telemetry_interval_s=10.0,
+        scripted=(ScriptedFault(30.0, "service_crash"),),
+    )
+    env = SelfHealEnv("calm", 4, config=config)
+    env.reset(seed=0)
+    n_inst = int(env.twin.observe().inst_used.sum())
+    w = RewardWeights()
+    downtime = [env.step(0)[4]["reward_terms"]["downtime"] for _ in range(40)]
+    assert downtime[0] == 0.0
+    assert downtime[-30:] == [pytest.approx(w.downtime / n_inst + w.down_instance)] * 30
+
+
+def test_symptom_mask_admits_what_the_observation_calls_for() -> None:
+    """Healthy: the no-op alone; a replica not ready: its restart; torch agrees with numpy.
+
+    Without host sensors (a live fleet) no hardware action is admissible.
+    """
+    import torch
+
+    from agents.dqn import AdmissibleActions
+    from envs.spaces import admissible_mask, symptom_rules
+
+    config = make_config(
+        "calm",
+        4,
+        tick_s=10.0,
+        telemetry_interval_s=10.0,
+        scripted=(ScriptedFault(30.0, "service_crash", 4),),
+    )
+    env = SelfHealEnv("calm", 4, config=config)
+    obs, _ = env.reset(seed=0)
+    layout = env.layout
+    labels = layout.action_labels()
+    rules = symptom_rules(len(layout.service_names))
+    assert np.flatnonzero(admissible_mask(obs, rules)).tolist() == [0]
+    for _ in range(6):
+        obs = env.step(0)[0]
+    admitted = {labels[i] for i in np.flatnonzero(admissible_mask(obs, rules))}
+    assert "restart_instance(worst_instance of svc-api)" in admitted
+    assert not any(a.startswith("restart_instance") and "svc-api" not in a for a in admitted)
+    names = layout.feature_names
+    no_sensors = obs.copy()
+    no_sensors[names.index("host_temp_max_c")] = 0.0
+    no_sensors[names.index("host_cpu_util_max")] = 1.0
+    hot = obs.copy()
+    hot[names.index("host_cpu_util_max")] = 1.0
+    evict = labels.index("evict_noisy_neighbour(busiest_host)")
+    assert admissible_mask(hot, rules)[evict] and not admissible_mask(no_sensors, rules)[evict]
+    low, high = env.observation_space.low, env.observation_space.high
+    batch = np.random.default_rng(0).uniform(low, high, (2000, low.size)).astype(np.float32)
+    batch = np.concatenate([batch, obs[None], hot[None], no_sensors[None]])
+    expected = admissible_mask(batch, rules)
+    assert expected[:, 0].all() and 0 < expected.mean() < 1
+    got = AdmissibleActions(rules)(torch.as_tensor(batch)).numpy()
+    np.testing.assert_array_equal(got, expected)
