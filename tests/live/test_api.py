@@ -34,10 +34,11 @@ def _runtime() -> Runtime:
 
 RUNTIME = _runtime()
 # The fuzzed app serves the twin's evolution routes, with cycles kept tiny.
-APP = create_app(RUNTIME, TOKEN, TwinEvolution(
+EVOLUTION = TwinEvolution(
     RUNTIME, EvalSpec(scenario="service_crash", hosts=4, hours=0.05, replicates=1),
     limits=Limits(population=2, generations=1, iterations=1, max_population=4,
-                  max_generations=2, max_iterations=2)))
+                  max_generations=2, max_iterations=2))
+APP = create_app(RUNTIME, TOKEN, EVOLUTION)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -133,6 +134,7 @@ def test_fuzz_finds_no_server_error(case: Any) -> None:
     for headers in ({"Authorization": f"Bearer {TOKEN}"}, {}):
         resp = case.call(headers=headers)
         assert resp.status_code < 500, (case.method, case.path, resp.status_code, resp.text)
+    assert EVOLUTION.wait(60.0), "a cycle the fuzzer started did not finish"
 
 
 def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:

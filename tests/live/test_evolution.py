@@ -100,6 +100,7 @@ def test_evolve_runs_in_the_background_and_applies_through_the_gate() -> None:
     assert after["replicas.frontend"] == before["replicas.frontend"] - 1
     again = client.post("/autonomous/evolve", headers=AUTH, json={"params": EVOLVE})
     assert again.status_code == 202 and again.json()["cycle"] == 2
+    assert svc.wait(120.0)
 
 
 def test_dry_run_server_leaves_the_twin_alone() -> None:
