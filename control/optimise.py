@@ -17,11 +17,19 @@ fitness beats the incumbent's by ``min_improvement`` is applied to the live twin
 way a :class:`sim.events.DecisionRecord` in the twin's event log records the cycle, the two
 fitness values and the relative improvement; genes the live cluster cannot take (instance
 size, cache, balancing policy, spread) are named in it as needing a redeploy.
+
+A twin that another thread advances (the HTTP control plane's) is shared safely by passing
+the cycle a ``lock`` and an ``apply`` callable: the search runs on fresh twins without the
+lock; reading the running twin, forking it, applying the changes and logging the decision
+happen under it, and each change goes through ``apply`` (for instance the safety gate), which
+may refuse it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +52,9 @@ from sim.architecture import (
 )
 from sim.events import DecisionRecord
 from sim.twin import Twin, window_kpis
+
+ApplyFn = Callable[[Action], tuple[bool, str]]
+"""Submits one live change; returns whether it was executed and why (not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,8 @@ class CycleReport:
     search_evaluations: int
     proposal: dict[str, object] = field(default_factory=dict)
     decision_seq: int = -1
+    refused: list[str] = field(default_factory=list)
+    """Live changes the cycle chose to apply that ``apply`` refused, with the reason."""
 
 
 class SelfOptimiser:
@@ -103,21 +116,32 @@ class SelfOptimiser:
         self.params = params or CycleParams()
         self.cycles = 0
 
-    def evolve(self, ga: GAParams | None = None, seed: int = 0, n_jobs: int = 1) -> CycleReport:
-        """One evolve cycle: GA on the twin, then fork validation and, if better, apply."""
+    def evolve(self, ga: GAParams | None = None, seed: int = 0, n_jobs: int = 1, *,
+               lock: AbstractContextManager[object] | None = None,
+               apply: ApplyFn | None = None) -> CycleReport:
+        """One evolve cycle: GA on the twin, then fork validation and, if better, apply.
+
+        ``lock`` guards every access to the running twin; ``apply`` submits each live change
+        (default: straight to the twin).
+        """
         evaluator = TwinEvaluator(self.space, self.spec, seed=seed, n_jobs=n_jobs)
         result = run_search(evaluator, ga or GAParams(pop_size=12, max_generations=5,
                                                       tournament_size=3), "ga", seed)
         arch = self.space.decode(result.best_genome)
-        report = self._validate_and_apply("evolve", arch, result.evaluations)
+        report = self._validate_and_apply("evolve", arch, result.evaluations, lock, apply)
         report.proposal = {"genome": [int(v) for v in result.best_genome]}
         if report.applied:
             self.genome = result.best_genome.copy()
         return report
 
     def optimise(self, iterations: int = 100, seed: int = 0, batch_size: int = 1,
-                 bo: BOParams | None = None) -> CycleReport:
-        """One optimise cycle: BO over the configuration, then fork validation and apply."""
+                 bo: BOParams | None = None, *,
+                 lock: AbstractContextManager[object] | None = None,
+                 apply: ApplyFn | None = None) -> CycleReport:
+        """One optimise cycle: BO over the configuration, then fork validation and apply.
+
+        ``lock`` and ``apply`` as in :meth:`evolve`.
+        """
         space = SearchSpace([Param(n, float(lo), float(hi), k) for n, lo, hi, k in CONFIG_PARAMS])
         cost_ref = self._search_cost_ref()
 
@@ -136,7 +160,7 @@ class SelfOptimiser:
         best_x, _ = opt.best()
         values = space.as_dict(best_x)
         arch = configure(self.space, values, self.genome)
-        report = self._validate_and_apply("optimise", arch, opt.n_observed)
+        report = self._validate_and_apply("optimise", arch, opt.n_observed, lock, apply)
         report.proposal = {"configuration": values}
         return report
 
@@ -168,14 +192,22 @@ class SelfOptimiser:
                 names.append(attr)
         return names
 
-    def _validate_and_apply(self, kind: str, arch: Architecture, evaluations: int
-                            ) -> CycleReport:
+    def _validate_and_apply(self, kind: str, arch: Architecture, evaluations: int,
+                            lock: AbstractContextManager[object] | None = None,
+                            apply: ApplyFn | None = None) -> CycleReport:
         twin = self.twin
+        guard = lock if lock is not None else nullcontext()
+
+        def submit(a: Action) -> tuple[bool, str]:
+            result = twin.apply(a)
+            return result.accepted, result.reason
+
         self.cycles += 1
         key = self.params.fork_key + self.cycles
-        actions = self.live_actions(arch)
-        incumbent_fork = twin.fork(key)
-        candidate_fork = twin.fork(key)
+        with guard:
+            actions = self.live_actions(arch)
+            incumbent_fork = twin.fork(key)
+            candidate_fork = twin.fork(key)
         for a in actions:
             candidate_fork.apply(a)
         horizon = self.params.validation_s
@@ -185,25 +217,34 @@ class SelfOptimiser:
         f_inc = weighted_fitness(inc, cost_ref)
         f_cand = weighted_fitness(cand, cost_ref)
         improvement = f_cand / f_inc - 1.0 if f_inc > 0 else math.inf
-        applied = bool(actions) and improvement > self.params.min_improvement
+        better = bool(actions) and improvement > self.params.min_improvement
         redeploy = self._needs_redeploy(arch)
-        if applied:
-            for a in actions:
-                twin.apply(a)
-        reason = (
-            f"{kind}: fitness {f_inc:.4f} -> {f_cand:.4f} ({improvement:+.2%}) over "
-            f"{horizon:.0f} s in a twin fork; live changes "
-            f"{[f'{a.kind} {a.target}' for a in actions] or 'none'}"
-            + (f"; needs redeploy: {', '.join(redeploy)}" if redeploy else "")
-        )
-        log = twin.log
-        seq = log.next_seq
-        log.add(DecisionRecord(seq, twin.now_s, -1, kind,
-                               "architecture" if kind == "evolve" else "configuration",
-                               "applied" if applied else "rejected", reason, applied))
-        return CycleReport(kind, applied, f_inc, f_cand, improvement,
-                           [f"{a.kind} {a.target}" for a in actions], redeploy, evaluations,
-                           decision_seq=seq)
+        names = [f"{a.kind} {a.target}" for a in actions]
+        refused: list[str] = []
+        with guard:
+            executed = 0
+            if better:
+                for a, name in zip(actions, names, strict=True):
+                    ok, why = (apply or submit)(a)
+                    if ok:
+                        executed += 1
+                    else:
+                        refused.append(f"{name}: {why}")
+            applied = executed > 0
+            reason = (
+                f"{kind}: fitness {f_inc:.4f} -> {f_cand:.4f} ({improvement:+.2%}) over "
+                f"{horizon:.0f} s in a twin fork; live changes {names or 'none'}"
+                + (f"; not applied: {'; '.join(refused)}" if refused else "")
+                + (f"; needs redeploy: {', '.join(redeploy)}" if redeploy else "")
+            )
+            verdict = "applied" if applied else ("blocked" if better else "rejected")
+            log = twin.log
+            seq = log.next_seq
+            log.add(DecisionRecord(seq, twin.now_s, -1, kind,
+                                   "architecture" if kind == "evolve" else "configuration",
+                                   verdict, reason, applied))
+        return CycleReport(kind, applied, f_inc, f_cand, improvement, names, redeploy,
+                           evaluations, decision_seq=seq, refused=refused)
 
 
 @dataclass

@@ -4,8 +4,10 @@ Every ``/autonomous/*`` route needs ``Authorization: Bearer <token>``; a request
 valid token gets 401 and changes nothing. ``/metrics`` (Prometheus text format) and the
 OpenAPI document are open, as scrapers expect.
 
-The evolution routes are served by an optional :class:`EvolutionService`; without one they
-answer 503 ("no evolution service configured").
+The evolution routes are served by an optional :class:`EvolutionService` (the twin's is
+:class:`live.evolution.TwinEvolution`); without one, as in live mode, they answer 503 ("no
+evolution service configured"). The service refuses bad parameters with ``ValueError``
+(422) and a request while a cycle runs with :class:`EvolutionBusy` (409).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEAR
 """The ``Authorization: Bearer`` credentials of a request, None when absent."""
 
 
+class EvolutionBusy(RuntimeError):
+    """The evolution service is already running a cycle."""
+
+
 class EvolutionService(Protocol):
     """What the evolution / optimisation module offers the API."""
 
@@ -36,7 +42,12 @@ class EvolutionService(Protocol):
         ...
 
     def evolve(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Start (or queue) an evolution run; returns its handle."""
+        """Start an evolution run; returns its handle.
+
+        Raises:
+            ValueError: bad parameters (answered 422).
+            EvolutionBusy: a run is in progress (answered 409).
+        """
         ...
 
 
@@ -203,7 +214,12 @@ def create_app(runtime: Runtime, token: str,
         """Start an evolution run."""
         if evolution is None:
             raise HTTPException(503, "no evolution service configured")
-        return evolution.evolve(dict((body or EvolveRequest()).params))
+        try:
+            return evolution.evolve(dict((body or EvolveRequest()).params))
+        except EvolutionBusy as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
 
     @app.get("/metrics")
     def metrics() -> Response:

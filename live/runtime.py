@@ -121,8 +121,11 @@ class Runtime:
         with self.lock:
             self.controller.resume()
 
-    def heal(self, action: Action, key: str | None) -> dict[str, Any]:
-        """A manual action through the safety gate; the same ``key`` never runs twice."""
+    def heal(self, action: Action, key: str | None, origin: str = "manual") -> dict[str, Any]:
+        """A manual action through the safety gate; the same ``key`` never runs twice.
+
+        ``origin`` prefixes the reason of the decision record (``manual``, ``evolve``...).
+        """
         with self.lock:
             if key is not None and key in self._keys:
                 prior = self._keys[key]
@@ -135,7 +138,7 @@ class Runtime:
             log = self.plant.log
             if verdict.kind != "allowed":
                 log.add(DecisionRecord(log.next_seq, now, -1, action.kind, action.target,
-                                       verdict.kind, f"manual: {verdict.reason}", False))
+                                       verdict.kind, f"{origin}: {verdict.reason}", False))
                 return {"verdict": verdict.kind, "executed": False, "action_id": -1,
                         "reason": verdict.reason}
             result = (self._apply(action, key) if self._apply is not None
@@ -146,7 +149,7 @@ class Runtime:
                     self._keys[key] = result
             log.add(DecisionRecord(log.next_seq, now, -1, action.kind, action.target,
                                    "allowed" if result.accepted else "rejected",
-                                   f"manual: {result.reason or 'operator request'}",
+                                   f"{origin}: {result.reason or 'operator request'}",
                                    result.accepted, result.action_id))
             return {"verdict": "allowed" if result.accepted else "rejected",
                     "executed": result.accepted, "action_id": result.action_id,

@@ -4,6 +4,9 @@
     python -m live.serve --actuate --replicas 4           # live fleet, actions executed
     python -m live.serve --mode twin --speed 60           # the twin, 60 simulated s per s
 
+In twin mode the evolution routes run :class:`live.evolution.TwinEvolution` cycles against the
+twin; live mode has no twin of the fleet to search, so they answer 503 there.
+
 The bearer token comes from the environment variable named by ``--token-env``
 (``NOVACRON_API_TOKEN``); on a loopback address without one, a random token is generated and
 written to ``<workdir>/api-token`` (mode 0600). A non-loopback ``--host`` without a token is
@@ -30,11 +33,13 @@ import uvicorn
 from control.engine import HealingEngine
 from control.run import RunSpec, build_twin
 from control.safety import SafetyConfig
-from live.api import create_app
+from live.api import EvolutionService, create_app
 from live.controller import live_engine
+from live.evolution import TwinEvolution
 from live.plant import FleetSpec, LivePlant
 from live.runtime import Runtime
 from sim.actions import Action, ActionResult
+from sim.architecture import EvalSpec
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9090
 
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     token, token_source = resolve_token(args.host, args.token_env, workdir)
 
     plant: Any
+    evolution: EvolutionService | None = None
     if args.mode == "live":
         try:
             spec = FleetSpec(replicas=args.replicas, max_replicas=args.max_replicas,
@@ -131,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         controller = HealingEngine(plant, SafetyConfig(dry_run=not args.actuate))
         runtime = Runtime(plant, controller, mode="twin", step_s=args.step_s,
                           plant_dt_s=args.step_s * args.speed, substep_s=plant.config.tick_s)
-    app = create_app(runtime, token)
+        evolution = TwinEvolution(runtime, EvalSpec(scenario=args.scenario, hosts=args.hosts,
+                                                    hours=0.25, replicates=1))
+    app = create_app(runtime, token, evolution)
     runtime.start()
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="warning", lifespan="off"))
