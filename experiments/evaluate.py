@@ -9,7 +9,8 @@ each scenario and agent the table gives the mean and Student-t 95% interval of t
 for each agent against the baseline (``rules``) on ``metric`` (availability) a two-sided
 Mann-Whitney U test with its rank-biserial effect size (positive: the agent tends higher),
 and, since the seeds pair the episodes, a Wilcoxon signed-rank test as well. Printed as
-Markdown, written with per-episode rows to ``out_dir``, logged to MLflow; the last line of
+Markdown, written with per-episode rows to ``out_dir`` (default: the run's Hydra output
+folder, like the other entry points), logged to MLflow; the last line of
 standard output is one JSON object.
 """
 
@@ -19,7 +20,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from scipy import stats
 from tqdm import tqdm
@@ -181,7 +182,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     models = {s: model_for(schema, s) for s in schema.scenarios} if "dqn" in schema.agents \
         else {}
     seeds = list(range(schema.seed_base, schema.seed_base + schema.seeds))
-    out_dir = Path(schema.out_dir or os.getcwd())
+    out_dir = Path(schema.out_dir or HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     episodes: list[dict[str, Any]] = []
     wall0 = time.perf_counter()

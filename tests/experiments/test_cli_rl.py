@@ -101,6 +101,10 @@ def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
               "scenarios=[service_crash]", "seeds=2", "hours=0.05", "env.hosts=20",
               f"+models.service_crash={out}", "tracking=off")
     assert ev.returncode == 0, ev.stderr[-2000:]
+    # Without out_dir the tables land in the run's Hydra folder, not the working directory.
+    assert Path(_last_json(ev.stdout)["out_dir"]) == (tmp_path / "hydra").resolve()
+    assert (tmp_path / "hydra" / "comparison.json").is_file()
+    assert not (tmp_path / "comparison.json").exists()
 
 
 @pytest.mark.parametrize(
