@@ -32,9 +32,11 @@ import numpy.typing as npt
 
 from control.runbooks import RUNBOOKS
 from control.safety import SafetyGate
+from sim.actions import Action
 from sim.events import (
     DecisionRecord,
     Event,
+    EventLog,
     FaultCleared,
     FaultRecord,
     PredictionRecord,
@@ -150,6 +152,14 @@ class _Open:
     fault_class: str
 
 
+def _decide(
+    log: EventLog, now: float, action: Action, verdict: str, reason: str, action_id: int = -1
+) -> None:
+    """Log a pre-emptive decision (incident -1); executed when it has an action id."""
+    log.add(DecisionRecord(log.next_seq, now, -1, action.kind, action.target, verdict, reason,
+                           action_id >= 0, action_id))
+
+
 class PredictionStage:
     """Runs a failure model over the hosts and acts pre-emptively on confident predictions."""
 
@@ -220,48 +230,14 @@ class PredictionStage:
             for action in RUNBOOKS[fault_class].steps[0].resolve(target, obs):
                 verdict = gate.check(action, obs, now)
                 if verdict.kind != "allowed":
-                    log.add(
-                        DecisionRecord(
-                            log.next_seq,
-                            now,
-                            -1,
-                            action.kind,
-                            action.target,
-                            verdict.kind,
-                            verdict.reason,
-                            False,
-                        )
-                    )
+                    _decide(log, now, action, verdict.kind, verdict.reason)
                     continue
                 result = plant.apply(action)
                 if not result.accepted:
-                    log.add(
-                        DecisionRecord(
-                            log.next_seq,
-                            now,
-                            -1,
-                            action.kind,
-                            action.target,
-                            "rejected",
-                            result.reason,
-                            False,
-                        )
-                    )
+                    _decide(log, now, action, "rejected", result.reason)
                     continue
                 gate.started(action, result.action_id, obs, now)
-                log.add(
-                    DecisionRecord(
-                        log.next_seq,
-                        now,
-                        -1,
-                        action.kind,
-                        action.target,
-                        "allowed",
-                        reason,
-                        True,
-                        result.action_id,
-                    )
-                )
+                _decide(log, now, action, "allowed", reason, result.action_id)
         return out
 
     def _outcomes(self, plant: Plant) -> list[PredictionRecord]:
