@@ -37,26 +37,29 @@ class EnvSchema:
     sees the scenario's faults often enough to learn from them)."""
 
 
+_DQN = DqnParams()
+
+
 @dataclass
 class DqnSchema:
-    """The DQN agent; mirrors :class:`agents.dqn.DqnParams`, plus its training budget."""
+    """The DQN agent: :class:`agents.dqn.DqnParams` (whose defaults it takes), plus its name."""
 
     name: str = "dqn"
-    learning_rate: float = 1e-3
-    buffer_size: int = 10_000
-    learning_starts: int = 1_000
-    batch_size: int = 32
-    gamma: float = 0.95
-    train_freq: int = 4
-    gradient_steps: int = 1
-    target_update_interval: int = 100
-    exploration_fraction: float = 0.3
-    exploration_initial_eps: float = 1.0
-    exploration_final_eps: float = 0.1
-    net_arch: list[int] = field(default_factory=lambda: [64, 64])
-    n_steps: int = 3
-    action_mask: bool = True
-    double_q: bool = True
+    learning_rate: float = _DQN.learning_rate
+    buffer_size: int = _DQN.buffer_size
+    learning_starts: int = _DQN.learning_starts
+    batch_size: int = _DQN.batch_size
+    gamma: float = _DQN.gamma
+    train_freq: int = _DQN.train_freq
+    gradient_steps: int = _DQN.gradient_steps
+    target_update_interval: int = _DQN.target_update_interval
+    exploration_fraction: float = _DQN.exploration_fraction
+    exploration_initial_eps: float = _DQN.exploration_initial_eps
+    exploration_final_eps: float = _DQN.exploration_final_eps
+    net_arch: list[int] = field(default_factory=lambda: list(_DQN.net_arch))
+    n_steps: int = _DQN.n_steps
+    action_mask: bool = _DQN.action_mask
+    double_q: bool = _DQN.double_q
 
 
 @dataclass
