@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,6 +43,7 @@ class PredictorError(ValueError):
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+@functools.cache
 def _cpu_has_bf16() -> bool:
     return bool(
         torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
