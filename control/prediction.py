@@ -9,11 +9,16 @@ whose probability reaches ``act_probability`` (0.8) gets:
 
 1. a ``predicted`` :class:`sim.events.PredictionRecord` naming the likely fault class, found
    from which warning sign trends fastest over the window (:func:`diagnose`);
-2. the first step of that fault class's runbook, each action through the safety gate,
-   written as :class:`sim.events.DecisionRecord` s (``incident_id`` -1: no incident is open,
-   nothing has failed yet);
-3. later, an ``outcome`` record: ``failed`` (with the lead time) when the host or one of its
-   instances goes down or its disk fails within the horizon, else ``no_failure``.
+2. a pre-emptive remedy, each action through the safety gate and written as
+   :class:`sim.events.DecisionRecord` s (``incident_id`` -1: no incident is open, nothing has
+   failed yet). A predicted memory leak on an instance gets a graceful restart
+   (:data:`GRACEFUL_RESTART`: out of load-balancer rotation, restart, back in, one action
+   after the other succeeds), because the hours of warning leave time to restart without
+   dropping the requests a plain restart drops; every other prediction gets the first step
+   of its fault class's runbook;
+3. later, an ``outcome`` record: ``failed`` (with the lead time) when a fault takes the host
+   or one of its instances down or fails its disk within the horizon, else ``no_failure``
+   (the remedy's own restart is not a failure).
 
 :func:`prediction_kpis` scores the predictions against the ground-truth fault records of the
 log: precision, recall over faults that give warning signs, and lead time.
@@ -34,6 +39,7 @@ from control.runbooks import RUNBOOKS
 from control.safety import SafetyGate
 from sim.actions import Action
 from sim.events import (
+    ActionRecord,
     DecisionRecord,
     Event,
     EventLog,
@@ -72,6 +78,10 @@ WARNING_DETAIL_KEYS = {
     "fan_failure": "hours_to_stall",
 }
 """Ground-truth detail of each warning fault giving the time from onset to failure, hours."""
+
+GRACEFUL_RESTART: tuple[str, ...] = ("reroute_traffic", "restart_instance", "restore_traffic")
+"""Pre-emptive remedy of a predicted leak on an instance, one action after the other."""
+_RESTORE = GRACEFUL_RESTART[-1]
 
 
 def host_feature_rows(
@@ -152,6 +162,19 @@ class _Open:
     fault_class: str
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A graceful restart under way: the actions still to run and the one awaited."""
+
+    target: str
+    reason: str
+    remaining: list[str]
+    awaiting: int = -1
+    out_of_rotation: bool = False
+    logged_wait: str = ""
+    """The action whose wait for a cooldown is logged, so a wait is logged once."""
+
+
 def _decide(
     log: EventLog, now: float, action: Action, verdict: str, reason: str, action_id: int = -1
 ) -> None:
@@ -172,6 +195,7 @@ class PredictionStage:
         self._samples: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = []
         self._next_sample_s: float | None = None
         self._open: dict[int, _Open] = {}
+        self._plans: list[_Plan] = []
         self._seen_seq = 0
 
     def _target(self, fault_class: str, host: int, obs: Observation) -> str:
@@ -189,7 +213,7 @@ class PredictionStage:
         self._samples.append((obs.host.astype(np.float32), obs.inst.astype(np.float32)))
         if self._next_sample_s is None:
             self._next_sample_s = now + cfg.step_s
-        out = self._outcomes(plant)
+        out = self._outcomes(plant, gate, obs)
         if now < self._next_sample_s:
             return out
         self._next_sample_s += cfg.step_s * max(
@@ -227,27 +251,94 @@ class PredictionStage:
             out.append(rec)
             self._open[h] = _Open(now, target, h, float(probs[h]), fault_class)
             reason = f"pre-emptive: {fault_class} predicted on host-{h} (p={probs[h]:.2f})"
+            if fault_class == "memory_leak" and target.startswith("inst-"):
+                plan = _Plan(target, reason, list(GRACEFUL_RESTART))
+                self._plans.append(plan)
+                self._advance(plan, plant, gate, obs)
+                continue
             for action in RUNBOOKS[fault_class].steps[0].resolve(target, obs):
-                verdict = gate.check(action, obs, now)
-                if verdict.kind != "allowed":
-                    _decide(log, now, action, verdict.kind, verdict.reason)
-                    continue
-                result = plant.apply(action)
-                if not result.accepted:
-                    _decide(log, now, action, "rejected", result.reason)
-                    continue
-                gate.started(action, result.action_id, obs, now)
-                _decide(log, now, action, "allowed", reason, result.action_id)
+                self._submit(action, plant, gate, obs, reason)
         return out
 
-    def _outcomes(self, plant: Plant) -> list[PredictionRecord]:
+    def _submit(
+        self, action: Action, plant: Plant, gate: SafetyGate, obs: Observation, reason: str
+    ) -> tuple[str, str, int]:
+        """Pass one action through the gate and, if allowed, the plant; log the decision.
+
+        Returns the gate's verdict (``rejected`` when the plant refused), its reason and the
+        action id (-1 unless it runs).
+        """
+        log, now = plant.log, plant.now_s
+        verdict = gate.check(action, obs, now)
+        if verdict.kind != "allowed":
+            _decide(log, now, action, verdict.kind, verdict.reason)
+            return verdict.kind, verdict.reason, -1
+        result = plant.apply(action)
+        if not result.accepted:
+            _decide(log, now, action, "rejected", result.reason)
+            return "rejected", result.reason, -1
+        gate.started(action, result.action_id, obs, now)
+        _decide(log, now, action, "allowed", reason, result.action_id)
+        return "allowed", reason, result.action_id
+
+    def _advance(self, plan: _Plan, plant: Plant, gate: SafetyGate, obs: Observation) -> None:
+        """Submit the plan's next action unless one is awaited; drop the plan when done.
+
+        An action whose target is cooling down (the previous action started less than the
+        gate's cooldown ago) waits and is tried again every step, its refusal logged once.
+        Any other refusal (the blast radius, an emergency stop, a human's approval, the
+        plant) ends the plan, after trying to put the instance back into rotation if it was
+        taken out. A dry run logs every action and acts on none.
+        """
+        while plan.awaiting < 0 and plan.remaining:
+            kind = plan.remaining[0]
+            action = Action(kind, plan.target)
+            waiting = gate.cooling_down(action, plant.now_s)
+            if waiting:
+                if plan.logged_wait != kind:
+                    _decide(plant.log, plant.now_s, action, "blocked", waiting)
+                    plan.logged_wait = kind
+                return
+            kind_of, _, action_id = self._submit(action, plant, gate, obs, plan.reason)
+            if kind_of == "dry_run":
+                plan.remaining.pop(0)
+                continue
+            if action_id < 0:
+                plan.remaining = [_RESTORE] if plan.out_of_rotation and kind != _RESTORE else []
+                continue
+            plan.remaining.pop(0)
+            plan.awaiting = action_id
+            plan.out_of_rotation = kind != _RESTORE and (
+                plan.out_of_rotation or kind == "reroute_traffic"
+            )
+        if plan.awaiting < 0 and not plan.remaining:
+            self._plans.remove(plan)
+
+    def _outcomes(self, plant: Plant, gate: SafetyGate, obs: Observation) -> list[PredictionRecord]:
         log, now, cfg = plant.log, plant.now_s, self.config
         events = plant.events(self._seen_seq)
         self._seen_seq = log.next_seq
         failed: dict[int, float] = {}
-        obs_inst_host = plant.observe().inst_host
+        obs_inst_host = obs.inst_host
+        done = {
+            e.action_id: e.phase
+            for e in events
+            if isinstance(e, ActionRecord) and e.phase in ("succeeded", "failed")
+        }
+        for plan in list(self._plans):
+            phase = done.get(plan.awaiting)
+            if phase is None and plan.awaiting >= 0:
+                continue
+            if phase == "failed":
+                plan.remaining = [_RESTORE] if plan.out_of_rotation else []
+            plan.awaiting = -1
+            self._advance(plan, plant, gate, obs)
         for e in events:
-            if isinstance(e, StateChange) and e.state in ("down", "disk_failed"):
+            if (
+                isinstance(e, StateChange)
+                and e.state in ("down", "disk_failed")
+                and e.fault_id is not None
+            ):
                 kind, _, ident = e.target.rpartition("-")
                 if not ident.isdigit():
                     continue

@@ -350,6 +350,14 @@ class SafetyGate:
                 )
         return Verdict("allowed", "approved by a human" if approved else "within safety limits")
 
+    def cooling_down(self, action: Action, now_s: float) -> str:
+        """Why ``action``'s target must wait now; '' when it need not.
+
+        The reasons are an action in flight on the target and its cooldown: waits that pass
+        by themselves, unlike the gate's other refusals.
+        """
+        return self._cooldown(action, _finite_time("now_s", now_s))
+
     def _cooldown(self, action: Action, now_s: float) -> str:
         if any(f.action.target == action.target for f in self._in_flight.values()):
             return f"{action.target} already has an action in flight"
