@@ -1054,6 +1054,12 @@ class TrendRule:
             raise ValueError(f"{self.feature}: horizon_s and window_s must be positive")
 
 
+FAST_TREND_WINDOW_S = 120.0
+"""Regression window of the trends that move only with their fault (memory, wear, fans)."""
+FAST_TREND_SAMPLE_S = 10.0
+"""Sample spacing of the default detector of those trends: 13 samples in the window."""
+
+
 def default_trend_rules(fan_nominal_rpm: float = FAN_NOMINAL_RPM) -> tuple[TrendRule, ...]:
     """The default trend rules.
 
@@ -1061,16 +1067,20 @@ def default_trend_rules(fan_nominal_rpm: float = FAN_NOMINAL_RPM) -> tuple[Trend
     endurance within 24 h; fans falling to 30% of ``fan_nominal_rpm`` within 6 h; a host
     reaching the 80 degC throttling point within 30 min; a service's mean utilisation
     reaching 90% (saturation) within 1 h. Memory, wear and fans, which move only with
-    their fault, are fitted over 10 min, so a leak is reported minutes after it starts; heat
-    over 30 min; utilisation over 1 h, whose short load bursts would otherwise read as trends.
+    their fault, are fitted over 2 min, so a leak is reported a minute or two after it
+    starts; heat over 30 min; utilisation over 1 h, whose short load bursts would otherwise
+    read as trends.
 
     Args:
         fan_nominal_rpm: rated fan speed of the hosts, rpm.
     """
     return (
-        TrendRule("instance", "mem_util", 1.0, 12 * 3600.0, window_s=600.0),
-        TrendRule("host", "disk_wear", 1.0, 24 * 3600.0, window_s=600.0),
-        TrendRule("host", "fan_rpm", 0.3 * fan_nominal_rpm, 6 * 3600.0, "down", window_s=600.0),
+        TrendRule("instance", "mem_util", 1.0, 12 * 3600.0, window_s=FAST_TREND_WINDOW_S),
+        TrendRule("host", "disk_wear", 1.0, 24 * 3600.0, window_s=FAST_TREND_WINDOW_S),
+        TrendRule(
+            "host", "fan_rpm", 0.3 * fan_nominal_rpm, 6 * 3600.0, "down",
+            window_s=FAST_TREND_WINDOW_S,
+        ),
         TrendRule("host", "temp_c", 80.0, 1800.0),
         TrendRule("service", "cpu_util", 0.9, 3600.0, window_s=3600.0),
     )
@@ -1226,16 +1236,24 @@ def _fit(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def default_detectors(fan_nominal_rpm: float = FAN_NOMINAL_RPM) -> list[Detector]:
     """One detector of each family with its defaults.
 
+    The trends take two detectors: one detector keeps its longest window's samples at one
+    spacing, and the 2-minute windows need a sample every 10 s where the 1-hour one needs
+    one every 30 s.
+
     Args:
         fan_nominal_rpm: rated fan speed of the hosts, rpm.
     """
+    trends = default_trend_rules(fan_nominal_rpm)
+    fast = [r for r in trends if r.window_s <= FAST_TREND_WINDOW_S]
+    slow = [r for r in trends if r.window_s > FAST_TREND_WINDOW_S]
     return [
         ProbeDetector(),
         EventDetector(),
         ThresholdDetector(default_threshold_rules(fan_nominal_rpm)),
         ZScoreDetector(),
         MADDetector(),
-        TrendDetector(default_trend_rules(fan_nominal_rpm)),
+        TrendDetector(fast, sample_interval_s=FAST_TREND_SAMPLE_S),
+        TrendDetector(slow),
     ]
 
 
