@@ -1054,10 +1054,10 @@ class TrendRule:
             raise ValueError(f"{self.feature}: horizon_s and window_s must be positive")
 
 
-FAST_TREND_WINDOW_S = 120.0
+FAST_TREND_WINDOW_S = 300.0
 """Regression window of the trends that move only with their fault (memory, wear, fans)."""
 FAST_TREND_SAMPLE_S = 10.0
-"""Sample spacing of the default detector of those trends: 13 samples in the window."""
+"""Sample spacing of the default detector of those trends: 31 samples in the window."""
 
 
 def default_trend_rules(fan_nominal_rpm: float = FAN_NOMINAL_RPM) -> tuple[TrendRule, ...]:
@@ -1067,9 +1067,10 @@ def default_trend_rules(fan_nominal_rpm: float = FAN_NOMINAL_RPM) -> tuple[Trend
     endurance within 24 h; fans falling to 30% of ``fan_nominal_rpm`` within 6 h; a host
     reaching the 80 degC throttling point within 30 min; a service's mean utilisation
     reaching 90% (saturation) within 1 h. Memory, wear and fans, which move only with
-    their fault, are fitted over 2 min, so a leak is reported a minute or two after it
-    starts; heat over 30 min; utilisation over 1 h, whose short load bursts would otherwise
-    read as trends.
+    their fault, are fitted over 5 min, so a leak is reported about 4 minutes after it
+    starts (over 2 min, the step in in-flight memory of a sudden load surge, spread across
+    both halves of the window, read as a leak); heat over 30 min; utilisation over 1 h, whose
+    short load bursts would otherwise read as trends.
 
     Args:
         fan_nominal_rpm: rated fan speed of the hosts, rpm.
@@ -1237,8 +1238,8 @@ def default_detectors(fan_nominal_rpm: float = FAN_NOMINAL_RPM) -> list[Detector
     """One detector of each family with its defaults.
 
     The trends take two detectors: one detector keeps its longest window's samples at one
-    spacing, and the 2-minute windows need a sample every 10 s where the 1-hour one needs
-    one every 30 s.
+    spacing, and the 5-minute windows are sampled every 10 s where the 1-hour one needs a
+    sample only every 30 s.
 
     Args:
         fan_nominal_rpm: rated fan speed of the hosts, rpm.
