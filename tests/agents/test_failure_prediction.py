@@ -130,6 +130,15 @@ def test_lstm_learns_a_trend_and_is_calibrated_deterministic_and_saveable(
     assert np.isnan(outs[0]) and outs[-1] == pytest.approx(p[0], rel=1e-5)
 
 
+def test_dropout_sits_between_lstm_layers() -> None:
+    """The default 3-layer model drops 0.3 between layers; a one-layer model has no dropout."""
+    assert LSTMFailurePredictor().model.lstm.dropout == pytest.approx(0.3)
+    one = LSTMFailurePredictor(PredictorConfig(hidden=8, layers=1, seq_len=8, dropout=0.5))
+    assert one.model.lstm.dropout == 0.0
+    with pytest.raises(PredictorError, match="dropout"):
+        PredictorConfig(dropout=1.0)
+
+
 def test_predictor_refuses_bad_input() -> None:
     """Wrong shapes, NaNs and one-class labels are refused with a message."""
     x, y = _toy(0, 50)
