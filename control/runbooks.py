@@ -149,6 +149,9 @@ RUNBOOKS: dict[str, Runbook] = {
             FaultKind.DISK_DEGRADATION.value,
             (
                 _step(("drain_host", itself), deadline_s=600.0),
+                # One drain in twenty fails for a passing reason; a second usually takes, and
+                # only a drained host moves the worn disk's load away for good.
+                _step(("drain_host", itself), deadline_s=600.0),
                 _step(("cold_migrate", instances_on_host), deadline_s=300.0),
             ),
             follow_up=(("replace_disk", itself),),
