@@ -174,6 +174,11 @@ class _Plan:
     logged_wait: str = ""
     """The action whose wait for a cooldown is logged, so a wait is logged once."""
 
+    def abandon(self) -> None:
+        """Run nothing more but the return to rotation, if the instance was taken out."""
+        self.remaining = [_RESTORE] if self.out_of_rotation else []
+        self.out_of_rotation = False
+
 
 def _decide(
     log: EventLog, now: float, action: Action, verdict: str, reason: str, action_id: int = -1
@@ -262,24 +267,24 @@ class PredictionStage:
 
     def _submit(
         self, action: Action, plant: Plant, gate: SafetyGate, obs: Observation, reason: str
-    ) -> tuple[str, str, int]:
+    ) -> tuple[str, int]:
         """Pass one action through the gate and, if allowed, the plant; log the decision.
 
-        Returns the gate's verdict (``rejected`` when the plant refused), its reason and the
-        action id (-1 unless it runs).
+        Returns the gate's verdict (``rejected`` when the plant refused) and the action id
+        (-1 unless it runs).
         """
         log, now = plant.log, plant.now_s
         verdict = gate.check(action, obs, now)
         if verdict.kind != "allowed":
             _decide(log, now, action, verdict.kind, verdict.reason)
-            return verdict.kind, verdict.reason, -1
+            return verdict.kind, -1
         result = plant.apply(action)
         if not result.accepted:
             _decide(log, now, action, "rejected", result.reason)
-            return "rejected", result.reason, -1
+            return "rejected", -1
         gate.started(action, result.action_id, obs, now)
         _decide(log, now, action, "allowed", reason, result.action_id)
-        return "allowed", reason, result.action_id
+        return "allowed", result.action_id
 
     def _advance(self, plan: _Plan, plant: Plant, gate: SafetyGate, obs: Observation) -> None:
         """Submit the plan's next action unless one is awaited; drop the plan when done.
@@ -299,18 +304,19 @@ class PredictionStage:
                     _decide(plant.log, plant.now_s, action, "blocked", waiting)
                     plan.logged_wait = kind
                 return
-            kind_of, _, action_id = self._submit(action, plant, gate, obs, plan.reason)
-            if kind_of == "dry_run":
+            verdict, action_id = self._submit(action, plant, gate, obs, plan.reason)
+            if verdict == "dry_run":
                 plan.remaining.pop(0)
                 continue
             if action_id < 0:
-                plan.remaining = [_RESTORE] if plan.out_of_rotation and kind != _RESTORE else []
+                plan.abandon()
                 continue
             plan.remaining.pop(0)
             plan.awaiting = action_id
-            plan.out_of_rotation = kind != _RESTORE and (
-                plan.out_of_rotation or kind == "reroute_traffic"
-            )
+            if kind == GRACEFUL_RESTART[0]:
+                plan.out_of_rotation = True
+            elif kind == _RESTORE:
+                plan.out_of_rotation = False
         if plan.awaiting < 0 and not plan.remaining:
             self._plans.remove(plan)
 
@@ -323,14 +329,14 @@ class PredictionStage:
         done = {
             e.action_id: e.phase
             for e in events
-            if isinstance(e, ActionRecord) and e.phase in ("succeeded", "failed")
+            if self._plans and isinstance(e, ActionRecord) and e.phase in ("succeeded", "failed")
         }
         for plan in list(self._plans):
             phase = done.get(plan.awaiting)
             if phase is None and plan.awaiting >= 0:
                 continue
             if phase == "failed":
-                plan.remaining = [_RESTORE] if plan.out_of_rotation else []
+                plan.abandon()
             plan.awaiting = -1
             self._advance(plan, plant, gate, obs)
         for e in events:
