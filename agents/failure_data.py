@@ -366,7 +366,9 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
     """Every window of ``seq_len`` steps ending while its host is up and not failed, labelled.
 
     Windows ending between a failure and its repair are left out: the host is broken then,
-    there is nothing left to predict.
+    there is nothing left to predict. So are windows that end less than ``horizon_s`` before
+    the data set does with no failure recorded after them: whether the host failed within the
+    horizon is not in the data (right-censored), so they have no label.
     """
     if seq_len < 1 or seq_len > ds.times_s.size:
         raise FailureDataError(f"seq_len must be in [1, {ds.times_s.size}], got {seq_len}")
@@ -375,6 +377,7 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
     n_fleets, n_hosts, n_steps, _ = ds.features.shape
     fl, ho, en, lab, warn, ttf = [], [], [], [], [], []
     f = ds.failures
+    t_last = float(ds.times_s[-1])
     for a in range(n_fleets):
         for h in range(n_hosts):
             sel = (f.fleet == a) & (f.host == h)
@@ -393,6 +396,8 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
             dt[has] = t_fail[nxt[has]] - t_end[has]
             w = np.zeros(ends.size, dtype=bool)
             w[has] = w_fail[nxt[has]]
+            known = (dt <= horizon_s) | (t_end + horizon_s <= t_last)
+            ends, t_end, dt, w = ends[known], t_end[known], dt[known], w[known]
             fl.append(np.full(ends.size, a))
             ho.append(np.full(ends.size, h))
             en.append(ends)

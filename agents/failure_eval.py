@@ -114,7 +114,11 @@ class Split:
 def split_windows(
     ds: FailureDataset, w: Windows, horizon_s: float, test_host_share: float, seed: int
 ) -> Split:
-    """Held-out hosts for test; the others split in time into train and validation."""
+    """Held-out hosts for test; the others split in time into train and validation.
+
+    Training windows end at least ``horizon_s`` before validation starts, so no training
+    label looks into the validation period.
+    """
     if not 0.0 < test_host_share < 1.0:
         raise ValueError(f"test_host_share must be in (0, 1), got {test_host_share}")
     n_fleets, n_hosts = ds.features.shape[:2]
@@ -125,7 +129,10 @@ def split_windows(
     key = w.fleet * n_hosts + w.host
     is_test = np.isin(key, test_hosts)
     t_end = ds.times_s[w.end]
-    t_split = ds.times_s[0] + 0.75 * (ds.times_s[-1] - ds.times_s[0])
+    # Windows in the last horizon carry a label only when a failure follows them (see
+    # make_windows), so the time split is taken over the span whose windows are all labelled.
+    t_labelled = ds.times_s[-1] - horizon_s
+    t_split = ds.times_s[0] + 0.75 * max(t_labelled - ds.times_s[0], 0.0)
     val = ~is_test & (t_end >= t_split)
     train = ~is_test & (t_end + horizon_s < t_split)
     return Split(

@@ -82,6 +82,16 @@ def test_window_labels_follow_the_horizon(small_ds: fd.FailureDataset) -> None:
     assert np.array_equal(x[0, -1], small_ds.features[w.fleet[0], w.host[0], w.end[0]])
 
 
+def test_windows_without_a_known_label_are_left_out(small_ds: fd.FailureDataset) -> None:
+    """A window in the last horizon is kept only when a failure follows it (else unlabelled)."""
+    horizon = 3 * 3600.0
+    w = fd.make_windows(small_ds, 4, horizon)
+    late = small_ds.times_s[w.end] + horizon > small_ds.times_s[-1]
+    assert late.any()
+    assert np.all(w.label[late])
+    assert np.all(w.time_to_failure_s[late] <= horizon)
+
+
 def test_split_has_no_leakage(small_ds: fd.FailureDataset) -> None:
     """Test hosts are never in train or validation; training labels end before validation."""
     horizon = 3 * 3600.0
