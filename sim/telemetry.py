@@ -60,12 +60,8 @@ class TelemetryBuffer:
         """Store one sample; the oldest is overwritten when the buffer is full."""
         pos = self.count % self.size
         self.times_s[pos] = t_s
-        h = self.host[pos]
-        for j, row in enumerate(host_rows):
-            h[j] = row
-        i = self.inst[pos]
-        for j, row in enumerate(inst_rows):
-            i[j] = row
+        self.host[pos] = host_rows
+        self.inst[pos] = inst_rows
         self.count += 1
 
     @property

@@ -784,6 +784,7 @@ class Twin:
         self._i_write_iops = self._i_iops * topo.svc_write_share[svc]
         self._i_bits = topo.svc_bytes_per_req[svc] * 8.0
         self._i_timeout_s = topo.svc_timeout_s[svc]
+        self._worker_counts = np.flatnonzero(np.bincount(st.inst_workers)).tolist()
         self._i_mem_per_req = topo.svc_mem_per_req_bytes[svc]
         # Load balancing over instances the LB believes healthy; Envoy-style panic routing
         # sends to the whole rotation when under half of it is ready.
@@ -861,7 +862,9 @@ class Twin:
         dropped = np.maximum(backlog - capacity * self._i_timeout_s, 0.0)
         backlog -= dropped
         st.inst_backlog = backlog
-        stationary_s = mmc_fluid_latency_s(lam_serving, mu, workers, 0.0)
+        stationary_s = mmc_fluid_latency_s(
+            lam_serving, mu, workers, 0.0, server_counts=self._worker_counts
+        )
 
         # Network: host links and rack uplinks as M/M/1 packet queues; loss and partitions.
         st.net_bps = np.bincount(hst, lam_serving * self._i_bits, minlength=n_h) * 2.0

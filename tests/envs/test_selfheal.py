@@ -277,6 +277,27 @@ def test_encoding_of_a_service_without_instances_and_the_per_service_maxima() ->
         assert mask[1 + s * 8] == (s != gone)
 
 
+def test_the_telemetry_ring_length_does_not_change_an_episode() -> None:
+    """The env's twin keeps one telemetry sample; a twin keeping an hour gives the same steps."""
+    default = SelfHealEnv("mixed", HOSTS)
+    hour = SelfHealEnv(
+        "mixed", HOSTS, config=dataclasses.replace(default.config, telemetry_buffer=360)
+    )
+    assert default.twin.telemetry.size == 1
+    runs = []
+    for env in (default, hour):
+        obs, info = env.reset(seed=4)
+        rng = np.random.default_rng(4)
+        steps = [(obs.tobytes(), info["action_mask"].tobytes())]
+        for _ in range(200):
+            mask = info["action_mask"]
+            a = int(rng.choice(np.flatnonzero(mask))) if rng.random() < 0.2 else 0
+            obs, reward, _, _, info = env.step(a)
+            steps.append((obs.tobytes(), reward, info["action_mask"].tobytes(), info["outcome"]))
+        runs.append((steps, env.twin.log.digest()))
+    assert runs[0] == runs[1]
+
+
 def test_a_replica_left_down_costs_downtime_every_step() -> None:
     """A crashed replica nobody restarts costs its share plus ``down_instance`` each step."""
     config = make_config(
