@@ -198,7 +198,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self._seen_seq = 0
         self.twin.advance(self.control_interval_s)
         self._read_events()
-        obs = self.twin.observe()
+        obs = self.twin.observe(copy=False)  # read here and dropped
         vec, mask = encode_and_mask(
             obs, self.layout, self._advisories, self._shed, self._encode_cache
         )
@@ -239,7 +239,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         st = twin.state
         n_req = st.requests_total - total0
         bad_share = 1.0 - (st.requests_good - good0) / n_req if n_req > 0 else 0.0
-        obs = twin.observe()
+        obs = twin.observe(copy=False)  # read here and dropped
         used = obs.inst_used
         n_down = int(np.count_nonzero(used & ~obs.inst_ready))
         down_share = n_down / max(int(np.count_nonzero(used)), 1)

@@ -71,6 +71,10 @@ P99_OVER_MEAN = -np.log(0.01)
 _INSTANCE_FAULTS = (FaultKind.SERVICE_CRASH, FaultKind.MEMORY_LEAK, FaultKind.VM_FAILURE)
 
 
+def _same(array: np.ndarray) -> np.ndarray:
+    return array
+
+
 @dataclass(frozen=True, slots=True)
 class PendingAction:
     """An accepted action in flight; ``success`` was drawn when it was accepted."""
@@ -453,18 +457,24 @@ class Twin:
         return int(pool[np.argmax(st.host_free_cores[pool])])
 
     # ------------------------------------------------------------------ Plant protocol
-    def observe(self) -> Observation:
-        """Latest telemetry sample with probe state and per-service aggregates."""
+    def observe(self, *, copy: bool = True) -> Observation:
+        """Latest telemetry sample with probe state and per-service aggregates.
+
+        Without ``copy`` the arrays are views into the twin's telemetry buffer and state,
+        valid only until the twin next changes (cheaper, for a caller that reads them at
+        once and keeps nothing).
+        """
         st = self.state
+        own = np.copy if copy else _same
         return Observation(
             t_s=self.telemetry.last_t_s,
-            host=self.telemetry.last_host(),
-            inst=self.telemetry.last_inst(),
-            inst_used=st.inst_used.copy(),
-            inst_service=st.inst_service.copy(),
-            inst_host=st.inst_host.copy(),
-            inst_live=st.inst_live.copy(),
-            inst_ready=st.inst_ready.copy(),
+            host=self.telemetry.last_host(copy=copy),
+            inst=self.telemetry.last_inst(copy=copy),
+            inst_used=own(st.inst_used),
+            inst_service=own(st.inst_service),
+            inst_host=own(st.inst_host),
+            inst_live=own(st.inst_live),
+            inst_ready=own(st.inst_ready),
             service_names=self.topo.service_names,
             host_rack=self.topo.host_rack,
             call_edges=self.topo.call_edges,
@@ -799,6 +809,13 @@ class Twin:
         self._svc_routable = wsum > 0
         reach_host = st.host_up & st.tor_up[topo.host_rack]
         self._serving = st.inst_up & reach_host[hst] & used
+        # The per-host sums of serving load run over the serving slots only: every other
+        # slot's term is lam * 0 * (a finite per-request cost) = +0, and adding +0 to a sum
+        # that starts at +0 changes no bit, so the sums are the same, in fewer additions.
+        sub = np.flatnonzero(self._serving)
+        self._s_idx, self._s_host = sub, hst[sub]
+        self._s_cpu_s, self._s_iops = self._i_cpu_s[sub], self._i_iops[sub]
+        self._s_bits, self._s_write_iops = self._i_bits[sub], self._i_write_iops[sub]
         self._background_cores = topo.host_background_cores + st.noisy_cores
         self._iops_cap = self._disk_iops * np.where(
             st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR
@@ -844,12 +861,13 @@ class Twin:
 
         # Compute: proportional-share CPU contention and thermal throttling per host.
         cpu_s = self._i_cpu_s
-        demand = np.bincount(hst, lam_serving * cpu_s, minlength=n_h) + self._background_cores
+        lam_s, s_host = lam.take(self._s_idx), self._s_host
+        demand = np.bincount(s_host, lam_s * self._s_cpu_s, minlength=n_h) + self._background_cores
         cap = host.cores * st.throttle
         contention = contention_factor(demand, cap)
 
         # Storage: an M/M/1 disk per host; I/O wait adds to the service time.
-        iops = np.bincount(hst, lam_serving * self._i_iops, minlength=n_h)
+        iops = np.bincount(s_host, lam_s * self._s_iops, minlength=n_h)
         st.disk_util = iops / self._iops_cap
         st.disk_latency_s = mm1_sojourn_s(host.disk_service_s, st.disk_util)
         mu = 1.0 / (cpu_s / contention[hst] + self._i_iops * st.disk_latency_s[hst])
@@ -867,7 +885,7 @@ class Twin:
         )
 
         # Network: host links and rack uplinks as M/M/1 packet queues; loss and partitions.
-        st.net_bps = np.bincount(hst, lam_serving * self._i_bits, minlength=n_h) * 2.0
+        st.net_bps = np.bincount(s_host, lam_s * self._s_bits, minlength=n_h) * 2.0
         rack_bps = np.bincount(topo.host_rack, st.net_bps, minlength=topo.n_racks)
         uplink_cap = self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines
         st.uplink_util = rack_bps * self._cross_rack / uplink_cap
@@ -932,7 +950,7 @@ class Twin:
                 self.take_host_down(int(h), self.fault_of.get(f"host-{h}"), "thermal shutdown")
 
         # Storage wear, degradation and failure (exponential clock on the cumulative hazard).
-        writes = np.bincount(hst, lam_serving * self._i_write_iops, minlength=n_h)
+        writes = np.bincount(s_host, lam_s * self._s_write_iops, minlength=n_h)
         wear = wear_step(st.disk_wear, writes, host.disk_endurance_writes, dt)
         if self._disks_wearing:
             wear = wear + st.disk_wear_rate_per_s * dt
