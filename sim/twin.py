@@ -834,8 +834,11 @@ class Twin:
         )
         # Sparse inputs of the dense update, and the tests on them that pick its branches.
         self._svc_load_factor = 1.0 + st.svc_extra_load
-        self._leak_bps = st.inst_leak_bps * st.inst_up
-        self._leaking = bool(self._leak_bps.any())
+        # Leaking slots alone: the others' memory grows by 0 (a no-op) and cannot cross.
+        leak_bps = st.inst_leak_bps * st.inst_up
+        self._leak_idx = np.flatnonzero(leak_bps)
+        self._leak_bps = leak_bps[self._leak_idx]
+        self._leaking = bool(self._leak_idx.size)
         self._up_per_core = st.host_up / self._host.cores
         self._fans_decaying = bool(st.fan_decay_per_s.any())
         self._disks_wearing = bool(st.disk_wear_rate_per_s.any())
@@ -927,7 +930,7 @@ class Twin:
 
         # Memory: leaks grow exactly over the tick; the OOM killer fires at the crossing.
         if self._leaking:
-            self._advance_leaks(dt, self._leak_bps, lam * latency)
+            self._advance_leaks(dt, lam, latency)
 
         # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown.
         util = np.minimum(demand, cap) * self._up_per_core
@@ -975,18 +978,23 @@ class Twin:
         self.take_instance_down(inst, self.fault_of.get(self.inst_name(inst)), "oom_kill")
         st.inst_mem_bytes[inst] = st.inst_mem_limit_bytes[inst]
 
-    def _advance_leaks(self, dt: float, leak_bps: np.ndarray, in_flight: np.ndarray) -> None:
+    def _advance_leaks(self, dt: float, lam: np.ndarray, latency: np.ndarray) -> None:
         st = self.state
-        headroom = st.inst_mem_limit_bytes - in_flight * self._i_mem_per_req - st.inst_mem_bytes
-        st.inst_mem_bytes += leak_bps * dt
+        idx, leak_bps = self._leak_idx, self._leak_bps
+        in_flight = lam.take(idx) * latency.take(idx)
+        mem = st.inst_mem_bytes.take(idx)
+        headroom = (
+            st.inst_mem_limit_bytes.take(idx) - in_flight * self._i_mem_per_req.take(idx) - mem
+        )
+        st.inst_mem_bytes[idx] = mem + leak_bps * dt
         crossing = (leak_bps > 0) & (headroom < leak_bps * dt)
         if not crossing.any():
             return
-        for inst in np.flatnonzero(crossing):
-            i = int(inst)
+        for j in np.flatnonzero(crossing):
+            i = int(idx[j])
             if any(tm.what == "oom_kill" and tm.index == i for tm in self.timers):
                 continue
-            t_cross = max(float(headroom[i]), 0.0) / float(leak_bps[i])
+            t_cross = max(float(headroom[j]), 0.0) / float(leak_bps[j])
             fid = self.fault_of.get(self.inst_name(i), -1)
             self.schedule_clear(self.now_s + t_cross, fid, "oom_kill", i)
 
