@@ -177,6 +177,9 @@ class Twin:
             self._power_w = linear_power_w
         self._inv_host_mem = 1.0 / host.mem_bytes
         self._inv_nic = 1.0 / host.nic_bps
+        # Throttling never takes a host's CPU to zero, so every slot's service rate mu is
+        # positive and finite, which the idle slots' exact M/M/c latency (1 / mu) needs.
+        self._idle_mmc_exact = host.throttle_min_factor > 0
         self._dirty = True
 
     # ------------------------------------------------------------------ streams and names
@@ -816,6 +819,7 @@ class Twin:
         self._s_idx, self._s_host = sub, hst[sub]
         self._s_cpu_s, self._s_iops = self._i_cpu_s[sub], self._i_iops[sub]
         self._s_bits, self._s_write_iops = self._i_bits[sub], self._i_write_iops[sub]
+        self._s_workers = st.inst_workers[sub]
         self._background_cores = topo.host_background_cores + st.noisy_cores
         self._iops_cap = self._disk_iops * np.where(
             st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR
@@ -883,9 +887,19 @@ class Twin:
         dropped = np.maximum(backlog - capacity * self._i_timeout_s, 0.0)
         backlog -= dropped
         st.inst_backlog = backlog
-        stationary_s = mmc_fluid_latency_s(
-            lam_serving, mu, workers, 0.0, server_counts=self._worker_counts
-        )
+        if self._idle_mmc_exact:
+            # A slot that serves nothing waits for nothing: its M/M/c latency comes out as
+            # 0 / (c mu) + 0 + 1 / mu = 1 / mu exactly (B = C = 0 at zero load), so the
+            # queueing law runs over the serving slots alone.
+            stationary_s = 1.0 / mu
+            stationary_s[self._s_idx] = mmc_fluid_latency_s(
+                lam_s, mu.take(self._s_idx), self._s_workers, 0.0,
+                server_counts=self._worker_counts,
+            )
+        else:
+            stationary_s = mmc_fluid_latency_s(
+                lam_serving, mu, workers, 0.0, server_counts=self._worker_counts
+            )
 
         # Network: host links and rack uplinks as M/M/1 packet queues; loss and partitions.
         st.net_bps = np.bincount(s_host, lam_s * self._s_bits, minlength=n_h) * 2.0

@@ -243,3 +243,20 @@ def test_advance_runs_the_events_simpy_run_until_would() -> None:
     assert ours.log.digest() == simpys.log.digest()
     assert len(_faults(ours)) > 0
     _assert_same(_snapshot(ours), _snapshot(simpys))
+
+
+def test_the_idle_slots_shortcut_of_the_mmc_latency_changes_no_bit() -> None:
+    """Latency over the serving slots only, 1 / mu elsewhere: the same run as the full law."""
+    runs = []
+    for shortcut in (True, False):
+        # a network partition (instances cut off but routed to), a leak, bad config, ...
+        twin = Twin(make_config("mixed", 100), seed=2)
+        twin._idle_mmc_exact = shortcut
+        twin.advance(4 * HOUR_S)
+        runs.append((twin.log.digest(), _snapshot(twin), twin.telemetry.window(360)))
+    (digest_a, snap_a, window_a), (digest_b, snap_b, window_b) = runs
+    assert digest_a == digest_b
+    _assert_same(snap_a, snap_b)
+    for a, b in zip(window_a, window_b, strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert Twin(make_config("calm", HOSTS), seed=0)._idle_mmc_exact
