@@ -349,7 +349,10 @@ def encode_and_mask(
     cluster = out[n_s * n_per :]
 
     # Per service: means, request-weighted means and maxima over its used slots.
-    inst = obs.inst.take(c.idx, axis=0)
+    if obs.inst.flags.c_contiguous:
+        inst = obs.inst.take(c.idx, axis=0)
+    else:  # a view of a feature-major buffer: gather there, then lay the rows out
+        inst = np.ascontiguousarray(obs.inst.T[:, c.idx].T)
     m = c.m
     sums = (m @ inst[:, _SUM_COLS]) * c.inv
     np.log1p(np.maximum(sums[:, 5], 0.0), out=sums[:, 5])

@@ -809,6 +809,8 @@ class Twin:
             routable = routable | (rotation & panic[svc])
             wsum = np.bincount(svc, routable, minlength=n_s)
         self._i_share = routable / np.maximum(wsum, 1.0)[svc]
+        self._r_idx = np.flatnonzero(self._i_share)
+        self._r_svc = svc[self._r_idx]
         self._svc_routable = wsum > 0
         reach_host = st.host_up & st.tor_up[topo.host_rack]
         self._serving = st.inst_up & reach_host[hst] & used
@@ -926,8 +928,18 @@ class Twin:
         # End-to-end: per class along its path, each visit's sojourn taken as exponential
         # and the path's sum as the moment-matched gamma.
         inv_lam = 1.0 / np.maximum(lam_svc, 1e-12)
-        svc_lat = np.bincount(svc, lam * latency, minlength=n_s) * inv_lam
-        svc_ok = np.bincount(svc, lam * ok, minlength=n_s) * inv_lam * self._svc_routable
+        if self._idle_mmc_exact:
+            # Slots the balancer sends nothing carry lam = +0 and a finite latency and
+            # success share (mu is positive), so their terms are +-0: no-ops in the sums.
+            r_idx, r_svc = self._r_idx, self._r_svc
+            lam_r = lam.take(r_idx)
+            lat_sum = np.bincount(r_svc, lam_r * latency.take(r_idx), minlength=n_s)
+            ok_sum = np.bincount(r_svc, lam_r * ok.take(r_idx), minlength=n_s)
+        else:
+            lat_sum = np.bincount(svc, lam * latency, minlength=n_s)
+            ok_sum = np.bincount(svc, lam * ok, minlength=n_s)
+        svc_lat = lat_sum * inv_lam
+        svc_ok = ok_sum * inv_lam * self._svc_routable
         class_lat = topo.path_matrix @ svc_lat
         class_var = topo.path_matrix @ (svc_lat * svc_lat)
         class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))

@@ -245,8 +245,12 @@ def test_advance_runs_the_events_simpy_run_until_would() -> None:
     _assert_same(_snapshot(ours), _snapshot(simpys))
 
 
-def test_the_idle_slots_shortcut_of_the_mmc_latency_changes_no_bit() -> None:
-    """Latency over the serving slots only, 1 / mu elsewhere: the same run as the full law."""
+def test_the_busy_slot_shortcuts_change_no_bit() -> None:
+    """The shortcuts over busy slots give the same run as the full arrays.
+
+    The M/M/c latency over serving slots (1 / mu elsewhere) and the per-service sums over
+    routed slots.
+    """
     runs = []
     for shortcut in (True, False):
         # a network partition (instances cut off but routed to), a leak, bad config, ...
