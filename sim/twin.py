@@ -60,6 +60,9 @@ _STREAMS = {
     "exploit": 7, "script": 8, "fork": 9,
 }
 DISK_BASE_HAZARD_PER_S = 0.01 / (365.25 * 86400.0)
+FLAT_HAZARD_WEAR = 2.0**-14
+"""Wear up to which the disk hazard h0 (1 + w^4) is h0 exactly: w^4 <= 2^-56 is below half
+an ulp of 1, so 1 + w^4 rounds to 1 (the twin then skips the power)."""
 DISK_DEGRADED_WEAR = 0.8
 DISK_WEAR_OUT = 1.0
 DEGRADED_IOPS_FACTOR = 0.25
@@ -984,11 +987,12 @@ class Twin:
         if self._disks_wearing:
             wear = wear + st.disk_wear_rate_per_s * dt
         st.disk_wear = wear
-        st.disk_hazard_acc += disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) * dt
-        if (
-            (st.disk_hazard_acc >= st.disk_fail_threshold).any()
-            or wear.max() >= DISK_DEGRADED_WEAR
-        ):
+        wear_max = wear.max()
+        if wear_max <= FLAT_HAZARD_WEAR:
+            st.disk_hazard_acc += DISK_BASE_HAZARD_PER_S * dt  # the law's value, exactly
+        else:
+            st.disk_hazard_acc += disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) * dt
+        if (st.disk_hazard_acc >= st.disk_fail_threshold).any() or wear_max >= DISK_DEGRADED_WEAR:
             self._disk_transitions()
 
         if t >= self._next_probe_s:

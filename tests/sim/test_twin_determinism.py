@@ -264,3 +264,13 @@ def test_the_busy_slot_shortcuts_change_no_bit() -> None:
     for a, b in zip(window_a, window_b, strict=True):
         assert a.tobytes() == b.tobytes()
     assert Twin(make_config("calm", HOSTS), seed=0)._idle_mmc_exact
+
+
+def test_the_disk_hazard_is_flat_exactly_up_to_the_twins_threshold() -> None:
+    """Below FLAT_HAZARD_WEAR the law gives h0 bit for bit, so the twin may skip it."""
+    from sim.physics.storage import disk_hazard_per_s
+    from sim.twin import DISK_BASE_HAZARD_PER_S, FLAT_HAZARD_WEAR
+
+    wear = np.concatenate([np.linspace(0.0, FLAT_HAZARD_WEAR, 10_001), [-1.0, 0.0]])
+    assert (disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) == DISK_BASE_HAZARD_PER_S).all()
+    assert disk_hazard_per_s(np.array([1e-3]), DISK_BASE_HAZARD_PER_S)[0] > DISK_BASE_HAZARD_PER_S
