@@ -270,8 +270,8 @@ class EncodeCache:
     result, only the time taken.
     """
 
-    __slots__ = ("count", "idx", "instance_rows", "inv", "key", "layout", "m", "mask",
-                 "n_used", "order", "present", "ratio", "sorted_host", "sorted_rows", "starts")
+    __slots__ = ("count", "idx", "instance_rows", "inv", "key", "layout", "m", "mask", "n_used",
+                 "order", "present", "ratio", "sorted_host", "sorted_rows", "span", "starts")
 
     def __init__(self) -> None:
         self.key: tuple[bytes, bytes, bytes] | None = None
@@ -289,6 +289,9 @@ class EncodeCache:
         count = m.sum(axis=1)
         self.idx = idx
         self.n_used = idx.size
+        # The used slots as one run of rows (the usual placement), or None.
+        contiguous = idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size
+        self.span = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else None
         # Used slots grouped by service (stable), for maxima, counts and any-tests over
         # segments, none of which depends on the order of its terms.
         svc = obs.inst_service[idx]
@@ -351,7 +354,9 @@ def encode_and_mask(
     # Per service: means, request-weighted means and maxima over its used slots.
     if obs.inst.flags.c_contiguous:
         inst = obs.inst.take(c.idx, axis=0)
-    else:  # a view of a feature-major buffer: gather there, then lay the rows out
+    elif c.span is not None:  # a view of a feature-major buffer: lay the rows out
+        inst = np.ascontiguousarray(obs.inst[c.span])
+    else:  # the same, gathering the used slots first
         inst = np.ascontiguousarray(obs.inst.T[:, c.idx].T)
     m = c.m
     sums = (m @ inst[:, _SUM_COLS]) * c.inv
