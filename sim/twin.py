@@ -867,7 +867,7 @@ class Twin:
         offered = self.workload.rate_rps(t, dt)
         admitted = offered * (1.0 - st.shed_fraction)
         lam_svc = admitted * topo.visit_ratio * self._svc_load_factor
-        lam = lam_svc[svc] * self._i_share
+        lam = lam_svc.take(svc) * self._i_share
         serving = self._serving
         lam_serving = lam * serving
 
@@ -882,7 +882,7 @@ class Twin:
         iops = np.bincount(s_host, lam_s * self._s_iops, minlength=n_h)
         st.disk_util = iops / self._iops_cap
         st.disk_latency_s = mm1_sojourn_s(host.disk_service_s, st.disk_util)
-        mu = 1.0 / (cpu_s / contention[hst] + self._i_iops * st.disk_latency_s[hst])
+        mu = 1.0 / (cpu_s / contention.take(hst) + self._i_iops * st.disk_latency_s.take(hst))
 
         # Serving: fluid M/M/c per instance, exact over the tick. Requests queued longer than
         # the client timeout are abandoned: the queue holds at most timeout_s of work.
@@ -913,7 +913,7 @@ class Twin:
         st.uplink_util = rack_bps * self._cross_rack / uplink_cap
         host_net_s = 2.0 * mm1_sojourn_s(self._host_tx_s, st.net_bps / host.nic_bps)
         rack_net_s = (2.0 * self._cross_rack) * mm1_sojourn_s(self._uplink_tx_s, st.uplink_util)
-        net_s = (host_net_s + rack_net_s[topo.host_rack] + self._hops_s)[hst]
+        net_s = (host_net_s + rack_net_s.take(topo.host_rack) + self._hops_s).take(hst)
 
         # Timeouts of the stationary part (backlog past the timeout was dropped above).
         stationary_s += net_s
@@ -1111,8 +1111,8 @@ class Twin:
             st.inst_util,
             (st.inst_mem_bytes + in_flight * self._i_mem_per_req) / st.inst_mem_limit_bytes,
             st.inst_rps, st.inst_latency_s, st.inst_latency_s * P99_OVER_MEAN, st.inst_error_rate,
-            st.inst_backlog + in_flight, st.inst_rps * self._i_bits, st.disk_latency_s[hst],
-            st.temp_c[hst], st.inst_up, st.inst_ready, st.inst_vm_up,
+            st.inst_backlog + in_flight, st.inst_rps * self._i_bits, st.disk_latency_s.take(hst),
+            st.temp_c.take(hst), st.inst_up, st.inst_ready, st.inst_vm_up,
         )
         self.telemetry.push(t, host_rows, inst_rows)
 
