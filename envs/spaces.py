@@ -382,7 +382,7 @@ def encode_and_mask(
     hmax = host[:, _HMAX_COLS].max(axis=0)
     host_up = host[:, _H_UP] > 0.5
     # Per used slot, grouped by service: only counted and any-tested below.
-    up_host_inst = host_up[c.sorted_host]
+    up_host_inst = host_up.take(c.sorted_host)
     live = grouped[:, _I_UP] > 0.5
     dark = up_host_inst & ~(live & (grouped[:, _I_READY] > 0.5))
     day = 2.0 * np.pi * (obs.t_s if math.isfinite(obs.t_s) else 0.0) / _DAY_S
@@ -414,7 +414,7 @@ def encode_and_mask(
     row = 1 + n_s * len(SERVICE_ACTIONS)
     mask[row] = mask[row + 1] = n_up > 0
     mask[row + 2] = n_up < host.shape[0]
-    mask[row + 3] = (up_host_inst & live & ~obs.inst_live[c.sorted_rows]).any()
+    mask[row + 3] = (up_host_inst & live & ~obs.inst_live.take(c.sorted_rows)).any()
     mask[row + 4] = hmax[_HMAX_LINK] > 0
     mask[row + 5] = shed_fraction < 0.6 - 1e-9
     mask[row + 6] = shed_fraction > 0.0

@@ -183,6 +183,7 @@ class Twin:
         # Throttling never takes a host's CPU to zero, so every slot's service rate mu is
         # positive and finite, which the idle slots' exact M/M/c latency (1 / mu) needs.
         self._idle_mmc_exact = host.throttle_min_factor > 0
+        self._svc_key: bytes | None = None
         self._dirty = True
 
     # ------------------------------------------------------------------ streams and names
@@ -795,13 +796,17 @@ class Twin:
         st, topo = self.state, self.topo
         svc, hst, used = st.inst_service, st.inst_host, st.inst_used
         n_s = topo.n_services
-        self._i_cpu_s = topo.svc_cpu_s[svc] / st.inst_slowdown
-        self._i_iops = topo.svc_iops_per_req[svc]
-        self._i_write_iops = self._i_iops * topo.svc_write_share[svc]
-        self._i_bits = topo.svc_bytes_per_req[svc] * 8.0
-        self._i_timeout_s = topo.svc_timeout_s[svc]
+        svc_key = svc.tobytes()
+        if svc_key != self._svc_key:  # a slot changed service (scale-out): per-service costs
+            self._svc_key = svc_key
+            self._i_cpu_base = topo.svc_cpu_s.take(svc)
+            self._i_iops = topo.svc_iops_per_req.take(svc)
+            self._i_write_iops = self._i_iops * topo.svc_write_share.take(svc)
+            self._i_bits = topo.svc_bytes_per_req.take(svc) * 8.0
+            self._i_timeout_s = topo.svc_timeout_s.take(svc)
+            self._i_mem_per_req = topo.svc_mem_per_req_bytes.take(svc)
+        self._i_cpu_s = self._i_cpu_base / st.inst_slowdown
         self._worker_counts = np.flatnonzero(np.bincount(st.inst_workers)).tolist()
-        self._i_mem_per_req = topo.svc_mem_per_req_bytes[svc]
         # Load balancing over instances the LB believes healthy; Envoy-style panic routing
         # sends to the whole rotation when under half of it is ready.
         rotation = used & st.inst_in_rotation & ~st.inst_isolated
@@ -1133,7 +1138,7 @@ class Twin:
         st.window_class_requests[:] = 0.0
         self._window_start_s = t_end
         self._next_window_s = t_end + self.config.slo_window_s
-        self._instance_seconds += float(st.inst_used.sum()) * self.config.slo_window_s
+        self._instance_seconds += float(np.count_nonzero(st.inst_used)) * self.config.slo_window_s
 
     # ------------------------------------------------------------------ fork and what-if
     def fork(self, key: int = 0) -> Twin:
