@@ -47,6 +47,12 @@ class RewardWeights:
                 raise ConfigError(f"reward.{f.name} must be a finite number >= 0, got {value!r}")
 
 
+ENV_TELEMETRY_SAMPLES = 1
+"""Telemetry samples the env's twin keeps: the env reads only the latest, and no controller
+reads further back (the :class:`sim.plant.Plant` protocol exposes only the latest), so a
+longer ring would only cost memory traffic every step."""
+
+
 class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
     """Keep a simulated cluster within its SLO while faults strike it.
 
@@ -128,7 +134,10 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
     ## Arguments
 
     ``gymnasium.make("NovaCron/SelfHeal-ServiceCrash-v0", hosts=100, max_episode_steps=4320,
-    control_interval_s=10.0, safety=SafetyConfig(), reward=RewardWeights())``.
+    control_interval_s=10.0, safety=SafetyConfig(), reward=RewardWeights())``. Without a
+    ``config``, the twin is the scenario's on ``hosts`` hosts with one tick and one
+    telemetry sample per control interval, keeping only the latest sample
+    (:data:`ENV_TELEMETRY_SAMPLES`).
 
     ## Version History
 
@@ -158,6 +167,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
             hosts,
             tick_s=self.control_interval_s,
             telemetry_interval_s=self.control_interval_s,
+            telemetry_buffer=ENV_TELEMETRY_SAMPLES,
         )
         self.safety = safety or SafetyConfig()
         self.weights = reward or RewardWeights()
@@ -188,7 +198,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self._seen_seq = 0
         self.twin.advance(self.control_interval_s)
         self._read_events()
-        obs = self.twin.observe()
+        obs = self.twin.observe(copy=False)  # read here and dropped
         vec, mask = encode_and_mask(
             obs, self.layout, self._advisories, self._shed, self._encode_cache
         )
@@ -229,10 +239,10 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         st = twin.state
         n_req = st.requests_total - total0
         bad_share = 1.0 - (st.requests_good - good0) / n_req if n_req > 0 else 0.0
-        obs = twin.observe()
+        obs = twin.observe(copy=False)  # read here and dropped
         used = obs.inst_used
-        n_down = int((used & ~obs.inst_ready).sum())
-        down_share = n_down / max(int(used.sum()), 1)
+        n_down = int(np.count_nonzero(used & ~obs.inst_ready))
+        down_share = n_down / max(int(np.count_nonzero(used)), 1)
         terms = {
             "slo": self.weights.slo * bad_share,
             "downtime": self.weights.downtime * down_share + self.weights.down_instance * n_down,

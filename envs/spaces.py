@@ -270,8 +270,8 @@ class EncodeCache:
     result, only the time taken.
     """
 
-    __slots__ = ("count", "idx", "inst_host", "instance_rows", "inv", "key", "layout", "m",
-                 "mask", "max_rows", "n_used", "order", "present", "ratio", "starts")
+    __slots__ = ("count", "idx", "instance_rows", "inv", "key", "layout", "m", "mask", "n_used",
+                 "order", "present", "ratio", "sorted_host", "sorted_rows", "span", "starts")
 
     def __init__(self) -> None:
         self.key: tuple[bytes, bytes, bytes] | None = None
@@ -289,11 +289,15 @@ class EncodeCache:
         count = m.sum(axis=1)
         self.idx = idx
         self.n_used = idx.size
-        self.inst_host = obs.inst_host[idx]
-        # Used slots grouped by service (stable), for maxima and any-tests over segments.
+        # The used slots as one run of rows (the usual placement), or None.
+        contiguous = idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size
+        self.span = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else None
+        # Used slots grouped by service (stable), for maxima, counts and any-tests over
+        # segments, none of which depends on the order of its terms.
         svc = obs.inst_service[idx]
         self.order = np.argsort(svc, kind="stable")
-        self.max_rows = idx[self.order]
+        self.sorted_rows = idx[self.order]
+        self.sorted_host = obs.inst_host[self.sorted_rows]
         self.present = np.flatnonzero(count > 0)
         self.starts = np.searchsorted(svc[self.order], self.present)
         self.m = m
@@ -348,7 +352,12 @@ def encode_and_mask(
     cluster = out[n_s * n_per :]
 
     # Per service: means, request-weighted means and maxima over its used slots.
-    inst = obs.inst.take(c.idx, axis=0)
+    if obs.inst.flags.c_contiguous:
+        inst = obs.inst.take(c.idx, axis=0)
+    elif c.span is not None:  # a view of a feature-major buffer: lay the rows out
+        inst = np.ascontiguousarray(obs.inst[c.span])
+    else:  # the same, gathering the used slots first
+        inst = np.ascontiguousarray(obs.inst.T[:, c.idx].T)
     m = c.m
     sums = (m @ inst[:, _SUM_COLS]) * c.inv
     np.log1p(np.maximum(sums[:, 5], 0.0), out=sums[:, 5])
@@ -358,9 +367,10 @@ def encode_and_mask(
     per[:, _W_TO] = (w @ inst[:, _W_COLS]) / np.maximum(w.sum(axis=1), 1e-9)[:, None]
     # Maxima over each service's segment, floored at 0 as over a zero-filled table (exact:
     # a maximum does not depend on order).
+    grouped = inst.take(c.order, axis=0)
     maxes = np.zeros((n_s, len(_MAX_COLS)), dtype=np.float32)
     if c.present.size:
-        seg = np.maximum.reduceat(obs.inst[c.max_rows[:, None], _MAX_COLS], c.starts, axis=0)
+        seg = np.maximum.reduceat(grouped[:, _MAX_COLS], c.starts, axis=0)
         maxes[c.present] = np.maximum(seg, 0.0)
     per[:, _MAX_TO] = maxes
     per[:, 3] = c.ratio
@@ -371,17 +381,18 @@ def encode_and_mask(
     n_h = max(host.shape[0], 1)
     hmax = host[:, _HMAX_COLS].max(axis=0)
     host_up = host[:, _H_UP] > 0.5
-    up_host_inst = host_up[c.inst_host]
-    live = inst[:, _I_UP] > 0.5
-    dark = up_host_inst & ~(live & (inst[:, _I_READY] > 0.5))
+    # Per used slot, grouped by service: only counted and any-tested below.
+    up_host_inst = host_up.take(c.sorted_host)
+    live = grouped[:, _I_UP] > 0.5
+    dark = up_host_inst & ~(live & (grouped[:, _I_READY] > 0.5))
     day = 2.0 * np.pi * (obs.t_s if math.isfinite(obs.t_s) else 0.0) / _DAY_S
-    n_up = int(host_up.sum())
+    n_up = int(np.count_nonzero(host_up))
     cluster[_HMAX_TO] = hmax
     cluster[_HMIN_TO] = host[:, _HMIN_COLS].min(axis=0) / _HMIN_SCALE
     # One scalar store each: cheaper than building a small array from mixed scalars.
     cluster[0] = n_up / n_h
     cluster[1] = host[:, _H_CPU].sum() / n_h
-    cluster[9] = int(dark.sum()) / max(c.n_used, 1)
+    cluster[9] = int(np.count_nonzero(dark)) / max(c.n_used, 1)
     cluster[10] = rps.sum() / n_h
     cluster[11] = shed_fraction
     cluster[12] = np.sin(day)
@@ -396,14 +407,14 @@ def encode_and_mask(
     # Action mask: an instance to restart, migrate or grow per service (any instance in the
     # service's segment with the property); then the cluster-wide entries.
     mask = c.mask.copy()
-    stranded = (inst[:, _I_VM_UP] < 0.5) | ~up_host_inst
+    stranded = (grouped[:, _I_VM_UP] < 0.5) | ~up_host_inst
     if c.present.size:
-        flags = np.array([up_host_inst, stranded, live]).T[c.order]
+        flags = np.array([up_host_inst, stranded, live]).T
         mask[c.instance_rows[c.present]] = np.logical_or.reduceat(flags, c.starts, axis=0)
     row = 1 + n_s * len(SERVICE_ACTIONS)
     mask[row] = mask[row + 1] = n_up > 0
     mask[row + 2] = n_up < host.shape[0]
-    mask[row + 3] = (up_host_inst & live & ~obs.inst_live[c.idx]).any()
+    mask[row + 3] = (up_host_inst & live & ~obs.inst_live.take(c.sorted_rows)).any()
     mask[row + 4] = hmax[_HMAX_LINK] > 0
     mask[row + 5] = shed_fraction < 0.6 - 1e-9
     mask[row + 6] = shed_fraction > 0.0

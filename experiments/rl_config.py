@@ -200,6 +200,8 @@ def make_env(
     """
     import gymnasium as gym
 
+    from envs.selfheal import ENV_TELEMETRY_SAMPLES
+
     if not (
         isinstance(fault_rate_scale, int | float)
         and math.isfinite(fault_rate_scale)
@@ -225,6 +227,7 @@ def make_env(
             customize=scale,
             tick_s=control_interval_s,
             telemetry_interval_s=control_interval_s,
+            telemetry_buffer=ENV_TELEMETRY_SAMPLES,
         )
     return gym.make(
         env_id(scenario),

@@ -60,12 +60,8 @@ class TelemetryBuffer:
         """Store one sample; the oldest is overwritten when the buffer is full."""
         pos = self.count % self.size
         self.times_s[pos] = t_s
-        h = self.host[pos]
-        for j, row in enumerate(host_rows):
-            h[j] = row
-        i = self.inst[pos]
-        for j, row in enumerate(inst_rows):
-            i[j] = row
+        self.host[pos] = host_rows
+        self.inst[pos] = inst_rows
         self.count += 1
 
     @property
@@ -73,13 +69,15 @@ class TelemetryBuffer:
         """Time of the latest sample (NaN before the first)."""
         return float(self.times_s[(self.count - 1) % self.size]) if self.count else float("nan")
 
-    def last_host(self) -> np.ndarray:
-        """Latest host sample, shape (hosts, features)."""
-        return self.host[(self.count - 1) % self.size].T.copy()
+    def last_host(self, *, copy: bool = True) -> np.ndarray:
+        """Latest host sample, shape (hosts, features); without ``copy`` a view of the buffer."""
+        view = self.host[(self.count - 1) % self.size].T
+        return view.copy() if copy else view
 
-    def last_inst(self) -> np.ndarray:
-        """Latest instance sample, shape (instance slots, features)."""
-        return self.inst[(self.count - 1) % self.size].T.copy()
+    def last_inst(self, *, copy: bool = True) -> np.ndarray:
+        """Latest instance sample, shape (slots, features); without ``copy`` a view of it."""
+        view = self.inst[(self.count - 1) % self.size].T
+        return view.copy() if copy else view
 
     def window(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The last ``min(n, stored)`` samples, oldest first: times, host, instance.

@@ -60,6 +60,9 @@ _STREAMS = {
     "exploit": 7, "script": 8, "fork": 9,
 }
 DISK_BASE_HAZARD_PER_S = 0.01 / (365.25 * 86400.0)
+FLAT_HAZARD_WEAR = 2.0**-14
+"""Wear up to which the disk hazard h0 (1 + w^4) is h0 exactly: w^4 <= 2^-56 is below half
+an ulp of 1, so 1 + w^4 rounds to 1 (the twin then skips the power)."""
 DISK_DEGRADED_WEAR = 0.8
 DISK_WEAR_OUT = 1.0
 DEGRADED_IOPS_FACTOR = 0.25
@@ -69,6 +72,10 @@ SCALE_OUT_TARGET_UTIL = 0.6
 PANIC_READY_SHARE = 0.5
 P99_OVER_MEAN = -np.log(0.01)
 _INSTANCE_FAULTS = (FaultKind.SERVICE_CRASH, FaultKind.MEMORY_LEAK, FaultKind.VM_FAILURE)
+
+
+def _same(array: np.ndarray) -> np.ndarray:
+    return array
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +180,10 @@ class Twin:
             self._power_w = linear_power_w
         self._inv_host_mem = 1.0 / host.mem_bytes
         self._inv_nic = 1.0 / host.nic_bps
+        # Throttling never takes a host's CPU to zero, so every slot's service rate mu is
+        # positive and finite, which the idle slots' exact M/M/c latency (1 / mu) needs.
+        self._idle_mmc_exact = host.throttle_min_factor > 0
+        self._svc_key: bytes | None = None
         self._dirty = True
 
     # ------------------------------------------------------------------ streams and names
@@ -453,18 +464,24 @@ class Twin:
         return int(pool[np.argmax(st.host_free_cores[pool])])
 
     # ------------------------------------------------------------------ Plant protocol
-    def observe(self) -> Observation:
-        """Latest telemetry sample with probe state and per-service aggregates."""
+    def observe(self, *, copy: bool = True) -> Observation:
+        """Latest telemetry sample with probe state and per-service aggregates.
+
+        Without ``copy`` the arrays are views into the twin's telemetry buffer and state,
+        valid only until the twin next changes (cheaper, for a caller that reads them at
+        once and keeps nothing).
+        """
         st = self.state
+        own = np.copy if copy else _same
         return Observation(
             t_s=self.telemetry.last_t_s,
-            host=self.telemetry.last_host(),
-            inst=self.telemetry.last_inst(),
-            inst_used=st.inst_used.copy(),
-            inst_service=st.inst_service.copy(),
-            inst_host=st.inst_host.copy(),
-            inst_live=st.inst_live.copy(),
-            inst_ready=st.inst_ready.copy(),
+            host=self.telemetry.last_host(copy=copy),
+            inst=self.telemetry.last_inst(copy=copy),
+            inst_used=own(st.inst_used),
+            inst_service=own(st.inst_service),
+            inst_host=own(st.inst_host),
+            inst_live=own(st.inst_live),
+            inst_ready=own(st.inst_ready),
             service_names=self.topo.service_names,
             host_rack=self.topo.host_rack,
             call_edges=self.topo.call_edges,
@@ -779,12 +796,17 @@ class Twin:
         st, topo = self.state, self.topo
         svc, hst, used = st.inst_service, st.inst_host, st.inst_used
         n_s = topo.n_services
-        self._i_cpu_s = topo.svc_cpu_s[svc] / st.inst_slowdown
-        self._i_iops = topo.svc_iops_per_req[svc]
-        self._i_write_iops = self._i_iops * topo.svc_write_share[svc]
-        self._i_bits = topo.svc_bytes_per_req[svc] * 8.0
-        self._i_timeout_s = topo.svc_timeout_s[svc]
-        self._i_mem_per_req = topo.svc_mem_per_req_bytes[svc]
+        svc_key = svc.tobytes()
+        if svc_key != self._svc_key:  # a slot changed service (scale-out): per-service costs
+            self._svc_key = svc_key
+            self._i_cpu_base = topo.svc_cpu_s.take(svc)
+            self._i_iops = topo.svc_iops_per_req.take(svc)
+            self._i_write_iops = self._i_iops * topo.svc_write_share.take(svc)
+            self._i_bits = topo.svc_bytes_per_req.take(svc) * 8.0
+            self._i_timeout_s = topo.svc_timeout_s.take(svc)
+            self._i_mem_per_req = topo.svc_mem_per_req_bytes.take(svc)
+        self._i_cpu_s = self._i_cpu_base / st.inst_slowdown
+        self._worker_counts = np.flatnonzero(np.bincount(st.inst_workers)).tolist()
         # Load balancing over instances the LB believes healthy; Envoy-style panic routing
         # sends to the whole rotation when under half of it is ready.
         rotation = used & st.inst_in_rotation & ~st.inst_isolated
@@ -795,9 +817,19 @@ class Twin:
             routable = routable | (rotation & panic[svc])
             wsum = np.bincount(svc, routable, minlength=n_s)
         self._i_share = routable / np.maximum(wsum, 1.0)[svc]
+        self._r_idx = np.flatnonzero(self._i_share)
+        self._r_svc = svc[self._r_idx]
         self._svc_routable = wsum > 0
         reach_host = st.host_up & st.tor_up[topo.host_rack]
         self._serving = st.inst_up & reach_host[hst] & used
+        # The per-host sums of serving load run over the serving slots only: every other
+        # slot's term is lam * 0 * (a finite per-request cost) = +0, and adding +0 to a sum
+        # that starts at +0 changes no bit, so the sums are the same, in fewer additions.
+        sub = np.flatnonzero(self._serving)
+        self._s_idx, self._s_host = sub, hst[sub]
+        self._s_cpu_s, self._s_iops = self._i_cpu_s[sub], self._i_iops[sub]
+        self._s_bits, self._s_write_iops = self._i_bits[sub], self._i_write_iops[sub]
+        self._s_workers = st.inst_workers[sub]
         self._background_cores = topo.host_background_cores + st.noisy_cores
         self._iops_cap = self._disk_iops * np.where(
             st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR
@@ -816,8 +848,11 @@ class Twin:
         )
         # Sparse inputs of the dense update, and the tests on them that pick its branches.
         self._svc_load_factor = 1.0 + st.svc_extra_load
-        self._leak_bps = st.inst_leak_bps * st.inst_up
-        self._leaking = bool(self._leak_bps.any())
+        # Leaking slots alone: the others' memory grows by 0 (a no-op) and cannot cross.
+        leak_bps = st.inst_leak_bps * st.inst_up
+        self._leak_idx = np.flatnonzero(leak_bps)
+        self._leak_bps = leak_bps[self._leak_idx]
+        self._leaking = bool(self._leak_idx.size)
         self._up_per_core = st.host_up / self._host.cores
         self._fans_decaying = bool(st.fan_decay_per_s.any())
         self._disks_wearing = bool(st.disk_wear_rate_per_s.any())
@@ -837,21 +872,22 @@ class Twin:
         offered = self.workload.rate_rps(t, dt)
         admitted = offered * (1.0 - st.shed_fraction)
         lam_svc = admitted * topo.visit_ratio * self._svc_load_factor
-        lam = lam_svc[svc] * self._i_share
+        lam = lam_svc.take(svc) * self._i_share
         serving = self._serving
         lam_serving = lam * serving
 
         # Compute: proportional-share CPU contention and thermal throttling per host.
         cpu_s = self._i_cpu_s
-        demand = np.bincount(hst, lam_serving * cpu_s, minlength=n_h) + self._background_cores
+        lam_s, s_host = lam.take(self._s_idx), self._s_host
+        demand = np.bincount(s_host, lam_s * self._s_cpu_s, minlength=n_h) + self._background_cores
         cap = host.cores * st.throttle
         contention = contention_factor(demand, cap)
 
         # Storage: an M/M/1 disk per host; I/O wait adds to the service time.
-        iops = np.bincount(hst, lam_serving * self._i_iops, minlength=n_h)
+        iops = np.bincount(s_host, lam_s * self._s_iops, minlength=n_h)
         st.disk_util = iops / self._iops_cap
         st.disk_latency_s = mm1_sojourn_s(host.disk_service_s, st.disk_util)
-        mu = 1.0 / (cpu_s / contention[hst] + self._i_iops * st.disk_latency_s[hst])
+        mu = 1.0 / (cpu_s / contention.take(hst) + self._i_iops * st.disk_latency_s.take(hst))
 
         # Serving: fluid M/M/c per instance, exact over the tick. Requests queued longer than
         # the client timeout are abandoned: the queue holds at most timeout_s of work.
@@ -861,16 +897,28 @@ class Twin:
         dropped = np.maximum(backlog - capacity * self._i_timeout_s, 0.0)
         backlog -= dropped
         st.inst_backlog = backlog
-        stationary_s = mmc_fluid_latency_s(lam_serving, mu, workers, 0.0)
+        if self._idle_mmc_exact:
+            # A slot that serves nothing waits for nothing: its M/M/c latency comes out as
+            # 0 / (c mu) + 0 + 1 / mu = 1 / mu exactly (B = C = 0 at zero load), so the
+            # queueing law runs over the serving slots alone.
+            stationary_s = 1.0 / mu
+            stationary_s[self._s_idx] = mmc_fluid_latency_s(
+                lam_s, mu.take(self._s_idx), self._s_workers, 0.0,
+                server_counts=self._worker_counts,
+            )
+        else:
+            stationary_s = mmc_fluid_latency_s(
+                lam_serving, mu, workers, 0.0, server_counts=self._worker_counts
+            )
 
         # Network: host links and rack uplinks as M/M/1 packet queues; loss and partitions.
-        st.net_bps = np.bincount(hst, lam_serving * self._i_bits, minlength=n_h) * 2.0
+        st.net_bps = np.bincount(s_host, lam_s * self._s_bits, minlength=n_h) * 2.0
         rack_bps = np.bincount(topo.host_rack, st.net_bps, minlength=topo.n_racks)
         uplink_cap = self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines
         st.uplink_util = rack_bps * self._cross_rack / uplink_cap
         host_net_s = 2.0 * mm1_sojourn_s(self._host_tx_s, st.net_bps / host.nic_bps)
         rack_net_s = (2.0 * self._cross_rack) * mm1_sojourn_s(self._uplink_tx_s, st.uplink_util)
-        net_s = (host_net_s + rack_net_s[topo.host_rack] + self._hops_s)[hst]
+        net_s = (host_net_s + rack_net_s.take(topo.host_rack) + self._hops_s).take(hst)
 
         # Timeouts of the stationary part (backlog past the timeout was dropped above).
         stationary_s += net_s
@@ -888,8 +936,18 @@ class Twin:
         # End-to-end: per class along its path, each visit's sojourn taken as exponential
         # and the path's sum as the moment-matched gamma.
         inv_lam = 1.0 / np.maximum(lam_svc, 1e-12)
-        svc_lat = np.bincount(svc, lam * latency, minlength=n_s) * inv_lam
-        svc_ok = np.bincount(svc, lam * ok, minlength=n_s) * inv_lam * self._svc_routable
+        if self._idle_mmc_exact:
+            # Slots the balancer sends nothing carry lam = +0 and a finite latency and
+            # success share (mu is positive), so their terms are +-0: no-ops in the sums.
+            r_idx, r_svc = self._r_idx, self._r_svc
+            lam_r = lam.take(r_idx)
+            lat_sum = np.bincount(r_svc, lam_r * latency.take(r_idx), minlength=n_s)
+            ok_sum = np.bincount(r_svc, lam_r * ok.take(r_idx), minlength=n_s)
+        else:
+            lat_sum = np.bincount(svc, lam * latency, minlength=n_s)
+            ok_sum = np.bincount(svc, lam * ok, minlength=n_s)
+        svc_lat = lat_sum * inv_lam
+        svc_ok = ok_sum * inv_lam * self._svc_routable
         class_lat = topo.path_matrix @ svc_lat
         class_var = topo.path_matrix @ (svc_lat * svc_lat)
         class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))
@@ -906,7 +964,7 @@ class Twin:
 
         # Memory: leaks grow exactly over the tick; the OOM killer fires at the crossing.
         if self._leaking:
-            self._advance_leaks(dt, self._leak_bps, lam * latency)
+            self._advance_leaks(dt, lam, latency)
 
         # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown.
         util = np.minimum(demand, cap) * self._up_per_core
@@ -929,16 +987,17 @@ class Twin:
                 self.take_host_down(int(h), self.fault_of.get(f"host-{h}"), "thermal shutdown")
 
         # Storage wear, degradation and failure (exponential clock on the cumulative hazard).
-        writes = np.bincount(hst, lam_serving * self._i_write_iops, minlength=n_h)
+        writes = np.bincount(s_host, lam_s * self._s_write_iops, minlength=n_h)
         wear = wear_step(st.disk_wear, writes, host.disk_endurance_writes, dt)
         if self._disks_wearing:
             wear = wear + st.disk_wear_rate_per_s * dt
         st.disk_wear = wear
-        st.disk_hazard_acc += disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) * dt
-        if (
-            (st.disk_hazard_acc >= st.disk_fail_threshold).any()
-            or wear.max() >= DISK_DEGRADED_WEAR
-        ):
+        wear_max = wear.max()
+        if wear_max <= FLAT_HAZARD_WEAR:
+            st.disk_hazard_acc += DISK_BASE_HAZARD_PER_S * dt  # the law's value, exactly
+        else:
+            st.disk_hazard_acc += disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) * dt
+        if (st.disk_hazard_acc >= st.disk_fail_threshold).any() or wear_max >= DISK_DEGRADED_WEAR:
             self._disk_transitions()
 
         if t >= self._next_probe_s:
@@ -954,18 +1013,23 @@ class Twin:
         self.take_instance_down(inst, self.fault_of.get(self.inst_name(inst)), "oom_kill")
         st.inst_mem_bytes[inst] = st.inst_mem_limit_bytes[inst]
 
-    def _advance_leaks(self, dt: float, leak_bps: np.ndarray, in_flight: np.ndarray) -> None:
+    def _advance_leaks(self, dt: float, lam: np.ndarray, latency: np.ndarray) -> None:
         st = self.state
-        headroom = st.inst_mem_limit_bytes - in_flight * self._i_mem_per_req - st.inst_mem_bytes
-        st.inst_mem_bytes += leak_bps * dt
+        idx, leak_bps = self._leak_idx, self._leak_bps
+        in_flight = lam.take(idx) * latency.take(idx)
+        mem = st.inst_mem_bytes.take(idx)
+        headroom = (
+            st.inst_mem_limit_bytes.take(idx) - in_flight * self._i_mem_per_req.take(idx) - mem
+        )
+        st.inst_mem_bytes[idx] = mem + leak_bps * dt
         crossing = (leak_bps > 0) & (headroom < leak_bps * dt)
         if not crossing.any():
             return
-        for inst in np.flatnonzero(crossing):
-            i = int(inst)
+        for j in np.flatnonzero(crossing):
+            i = int(idx[j])
             if any(tm.what == "oom_kill" and tm.index == i for tm in self.timers):
                 continue
-            t_cross = max(float(headroom[i]), 0.0) / float(leak_bps[i])
+            t_cross = max(float(headroom[j]), 0.0) / float(leak_bps[j])
             fid = self.fault_of.get(self.inst_name(i), -1)
             self.schedule_clear(self.now_s + t_cross, fid, "oom_kill", i)
 
@@ -1052,8 +1116,8 @@ class Twin:
             st.inst_util,
             (st.inst_mem_bytes + in_flight * self._i_mem_per_req) / st.inst_mem_limit_bytes,
             st.inst_rps, st.inst_latency_s, st.inst_latency_s * P99_OVER_MEAN, st.inst_error_rate,
-            st.inst_backlog + in_flight, st.inst_rps * self._i_bits, st.disk_latency_s[hst],
-            st.temp_c[hst], st.inst_up, st.inst_ready, st.inst_vm_up,
+            st.inst_backlog + in_flight, st.inst_rps * self._i_bits, st.disk_latency_s.take(hst),
+            st.temp_c.take(hst), st.inst_up, st.inst_ready, st.inst_vm_up,
         )
         self.telemetry.push(t, host_rows, inst_rows)
 
@@ -1074,7 +1138,7 @@ class Twin:
         st.window_class_requests[:] = 0.0
         self._window_start_s = t_end
         self._next_window_s = t_end + self.config.slo_window_s
-        self._instance_seconds += float(st.inst_used.sum()) * self.config.slo_window_s
+        self._instance_seconds += float(np.count_nonzero(st.inst_used)) * self.config.slo_window_s
 
     # ------------------------------------------------------------------ fork and what-if
     def fork(self, key: int = 0) -> Twin:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
 
 import numpy as np
@@ -50,7 +51,13 @@ def mm1_sojourn_s(
     return service_s / (1.0 - clip(util, 0.0, max_util, xp=xp))
 
 
-def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> Array:
+def erlang_b(
+    servers: Array,
+    offered_erlangs: Array,
+    *,
+    server_counts: Sequence[int] | None = None,
+    xp: ModuleType = np,
+) -> Array:
     """Blocking probability of an M/M/c/c loss system (Erlang B).
 
     Computed by the stable recursion ``B(0) = 1``,
@@ -64,6 +71,8 @@ def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> 
     Args:
         servers: number of servers ``c``, integers >= 1.
         offered_erlangs: offered load ``a = lambda / mu``, Erlangs.
+        server_counts: the distinct values of ``servers``, ascending, where the caller
+            keeps them (they change rarely); found from ``servers`` otherwise.
         xp: array namespace.
 
     Returns:
@@ -73,19 +82,51 @@ def erlang_b(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> 
     a = xp.asarray(offered_erlangs) * 1.0
     if a.shape != c.shape:
         a = a + xp.zeros(c.shape)
-    b = xp.ones_like(a)
+    present = (
+        np.flatnonzero(np.bincount(np.asarray(c, dtype=np.int64).ravel())).tolist()
+        if server_counts is None
+        else list(server_counts)
+    )
+    last = present[-1]
+    if last < 1:
+        return xp.ones_like(a)
     # One pass of the recursion up to the largest server count, snapshotting B at each
     # server count present (a handful): cheaper than masking every step.
-    present = np.flatnonzero(np.bincount(np.asarray(c, dtype=np.int64).ravel()))
-    last = int(present[-1])
-    snapshots = set(present[:-1].tolist())
-    out = None
-    for k in range(1, last + 1):
+    snapshots = set(present[:-1])
+    if xp is np and isinstance(a, np.ndarray) and a.ndim:
+        return _erlang_b_numpy(c, a, last, snapshots)
+    b = a / (1 + a)  # B(1): a B(0) is a itself
+    out = b if 1 in snapshots else None
+    for k in range(2, last + 1):
         ab = a * b
         b = ab / (k + ab)
         if k in snapshots:
             out = b if out is None else xp.where(c == k, b, out)
     return b if out is None else xp.where(c == last, b, out)
+
+
+def _erlang_b_numpy(c: np.ndarray, a: np.ndarray, last: int, snapshots: set[int]) -> np.ndarray:
+    # The recursion of erlang_b with the same operations on the same values, into buffers
+    # reused across its steps; B(k) goes to a fresh array where a snapshot keeps it.
+    ab = np.empty_like(a)
+    den = np.add(a, 1, out=ab)
+    b = a / den  # B(1): a B(0) is a itself
+    out, fresh = (b, True) if 1 in snapshots else (None, False)
+    den = np.empty_like(a)
+    for k in range(2, last + 1):
+        np.multiply(a, b, out=ab)
+        np.add(ab, k, out=den)
+        if fresh:
+            b = ab / den
+            fresh = False
+        else:
+            np.divide(ab, den, out=b)
+        if k in snapshots:
+            if out is None:
+                out, fresh = b, True
+            else:
+                out = np.where(c == k, b, out)
+    return b if out is None else np.where(c == last, b, out)
 
 
 def erlang_c(servers: Array, offered_erlangs: Array, *, xp: ModuleType = np) -> Array:
@@ -268,6 +309,7 @@ def mmc_fluid_latency_s(
     backlog: Array,
     *,
     max_util: Array = 0.99,
+    server_counts: Sequence[int] | None = None,
     xp: ModuleType = np,
 ) -> Array:
     """Mean response time in fast mode: M/M/c below saturation, fluid backlog beyond.
@@ -288,6 +330,8 @@ def mmc_fluid_latency_s(
         servers: number of servers ``c``, integers >= 1.
         backlog: fluid backlog ``Q``, requests.
         max_util: cap ``rho_max`` on the utilisation used in the stationary term, below 1.
+        server_counts: the distinct values of ``servers``, ascending, if known (see
+            :func:`erlang_b`).
         xp: array namespace.
 
     Returns:
@@ -297,7 +341,7 @@ def mmc_fluid_latency_s(
     c_mu = servers * mu
     capped_rps = xp.minimum(arrival_rps, max_util * c_mu)
     # The capped queue is always stable, so the Erlang C wait needs no guard here.
-    b = erlang_b(servers, capped_rps / mu, xp=xp)
+    b = erlang_b(servers, capped_rps / mu, server_counts=server_counts, xp=xp)
     wait_s = _wait_probability(b, capped_rps / c_mu) / (c_mu - capped_rps)
     return backlog / c_mu + wait_s + 1.0 / mu
 

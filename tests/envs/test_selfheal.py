@@ -234,25 +234,34 @@ def test_vector_envs() -> None:
 
 
 def test_encode_cache_gives_the_uncached_encoding() -> None:
-    """A kept EncodeCache changes nothing, also across placement changes (scale out / in)."""
+    """A kept EncodeCache changes nothing, also across placement changes (scale out / in).
+
+    Nor does an observation of views into the twin (feature-major telemetry), whether the
+    used slots form one run of rows or not.
+    """
     env = SelfHealEnv("mixed", hosts=HOSTS)
     env.reset(seed=4)
-    cache = EncodeCache()
+    cache, view_cache = EncodeCache(), EncodeCache()
     layout = env.layout
     api = layout.service_names.index("api")
-    scale = {1 + api * 8 + 3: 5, 1 + api * 8 + 4: 60}  # scale_out, then scale_in of api
-    placements = set()
+    # scale out api, restart one of its replicas and scale in while it is down: the
+    # restarting replica goes, which leaves a free slot among the used ones
+    actions = {5: 1 + api * 8 + 3, 50: 1 + api * 8, 51: 1 + api * 8 + 4}
+    placements, runs = set(), set()
     for t in range(90):
-        action = next((a for a, at in scale.items() if at == t), 0)
-        env.step(action)
+        env.step(actions.get(t, 0))
         obs = env.twin.observe()
         placements.add(obs.inst_used.tobytes())
         for shed, adv in ((0.0, ()), (0.4, ("api",))):
             cached = encode_and_mask(obs, layout, adv, shed, cache)
             fresh = encode_and_mask(obs, layout, adv, shed)
-            assert cached[0].tobytes() == fresh[0].tobytes()
-            np.testing.assert_array_equal(cached[1], fresh[1])
+            viewed = encode_and_mask(env.twin.observe(copy=False), layout, adv, shed, view_cache)
+            for got in (cached, viewed):
+                assert got[0].tobytes() == fresh[0].tobytes()
+                np.testing.assert_array_equal(got[1], fresh[1])
+        runs.add(view_cache.span is None)
     assert len(placements) >= 2
+    assert runs == {True, False}
 
 
 def test_encoding_of_a_service_without_instances_and_the_per_service_maxima() -> None:
@@ -275,6 +284,27 @@ def test_encoding_of_a_service_without_instances_and_the_per_service_maxima() ->
         want = np.maximum(rows.max(axis=0), 0.0) if rows.size else np.zeros(3)
         np.testing.assert_array_equal(per[s, [5, 7, 10]], np.minimum(want, [1.0, 1.5, 1.0]))
         assert mask[1 + s * 8] == (s != gone)
+
+
+def test_the_telemetry_ring_length_does_not_change_an_episode() -> None:
+    """The env's twin keeps one telemetry sample; a twin keeping an hour gives the same steps."""
+    default = SelfHealEnv("mixed", HOSTS)
+    hour = SelfHealEnv(
+        "mixed", HOSTS, config=dataclasses.replace(default.config, telemetry_buffer=360)
+    )
+    assert default.twin.telemetry.size == 1
+    runs = []
+    for env in (default, hour):
+        obs, info = env.reset(seed=4)
+        rng = np.random.default_rng(4)
+        steps = [(obs.tobytes(), info["action_mask"].tobytes())]
+        for _ in range(200):
+            mask = info["action_mask"]
+            a = int(rng.choice(np.flatnonzero(mask))) if rng.random() < 0.2 else 0
+            obs, reward, _, _, info = env.step(a)
+            steps.append((obs.tobytes(), reward, info["action_mask"].tobytes(), info["outcome"]))
+        runs.append((steps, env.twin.log.digest()))
+    assert runs[0] == runs[1]
 
 
 def test_a_replica_left_down_costs_downtime_every_step() -> None:

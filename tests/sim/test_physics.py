@@ -195,6 +195,29 @@ def test_erlang_b_and_c_match_factorial_formulas_in_one_vectorised_call() -> Non
     assert np.allclose(serving.erlang_c(c, a), expected_c, rtol=1e-10)
 
 
+def test_erlang_b_is_the_scalar_recursion_bit_for_bit() -> None:
+    """Vectorised, with or without the server counts given: the recursion's exact bits.
+
+    Idle elements (a = 0, either sign), loads from tiny to overloaded and server counts
+    from 1 to 9 in one call; each element must equal the scalar recursion on its own.
+    """
+    rng = np.random.default_rng(3)
+    c = rng.integers(1, 10, 400)
+    a = rng.choice([0.0, -0.0, 1e-9, 0.4, 3.0, 12.0, 80.0], 400) * rng.uniform(0.5, 1.5, 400)
+
+    def scalar(ci: int, ai: float) -> float:
+        b = 1.0
+        for k in range(1, ci + 1):
+            ab = ai * b
+            b = ab / (k + ab)
+        return b
+
+    want = np.array([scalar(int(ci), float(ai)) for ci, ai in zip(c, a, strict=True)])
+    counts = np.unique(c).tolist()
+    for got in (serving.erlang_b(c, a), serving.erlang_b(c, a, server_counts=counts)):
+        assert got.tobytes() == want.tobytes()
+
+
 def test_erlang_c_is_one_when_unstable() -> None:
     """At rho >= 1 every arrival waits."""
     assert np.all(serving.erlang_c(np.array([1, 4, 4]), np.array([1.0, 4.0, 9.0])) == 1.0)

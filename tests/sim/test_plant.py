@@ -122,6 +122,19 @@ def test_observations_are_copies() -> None:
     assert twin.state.inst_used.any()
 
 
+def test_an_observation_without_copy_holds_the_same_values_as_views() -> None:
+    """observe(copy=False): equal to observe(), but views that follow the twin."""
+    twin = Twin(make_config("calm", HOSTS), seed=0)
+    twin.advance(600.0)
+    copied, viewed = twin.observe(), twin.observe(copy=False)
+    for field in dataclasses.fields(Observation):
+        a, b = getattr(copied, field.name), getattr(viewed, field.name)
+        assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, field.name
+    assert np.shares_memory(viewed.inst, twin.telemetry.inst)
+    assert np.shares_memory(viewed.inst_ready, twin.state.inst_ready)
+    assert not np.shares_memory(copied.inst, twin.telemetry.inst)
+
+
 def test_events_since_returns_the_records_from_that_sequence_number() -> None:
     """events(since) returns records with seq >= since, in order; seq equals the position."""
     twin = _busy_twin()

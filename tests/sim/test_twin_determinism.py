@@ -243,3 +243,34 @@ def test_advance_runs_the_events_simpy_run_until_would() -> None:
     assert ours.log.digest() == simpys.log.digest()
     assert len(_faults(ours)) > 0
     _assert_same(_snapshot(ours), _snapshot(simpys))
+
+
+def test_the_busy_slot_shortcuts_change_no_bit() -> None:
+    """The shortcuts over busy slots give the same run as the full arrays.
+
+    The M/M/c latency over serving slots (1 / mu elsewhere) and the per-service sums over
+    routed slots.
+    """
+    runs = []
+    for shortcut in (True, False):
+        # a network partition (instances cut off but routed to), a leak, bad config, ...
+        twin = Twin(make_config("mixed", 100), seed=2)
+        twin._idle_mmc_exact = shortcut
+        twin.advance(4 * HOUR_S)
+        runs.append((twin.log.digest(), _snapshot(twin), twin.telemetry.window(360)))
+    (digest_a, snap_a, window_a), (digest_b, snap_b, window_b) = runs
+    assert digest_a == digest_b
+    _assert_same(snap_a, snap_b)
+    for a, b in zip(window_a, window_b, strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert Twin(make_config("calm", HOSTS), seed=0)._idle_mmc_exact
+
+
+def test_the_disk_hazard_is_flat_exactly_up_to_the_twins_threshold() -> None:
+    """Below FLAT_HAZARD_WEAR the law gives h0 bit for bit, so the twin may skip it."""
+    from sim.physics.storage import disk_hazard_per_s
+    from sim.twin import DISK_BASE_HAZARD_PER_S, FLAT_HAZARD_WEAR
+
+    wear = np.concatenate([np.linspace(0.0, FLAT_HAZARD_WEAR, 10_001), [-1.0, 0.0]])
+    assert (disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) == DISK_BASE_HAZARD_PER_S).all()
+    assert disk_hazard_per_s(np.array([1e-3]), DISK_BASE_HAZARD_PER_S)[0] > DISK_BASE_HAZARD_PER_S
