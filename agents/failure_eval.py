@@ -11,8 +11,8 @@ deviation, least-squares slope, minimum, maximum):
 Split: hosts are drawn at random into a held-out test share; the remaining hosts are split in
 time: windows ending in the last quarter of the labelled span (the data minus its last
 horizon, where only windows followed by a failure have a label) are validation (early
-stopping, calibration and threshold choice) and training windows end at least one horizon before it, so no training
-label looks into the validation period.
+stopping, calibration and threshold choice) and training windows end at least one horizon
+before it, so no training label looks into the validation period.
 
 Metrics, on held-out hosts (see :func:`event_metrics`): window PR-AUC; an *alarm* is a window
 with probability at or above the threshold; alarm precision is the share of alarms followed
