@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -51,6 +52,28 @@ ENV_TELEMETRY_SAMPLES = 1
 """Telemetry samples the env's twin keeps: the env reads only the latest, and no controller
 reads further back (the :class:`sim.plant.Plant` protocol exposes only the latest), so a
 longer ring would only cost memory traffic every step."""
+
+
+def env_twin_config(
+    scenario: str,
+    hosts: int,
+    control_interval_s: float,
+    customize: Callable[[TwinConfig], TwinConfig] | None = None,
+) -> TwinConfig:
+    """The twin config an env runs when given no ``config``.
+
+    The scenario's on ``hosts`` hosts, one tick and one telemetry sample per control
+    interval, keeping only the latest sample (:data:`ENV_TELEMETRY_SAMPLES`); ``customize``
+    as in :func:`sim.scenarios.make_config`.
+    """
+    return make_config(
+        scenario,
+        hosts,
+        customize=customize,
+        tick_s=control_interval_s,
+        telemetry_interval_s=control_interval_s,
+        telemetry_buffer=ENV_TELEMETRY_SAMPLES,
+    )
 
 
 class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
@@ -162,13 +185,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         self.scenario = scenario
         self.hosts = hosts
         self.control_interval_s = float(control_interval_s)
-        self.config = config or make_config(
-            scenario,
-            hosts,
-            tick_s=self.control_interval_s,
-            telemetry_interval_s=self.control_interval_s,
-            telemetry_buffer=ENV_TELEMETRY_SAMPLES,
-        )
+        self.config = config or env_twin_config(scenario, hosts, self.control_interval_s)
         self.safety = safety or SafetyConfig()
         self.weights = reward or RewardWeights()
         probe = Twin(self.config, seed=0)

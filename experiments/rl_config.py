@@ -23,7 +23,7 @@ from envs import env_id
 from experiments.config import ScenarioSchema, TrackingSchema
 from sim.config import TwinConfig
 from sim.errors import ConfigError
-from sim.scenarios import SCENARIOS, make_config
+from sim.scenarios import SCENARIOS
 
 
 @dataclass
@@ -200,7 +200,7 @@ def make_env(
     """
     import gymnasium as gym
 
-    from envs.selfheal import ENV_TELEMETRY_SAMPLES
+    from envs.selfheal import env_twin_config
 
     if not (
         isinstance(fault_rate_scale, int | float)
@@ -221,14 +221,7 @@ def make_env(
             )
             return dataclasses.replace(config, faults=faults)
 
-        kwargs["config"] = make_config(
-            scenario,
-            hosts,
-            customize=scale,
-            tick_s=control_interval_s,
-            telemetry_interval_s=control_interval_s,
-            telemetry_buffer=ENV_TELEMETRY_SAMPLES,
-        )
+        kwargs["config"] = env_twin_config(scenario, hosts, control_interval_s, customize=scale)
     return gym.make(
         env_id(scenario),
         hosts=hosts,
