@@ -188,3 +188,32 @@ def test_event_metrics_on_a_perfect_score(small_ds: fd.FailureDataset) -> None:
     assert m["alarm_precision"] == pytest.approx(1.0)
     assert m["event_recall"] == pytest.approx(1.0)
     assert m["median_lead_h"] <= 3.0
+
+
+def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.FailureDataset) -> None:
+    """The chosen threshold keeps best recall at precision >= 0.90 with room on both sides."""
+    from experiments.detect_twin import MIN_PRECISION, event_threshold
+
+    horizon = 3 * 3600.0
+    w = fd.make_windows(small_ds, 4, horizon)
+    idx = np.arange(w.label.size)
+    rng = np.random.default_rng(0)
+    warn_pos = w.label & w.warning
+    scores = np.where(warn_pos, rng.uniform(0.5, 1.0, idx.size), rng.uniform(0.0, 0.6, idx.size))
+    thr = event_threshold(small_ds, w, idx, scores, horizon)
+
+    def metrics(t: float) -> dict[str, float]:
+        return event_metrics(small_ds, w, idx, scores, t, horizon, warning=True)
+
+    chosen = metrics(thr)
+    assert chosen["alarm_precision"] >= MIN_PRECISION
+    assert chosen["event_recall"] == pytest.approx(1.0)
+    ok = [
+        float(t)
+        for t in np.quantile(scores, np.linspace(0.5, 1.0, 101))
+        if metrics(float(t))["alarm_precision"] >= MIN_PRECISION
+        and metrics(float(t))["event_recall"] == 1.0
+    ]
+    assert min(ok) < thr < max(ok)
+    noise = rng.uniform(0.0, 1.0, idx.size)
+    assert event_threshold(small_ds, w, idx, noise, horizon) > noise.max()
