@@ -43,6 +43,7 @@ from experiments.rl_config import (
     register_eval_export_configs,
     to_object,
 )
+from experiments.stats import t_interval
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS
 
@@ -114,18 +115,6 @@ def load_dqn(path: Path) -> Policy:
 
 def _twin_of(env: Any) -> Any:
     return env.unwrapped.twin
-
-
-def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and Student-t 95% interval (NaNs dropped; NaN when fewer than two values)."""
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return mean, mean - half, mean + half
 
 
 def compare(agent: np.ndarray, base: np.ndarray) -> dict[str, float]:
