@@ -8,11 +8,12 @@ deviation, least-squares slope, minimum, maximum):
 * ``logistic``: logistic regression on standardised window features, classes balanced;
 * ``gboost``: scikit-learn's histogram gradient boosting, classes balanced.
 
-Split: hosts are drawn at random into a held-out test share; the remaining hosts are split in
-time: windows ending in the last quarter of the labelled span (the data minus its last
-horizon, where only windows followed by a failure have a label) are validation (early
-stopping, calibration and threshold choice) and training windows end at least one horizon
-before it, so no training label looks into the validation period.
+Split (:func:`split_windows`): hosts are drawn at random into a held-out test share, then a
+validation share of the others (early stopping, calibration and threshold choice); each
+host's windows all go with it. Validation on hosts the model was not trained on measures
+what test measures: a split of the training hosts in time rewarded what a model learnt of
+those hosts' own levels, and ranked models by it (on one 16-fleet data set, validation
+PR-AUC 0.65-0.67 for every model, test 0.60-0.63).
 
 Metrics, on held-out hosts (see :func:`event_metrics`): window PR-AUC; an *alarm* is a window
 with probability at or above the threshold; alarm precision is the share of alarms followed
@@ -113,32 +114,32 @@ class Split:
 
 
 def split_windows(
-    ds: FailureDataset, w: Windows, horizon_s: float, test_host_share: float, seed: int
+    ds: FailureDataset, w: Windows, test_host_share: float, val_host_share: float, seed: int
 ) -> Split:
-    """Held-out hosts for test; the others split in time into train and validation.
+    """Split the windows by host: held-out test hosts, validation hosts, training hosts.
 
-    Training windows end at least ``horizon_s`` before validation starts, so no training
-    label looks into the validation period.
+    ``test_host_share`` of all hosts are drawn for test, then ``val_host_share`` of the others
+    for validation; every window of a host goes where its host goes, so validation, like
+    test, measures the model on hosts it was not trained on.
     """
-    if not 0.0 < test_host_share < 1.0:
-        raise ValueError(f"test_host_share must be in (0, 1), got {test_host_share}")
+    for name, share in (("test_host_share", test_host_share), ("val_host_share", val_host_share)):
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {share}")
     n_fleets, n_hosts = ds.features.shape[:2]
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    test_seq, _, val_seq = np.random.SeedSequence(seed).spawn(3)
     host_ids = np.arange(n_fleets * n_hosts)
     n_test = max(1, round(test_host_share * host_ids.size))
-    test_hosts = np.sort(rng.choice(host_ids, size=n_test, replace=False))
+    test_hosts = np.sort(np.random.default_rng(test_seq).choice(host_ids, n_test, replace=False))
+    rest = np.setdiff1d(host_ids, test_hosts)
+    n_val = max(1, round(val_host_share * rest.size))
+    if n_val >= rest.size:
+        raise ValueError(f"{host_ids.size} hosts are too few for this split")
+    val_hosts = np.random.default_rng(val_seq).choice(rest, n_val, replace=False)
     key = w.fleet * n_hosts + w.host
-    is_test = np.isin(key, test_hosts)
-    t_end = ds.times_s[w.end]
-    # Windows in the last horizon carry a label only when a failure follows them (see
-    # make_windows), so the time split is taken over the span whose windows are all labelled.
-    t_labelled = ds.times_s[-1] - horizon_s
-    t_split = ds.times_s[0] + 0.75 * max(t_labelled - ds.times_s[0], 0.0)
-    val = ~is_test & (t_end >= t_split)
-    train = ~is_test & (t_end + horizon_s < t_split)
+    is_test, is_val = np.isin(key, test_hosts), np.isin(key, val_hosts)
     return Split(
-        train=np.flatnonzero(train),
-        val=np.flatnonzero(val),
+        train=np.flatnonzero(~is_test & ~is_val),
+        val=np.flatnonzero(is_val),
         test=np.flatnonzero(is_test),
         test_hosts=test_hosts,
     )

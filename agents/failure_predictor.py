@@ -6,8 +6,13 @@ a linear layer giving one logit. Training: binary cross-entropy with the positiv
 class weighted by the negative/positive ratio of the training set (class imbalance), Adam,
 early stopping on the validation PR-AUC (the best epoch's weights are kept), then Platt scaling
 (Platt 1999) of the logit on the validation set so that the output is a calibrated
-probability. Inputs are standardised with the training mean and deviation (floored at 1 % of
-the mean's magnitude) and clipped to +-10.
+probability.
+
+Inputs: each feature is standardised with its training mean and standard deviation (the
+deviation floored at 1 % of the mean's magnitude) and passed through ``asinh``, linear within
+about one deviation and logarithmic beyond. Clipping instead would merge the sizes of the rare,
+large excursions (a stalled fan, a worn-out disk), and an absolute floor on the deviation would
+hide a feature that moves on a small scale (disk latency moves in its fourth decimal).
 
 Inference: :meth:`LSTMFailurePredictor.predict_proba` for a batch of windows,
 :class:`StreamingPredictor` for one new feature row per host at a time.
@@ -32,8 +37,16 @@ from torch import nn
 from tqdm import tqdm
 
 FloatArray = npt.NDArray[np.float32]
-CLIP_Z = 10.0
-"""Standardised inputs are clipped to +-CLIP_Z."""
+INPUT_SCALING = "mean-std-asinh"
+"""Recorded in saved predictors; a file with another scaling is refused on load."""
+
+
+def _input_scale(flat: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature centre (mean) and scale (standard deviation, >= 1 % of the mean's size)."""
+    center = flat.mean(axis=0)
+    scale = np.maximum(flat.std(axis=0), 0.01 * np.abs(center))
+    # A feature constant at 0 in training: any unit will do; its excursions stay bounded by asinh.
+    return center, np.where(scale > 0, scale, 1.0)
 
 
 class PredictorError(ValueError):
@@ -136,8 +149,8 @@ class LSTMFailurePredictor:
         self.cfg = cfg or PredictorConfig()
         torch.manual_seed(self.cfg.seed)
         self.model = FailureLSTM(self.cfg)
-        self.mean = np.zeros(self.cfg.n_features, dtype=np.float32)
-        self.std = np.ones(self.cfg.n_features, dtype=np.float32)
+        self.center = np.zeros(self.cfg.n_features, dtype=np.float32)
+        self.scale = np.ones(self.cfg.n_features, dtype=np.float32)
         self.platt = (1.0, 0.0)
         self.history: list[dict[str, float]] = []
 
@@ -147,7 +160,7 @@ class LSTMFailurePredictor:
         return self.cfg.seq_len
 
     def _tensor(self, x: npt.ArrayLike) -> torch.Tensor:
-        z = np.clip((np.asarray(x, dtype=np.float32) - self.mean) / self.std, -CLIP_Z, CLIP_Z)
+        z = np.arcsinh((np.asarray(x, dtype=np.float32) - self.center) / self.scale)
         return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
 
     def logits(self, x: npt.ArrayLike, batch: int = 4096) -> npt.NDArray[np.float64]:
@@ -192,11 +205,8 @@ class LSTMFailurePredictor:
             raise PredictorError("validation labels must contain both classes")
         xtr_raw = np.asarray(x_train, dtype=np.float32)
         flat = xtr_raw.reshape(-1, cfg.n_features)
-        self.mean = flat.mean(axis=0).astype(np.float32)
-        # A feature that barely moves in training (throttle, latency) must not turn its first
-        # real excursion into thousands of standard deviations: floor the scale, clip inputs.
-        floor = 0.01 * np.abs(self.mean) + 1e-3
-        self.std = np.maximum(flat.std(axis=0), floor).astype(np.float32)
+        center, scale = _input_scale(flat)
+        self.center, self.scale = center.astype(np.float32), scale.astype(np.float32)
         xtr = self._tensor(xtr_raw)
         xva = self._tensor(x_val)
         ytr_t = torch.from_numpy(ytr)
@@ -275,8 +285,9 @@ class LSTMFailurePredictor:
         torch.save(self.model.state_dict(), folder / "model.pt")
         meta = {
             "config": asdict(self.cfg),
-            "mean": self.mean.tolist(),
-            "std": self.std.tolist(),
+            "inputs": INPUT_SCALING,
+            "center": self.center.tolist(),
+            "scale": self.scale.tolist(),
             "platt": list(self.platt),
         }
         (folder / "predictor.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -288,11 +299,16 @@ class LSTMFailurePredictor:
         if not (meta_path.is_file() and weights.is_file()):
             raise PredictorError(f"{folder}: predictor.json and model.pt expected")
         meta = json.loads(meta_path.read_text())
+        if meta.get("inputs") != INPUT_SCALING:
+            raise PredictorError(
+                f"{meta_path}: input scaling {meta.get('inputs', 'mean-std-clip')!r}, this version "
+                f"uses {INPUT_SCALING!r}; retrain the predictor"
+            )
         pred = cls(PredictorConfig(**meta["config"]))
         pred.model.load_state_dict(torch.load(weights, weights_only=True))
         pred.model.eval()
-        pred.mean = np.asarray(meta["mean"], dtype=np.float32)
-        pred.std = np.asarray(meta["std"], dtype=np.float32)
+        pred.center = np.asarray(meta["center"], dtype=np.float32)
+        pred.scale = np.asarray(meta["scale"], dtype=np.float32)
         pred.platt = (float(meta["platt"][0]), float(meta["platt"][1]))
         return pred
 

@@ -30,6 +30,7 @@ from agents.failure_eval import (
     window_features,
 )
 from agents.failure_predictor import LSTMFailurePredictor, PredictorConfig
+from experiments.stats import t_interval
 
 if TYPE_CHECKING:
     from experiments.detect import TwinDataSchema
@@ -93,76 +94,129 @@ def dataset_for(schema: TwinDataSchema, seed: int) -> tuple[fd.FailureDataset, P
     return ds, folder
 
 
+def _models(
+    ds: fd.FailureDataset,
+    windows: fd.Windows,
+    split: Any,
+    val_idx: np.ndarray,
+    scores_val: dict[str, np.ndarray],
+    scores_test: dict[str, np.ndarray],
+    horizon_s: float,
+) -> dict[str, Any]:
+    """Each model's validation threshold and its held-out figures, with / without warning."""
+    models: dict[str, Any] = {}
+    for name in scores_test:
+        thr = event_threshold(ds, windows, val_idx, scores_val[name], horizon_s)
+        models[name] = {"threshold": thr}
+        for key, warning in (("warning", True), ("no_warning", False)):
+            models[name][key] = event_metrics(
+                ds, windows, split.test, scores_test[name], thr, horizon_s, warning=warning
+            )
+    return models
+
+
+def _repeat_summary(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and 95% interval of each model's figures over repeats, and LSTM - best baseline."""
+    out: dict[str, Any] = {"repeats": len(per_repeat), "models": {}}
+    for name in per_repeat[0]:
+        out["models"][name] = {}
+        for key in ("pr_auc", "event_recall", "alarm_precision", "median_lead_h"):
+            vals = np.array([r[name]["warning"][key] for r in per_repeat], dtype=float)
+            mean, lo, hi = t_interval(vals)
+            out["models"][name][key] = {"mean": mean, "ci95": [lo, hi], "values": vals.tolist()}
+    diff = np.array(
+        [
+            r["lstm"]["warning"]["pr_auc"]
+            - max(r[n]["warning"]["pr_auc"] for n in r if n != "lstm")
+            for r in per_repeat
+        ]
+    )
+    mean, lo, hi = t_interval(diff)
+    out["lstm_minus_best_baseline_pr_auc"] = {
+        "mean": mean,
+        "ci95": [lo, hi],
+        "values": diff.tolist(),
+    }
+    return out
+
+
 def run_twin(
     schema: TwinDataSchema,
     seed: int,
     log_metric: Callable[[str, float, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Build / load the data set, train and evaluate every model; returns the result object."""
+    """Build / load the data set, train and evaluate every model; returns the result object.
+
+    The main figures are those of repeat 0. With ``schema.repeats`` above 1 every model is
+    trained again on fresh draws of the training negatives (and the LSTM from a fresh
+    initialisation), same split, and ``repeats`` gives each figure's mean and 95% interval.
+    """
     torch.set_num_threads(2)
     ds, folder = dataset_for(schema, seed)
     horizon_s = schema.horizon_h * 3600.0
     windows = fd.make_windows(ds, schema.seq_len, horizon_s)
-    split = split_windows(ds, windows, horizon_s, schema.test_host_share, seed)
+    split = split_windows(ds, windows, schema.test_host_share, schema.val_host_share, seed)
     # Windows whose next failure within the horizon gives no warning carry no signal to learn:
     # they are left out of training and validation (and reported separately on test).
     silent_pos = windows.label & ~windows.warning
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
-    train_idx = split.train[~silent_pos[split.train]]
-    pos, neg = train_idx[windows.label[train_idx]], train_idx[~windows.label[train_idx]]
+    candidates = split.train[~silent_pos[split.train]]
+    pos, neg = candidates[windows.label[candidates]], candidates[~windows.label[candidates]]
     n_neg = min(neg.size, int(schema.neg_per_pos * pos.size))
-    train_idx = np.sort(np.concatenate([pos, rng.choice(neg, size=n_neg, replace=False)]))
     val_idx = split.val[~silent_pos[split.val]]
-    index = {"train": train_idx, "val": val_idx, "test": split.test}
-    x = {k: fd.gather(ds, windows, v, schema.seq_len) for k, v in index.items()}
-    y = {k: windows.label[v] for k, v in index.items()}
+    x_val = fd.gather(ds, windows, val_idx, schema.seq_len)
+    x_test = fd.gather(ds, windows, split.test, schema.seq_len)
+    y_val = windows.label[val_idx]
+    f_val, f_test = window_features(x_val), window_features(x_test)
+    # Child 0 of the seed draws the test hosts and child 2 the validation hosts
+    # (split_windows); child 1 draws repeat 0's negatives, child 2 + r those of repeat r.
+    streams = np.random.SeedSequence(seed).spawn(2 + schema.repeats)
+    per_repeat: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    for r in tqdm(
+        range(schema.repeats), desc="repeats", file=sys.stderr, disable=schema.repeats < 2
+    ):
+        rng = np.random.default_rng(streams[1] if r == 0 else streams[2 + r])
+        train_idx = np.sort(np.concatenate([pos, rng.choice(neg, size=n_neg, replace=False)]))
+        x_train = fd.gather(ds, windows, train_idx, schema.seq_len)
+        y_train = windows.label[train_idx]
+        timings: dict[str, float] = {}
+        cfg = PredictorConfig(
+            hidden=schema.hidden,
+            layers=schema.layers,
+            seq_len=schema.seq_len,
+            max_epochs=schema.epochs,
+            seed=seed + 10_000 * r,
+            precision=schema.precision,
+        )
+        lstm = LSTMFailurePredictor(cfg)
 
-    scores_val: dict[str, np.ndarray] = {}
-    scores_test: dict[str, np.ndarray] = {}
-    timings: dict[str, float] = {}
-    cfg = PredictorConfig(
-        hidden=schema.hidden,
-        layers=schema.layers,
-        seq_len=schema.seq_len,
-        max_epochs=schema.epochs,
-        seed=seed,
-        precision=schema.precision,
-    )
-    lstm = LSTMFailurePredictor(cfg)
-    t0 = time.perf_counter()
+        def on_epoch(epoch: int, metrics: dict[str, float], r: int = r) -> None:
+            if log_metric is not None:
+                for k, v in metrics.items():
+                    log_metric(f"lstm_{k}" if r == 0 else f"lstm_r{r}_{k}", v, epoch)
 
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        if log_metric is not None:
-            for k, v in metrics.items():
-                log_metric(f"lstm_{k}", v, epoch)
+        t0 = time.perf_counter()
+        lstm.fit(x_train, y_train, x_val, y_val, on_epoch=on_epoch, progress=r == 0)
+        timings["lstm_train_s"] = time.perf_counter() - t0
+        scores_val = {"lstm": lstm.predict_proba(x_val)}
+        scores_test = {"lstm": lstm.predict_proba(x_test)}
+        t0 = time.perf_counter()
+        baselines = fit_baselines(window_features(x_train), y_train, seed + 10_000 * r)
+        timings["baselines_train_s"] = time.perf_counter() - t0
+        for name, model in baselines.items():
+            scores_val[name] = baseline_scores(model, f_val)
+            scores_test[name] = baseline_scores(model, f_test)
+        per_repeat.append(_models(ds, windows, split, val_idx, scores_val, scores_test, horizon_s))
+        if r == 0:
+            lstm.save(folder / f"lstm_seed{seed}")
+            first = {
+                "timings": timings,
+                "positives_train": int(y_train.sum()),
+                "windows_train": int(train_idx.size),
+            }
 
-    lstm.fit(x["train"], y["train"], x["val"], y["val"], on_epoch=on_epoch)
-    timings["lstm_train_s"] = time.perf_counter() - t0
-    lstm.save(folder / f"lstm_seed{seed}")
-    scores_val["lstm"] = lstm.predict_proba(x["val"])
-    scores_test["lstm"] = lstm.predict_proba(x["test"])
-    f_train = window_features(x["train"])
-    t0 = time.perf_counter()
-    baselines = fit_baselines(f_train, y["train"], seed)
-    timings["baselines_train_s"] = time.perf_counter() - t0
-    f_val, f_test = window_features(x["val"]), window_features(x["test"])
-    for name, model in baselines.items():
-        scores_val[name] = baseline_scores(model, f_val)
-        scores_test[name] = baseline_scores(model, f_test)
-
-    models: dict[str, Any] = {}
-    for name in scores_test:
-        thr = event_threshold(ds, windows, val_idx, scores_val[name], horizon_s)
-        models[name] = {
-            "threshold": thr,
-            "warning": event_metrics(
-                ds, windows, split.test, scores_test[name], thr, horizon_s, warning=True
-            ),
-            "no_warning": event_metrics(
-                ds, windows, split.test, scores_test[name], thr, horizon_s, warning=False
-            ),
-        }
-    best_baseline_pr_auc = max(models[n]["warning"]["pr_auc"] for n in baselines)
+    models = per_repeat[0]
+    best_baseline_pr_auc = max(m["warning"]["pr_auc"] for n, m in models.items() if n != "lstm")
     f = ds.failures
     lstm_w = models["lstm"]["warning"]
     metrics = {
@@ -172,9 +226,9 @@ def run_twin(
         "lstm_alarm_precision": lstm_w["alarm_precision"],
         "lstm_median_lead_h": lstm_w["median_lead_h"],
         "lstm_no_warning_event_recall": models["lstm"]["no_warning"]["event_recall"],
-        **timings,
+        **first["timings"],
     }
-    return {
+    result: dict[str, Any] = {
         "dataset": "twin",
         "cache": str(folder),
         "horizon_h": schema.horizon_h,
@@ -184,8 +238,16 @@ def run_twin(
             "without_warning": int((~f.warning).sum()),
             "by_kind": {k: int(np.sum(f.kind == k)) for k in np.unique(f.kind)},
         },
-        "windows": {k: int(v.size) for k, v in index.items()},
-        "positives": {k: int(v.sum()) for k, v in y.items()},
+        "windows": {
+            "train": first["windows_train"],
+            "val": int(val_idx.size),
+            "test": int(split.test.size),
+        },
+        "positives": {
+            "train": first["positives_train"],
+            "val": int(y_val.sum()),
+            "test": int(windows.label[split.test].sum()),
+        },
         "test_hosts": int(split.test_hosts.size),
         "models": models,
         "metrics": metrics,
@@ -196,3 +258,6 @@ def run_twin(
             "lstm_pr_auc_ge_best_baseline": bool(lstm_w["pr_auc"] >= best_baseline_pr_auc),
         },
     }
+    if schema.repeats > 1:
+        result["repeats"] = _repeat_summary(per_repeat)
+    return result

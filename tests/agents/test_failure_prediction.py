@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -93,14 +94,19 @@ def test_windows_without_a_known_label_are_left_out(small_ds: fd.FailureDataset)
 
 
 def test_split_has_no_leakage(small_ds: fd.FailureDataset) -> None:
-    """Test hosts are never in train or validation; training labels end before validation."""
-    horizon = 3 * 3600.0
-    w = fd.make_windows(small_ds, 4, horizon)
-    s = split_windows(small_ds, w, horizon, 0.3, seed=0)
+    """Test, validation and training hosts are disjoint; shares as asked; bad shares refused."""
+    w = fd.make_windows(small_ds, 4, 3 * 3600.0)
+    s = split_windows(small_ds, w, 0.3, 0.25, seed=0)
     key = w.fleet * 6 + w.host
-    assert not set(key[s.test]) & set(key[np.concatenate([s.train, s.val])])
-    t_end = small_ds.times_s[w.end]
-    assert t_end[s.train].max() + horizon < t_end[s.val].min()
+    train, val, test = (set(key[i].tolist()) for i in (s.train, s.val, s.test))
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert (len(train), len(val), len(test)) == (6, 2, 4)
+    assert sorted(np.concatenate([s.train, s.val, s.test]).tolist()) == list(range(key.size))
+    again = split_windows(small_ds, w, 0.3, 0.25, seed=0)
+    assert np.array_equal(again.val, s.val)
+    assert not np.array_equal(split_windows(small_ds, w, 0.3, 0.25, seed=1).val, s.val)
+    with pytest.raises(ValueError, match="val_host_share"):
+        split_windows(small_ds, w, 0.3, 0.0, seed=0)
 
 
 def _toy(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +144,31 @@ def test_lstm_learns_a_trend_and_is_calibrated_deterministic_and_saveable(
     stream = StreamingPredictor(c)
     outs = [stream.update("host-0", row) for row in xv[0]]
     assert np.isnan(outs[0]) and outs[-1] == pytest.approx(p[0], rel=1e-5)
+    meta_path = tmp_path / "m" / "predictor.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["inputs"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(PredictorError, match=r"input scaling 'mean-std-clip'.*retrain"):
+        LSTMFailurePredictor.load(tmp_path / "m")
+
+
+def test_inputs_keep_small_scales_and_bound_excursions() -> None:
+    """A feature moving in its fourth decimal stays visible; huge excursions stay ordered."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.5, 0.1, (200, 8, 10)).astype(np.float32)
+    x[:, :, 0] = 12_000.0
+    x[:2, -1, 0] = 0.0  # two fan stalls among 1,600 rows
+    x[:, :, 6] = rng.normal(1e-4, 1e-6, (200, 8))  # disk latency, s
+    y = np.zeros(200, bool)
+    y[:20] = True
+    pred = LSTMFailurePredictor(PredictorConfig(hidden=8, layers=1, seq_len=8, max_epochs=1))
+    pred.fit(x, y, x, y, progress=False)
+    probe = np.full((3, 8, 10), 0.5, dtype=np.float32)
+    probe[:, :, 0] = [[12_000.0], [11_000.0], [0.0]]
+    probe[:, :, 6] = [[1e-4], [1.05e-4], [1.2e-4]]
+    z = pred._tensor(probe).numpy()[:, -1, :]
+    assert z[2, 0] < z[1, 0] < z[0, 0] and z[2, 0] > -6.0
+    assert z[0, 6] < z[1, 6] < z[2, 6] and z[1, 6] - z[0, 6] > 1.0 and z[2, 6] < 6.0
 
 
 def test_dropout_sits_between_lstm_layers() -> None:
@@ -217,3 +248,33 @@ def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.Fail
     assert min(ok) < thr < max(ok)
     noise = rng.uniform(0.0, 1.0, idx.size)
     assert event_threshold(small_ds, w, idx, noise, horizon) > noise.max()
+
+
+def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None:
+    """Means and intervals per model; the difference takes the best baseline of each repeat."""
+    from experiments.detect_twin import _repeat_summary
+
+    def fig(pr_auc: float) -> dict[str, dict[str, float]]:
+        return {
+            "warning": {
+                "pr_auc": pr_auc,
+                "event_recall": 1.0,
+                "alarm_precision": 0.95,
+                "median_lead_h": 30.0,
+            }
+        }
+
+    runs = [
+        {"lstm": fig(0.60), "logistic": fig(0.62), "gboost": fig(0.58)},
+        {"lstm": fig(0.66), "logistic": fig(0.61), "gboost": fig(0.63)},
+        {"lstm": fig(0.64), "logistic": fig(0.60), "gboost": fig(0.64)},
+    ]
+    out = _repeat_summary(runs)
+    assert out["repeats"] == 3
+    assert out["models"]["lstm"]["pr_auc"]["mean"] == pytest.approx(0.6333333)
+    lo, hi = out["models"]["lstm"]["pr_auc"]["ci95"]
+    assert lo < 0.6333333 < hi
+    assert out["models"]["gboost"]["event_recall"]["ci95"] == [1.0, 1.0]
+    diff = out["lstm_minus_best_baseline_pr_auc"]
+    assert diff["values"] == pytest.approx([-0.02, 0.03, 0.0])
+    assert diff["mean"] == pytest.approx(0.01 / 3)
