@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from agents import failure_data as fd
 from agents.failure_eval import (
+    Split,
     baseline_scores,
     event_metrics,
     fit_baselines,
@@ -97,7 +98,7 @@ def dataset_for(schema: TwinDataSchema, seed: int) -> tuple[fd.FailureDataset, P
 def _models(
     ds: fd.FailureDataset,
     windows: fd.Windows,
-    split: Any,
+    split: Split,
     val_idx: np.ndarray,
     scores_val: dict[str, np.ndarray],
     scores_test: dict[str, np.ndarray],
