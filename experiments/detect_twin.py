@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from agents import failure_data as fd
 from agents.failure_eval import (
-    Split,
     baseline_scores,
     event_metrics,
     fit_baselines,
@@ -98,8 +97,8 @@ def dataset_for(schema: TwinDataSchema, seed: int) -> tuple[fd.FailureDataset, P
 def _models(
     ds: fd.FailureDataset,
     windows: fd.Windows,
-    split: Split,
     val_idx: np.ndarray,
+    test_idx: np.ndarray,
     scores_val: dict[str, np.ndarray],
     scores_test: dict[str, np.ndarray],
     horizon_s: float,
@@ -111,7 +110,7 @@ def _models(
         models[name] = {"threshold": thr}
         for key, warning in (("warning", True), ("no_warning", False)):
             models[name][key] = event_metrics(
-                ds, windows, split.test, scores_test[name], thr, horizon_s, warning=warning
+                ds, windows, test_idx, scores_test[name], thr, horizon_s, warning=warning
             )
     return models
 
@@ -172,7 +171,7 @@ def run_twin(
     # (split_windows); child 1 draws repeat 0's negatives, child 2 + r those of repeat r.
     streams = np.random.SeedSequence(seed).spawn(2 + schema.repeats)
     per_repeat: list[dict[str, Any]] = []
-    first: dict[str, Any] = {}
+    timings: list[dict[str, float]] = []
     for r in tqdm(
         range(schema.repeats), desc="repeats", file=sys.stderr, disable=schema.repeats < 2
     ):
@@ -180,13 +179,13 @@ def run_twin(
         train_idx = np.sort(np.concatenate([pos, rng.choice(neg, size=n_neg, replace=False)]))
         x_train = fd.gather(ds, windows, train_idx, schema.seq_len)
         y_train = windows.label[train_idx]
-        timings: dict[str, float] = {}
+        draw_seed = seed + 10_000 * r
         cfg = PredictorConfig(
             hidden=schema.hidden,
             layers=schema.layers,
             seq_len=schema.seq_len,
             max_epochs=schema.epochs,
-            seed=seed + 10_000 * r,
+            seed=draw_seed,
             precision=schema.precision,
         )
         lstm = LSTMFailurePredictor(cfg)
@@ -198,23 +197,20 @@ def run_twin(
 
         t0 = time.perf_counter()
         lstm.fit(x_train, y_train, x_val, y_val, on_epoch=on_epoch, progress=r == 0)
-        timings["lstm_train_s"] = time.perf_counter() - t0
+        t_lstm = time.perf_counter() - t0
         scores_val = {"lstm": lstm.predict_proba(x_val)}
         scores_test = {"lstm": lstm.predict_proba(x_test)}
         t0 = time.perf_counter()
-        baselines = fit_baselines(window_features(x_train), y_train, seed + 10_000 * r)
-        timings["baselines_train_s"] = time.perf_counter() - t0
+        baselines = fit_baselines(window_features(x_train), y_train, draw_seed)
+        timings.append({"lstm_train_s": t_lstm, "baselines_train_s": time.perf_counter() - t0})
         for name, model in baselines.items():
             scores_val[name] = baseline_scores(model, f_val)
             scores_test[name] = baseline_scores(model, f_test)
-        per_repeat.append(_models(ds, windows, split, val_idx, scores_val, scores_test, horizon_s))
+        per_repeat.append(
+            _models(ds, windows, val_idx, split.test, scores_val, scores_test, horizon_s)
+        )
         if r == 0:
             lstm.save(folder / f"lstm_seed{seed}")
-            first = {
-                "timings": timings,
-                "positives_train": int(y_train.sum()),
-                "windows_train": int(train_idx.size),
-            }
 
     models = per_repeat[0]
     best_baseline_pr_auc = max(m["warning"]["pr_auc"] for n, m in models.items() if n != "lstm")
@@ -227,7 +223,7 @@ def run_twin(
         "lstm_alarm_precision": lstm_w["alarm_precision"],
         "lstm_median_lead_h": lstm_w["median_lead_h"],
         "lstm_no_warning_event_recall": models["lstm"]["no_warning"]["event_recall"],
-        **first["timings"],
+        **timings[0],
     }
     result: dict[str, Any] = {
         "dataset": "twin",
@@ -240,12 +236,12 @@ def run_twin(
             "by_kind": {k: int(np.sum(f.kind == k)) for k in np.unique(f.kind)},
         },
         "windows": {
-            "train": first["windows_train"],
+            "train": int(pos.size + n_neg),
             "val": int(val_idx.size),
             "test": int(split.test.size),
         },
         "positives": {
-            "train": first["positives_train"],
+            "train": int(pos.size),
             "val": int(y_val.sum()),
             "test": int(windows.label[split.test].sum()),
         },
