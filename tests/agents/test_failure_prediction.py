@@ -221,16 +221,27 @@ def test_event_metrics_on_a_perfect_score(small_ds: fd.FailureDataset) -> None:
     assert m["median_lead_h"] <= 3.0
 
 
-def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.FailureDataset) -> None:
-    """The chosen threshold keeps best recall at precision >= 0.90 with room on both sides."""
-    from experiments.detect_twin import MIN_PRECISION, event_threshold
+HORIZON_S = 3 * 3600.0
 
-    horizon = 3 * 3600.0
-    w = fd.make_windows(small_ds, 4, horizon)
+
+def _separating_scores(
+    ds: fd.FailureDataset,
+) -> tuple[fd.Windows, np.ndarray, np.ndarray, np.random.Generator]:
+    """Windows of ``ds``, their indices, scores that rank warning positives high, the rng."""
+    w = fd.make_windows(ds, 4, HORIZON_S)
     idx = np.arange(w.label.size)
     rng = np.random.default_rng(0)
     warn_pos = w.label & w.warning
     scores = np.where(warn_pos, rng.uniform(0.5, 1.0, idx.size), rng.uniform(0.0, 0.6, idx.size))
+    return w, idx, scores, rng
+
+
+def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.FailureDataset) -> None:
+    """The chosen threshold keeps best recall at precision >= 0.90 with room on both sides."""
+    from experiments.detect_twin import MIN_PRECISION, event_threshold
+
+    horizon = HORIZON_S
+    w, idx, scores, rng = _separating_scores(small_ds)
     thr = event_threshold(small_ds, w, idx, scores, horizon)
 
     def metrics(t: float) -> dict[str, float]:
@@ -248,6 +259,24 @@ def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.Fail
     assert min(ok) < thr < max(ok)
     noise = rng.uniform(0.0, 1.0, idx.size)
     assert event_threshold(small_ds, w, idx, noise, horizon) > noise.max()
+
+
+def test_host_bootstrap_interval_sides_with_the_better_model(small_ds: fd.FailureDataset) -> None:
+    """A separating LSTM gets an interval above 0 against noise baselines, and the reverse."""
+    from experiments.detect_twin import host_bootstrap_difference
+
+    w, idx, good, rng = _separating_scores(small_ds)
+    noise = {"logistic": rng.uniform(size=idx.size), "gboost": rng.uniform(size=idx.size)}
+    better = host_bootstrap_difference(small_ds, w, idx, {"lstm": good, **noise}, 200, seed=0)
+    assert better["estimate"] > 0 and better["ci95"][0] > 0
+    assert better["share_at_least_zero"] == 1.0
+    assert better["hosts"] == np.unique(w.fleet * small_ds.features.shape[1] + w.host).size
+    worse = host_bootstrap_difference(
+        small_ds, w, idx, {"lstm": noise["gboost"], "logistic": good, "gboost": noise["logistic"]},
+        200, seed=0,
+    )
+    assert worse["estimate"] < 0 and worse["ci95"][1] < 0
+    assert worse["share_at_least_zero"] == 0.0
 
 
 def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None:

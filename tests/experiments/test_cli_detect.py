@@ -81,3 +81,6 @@ def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> N
     done = _detect(tmp_path, "dataset=twin", "twin.val_host_share=1.5", "tracking.enabled=false")
     assert done.returncode == 2
     assert "twin.val_host_share" in done.stderr and "1.5" in done.stderr
+    done = _detect(tmp_path, "dataset=twin", "twin.bootstrap=-1", "tracking.enabled=false")
+    assert done.returncode == 2
+    assert "twin.bootstrap" in done.stderr and "-1" in done.stderr
