@@ -287,6 +287,9 @@ def run_twin(
         "lstm_no_warning_event_recall": models["lstm"]["no_warning"]["event_recall"],
         **timings[0],
     }
+    if bootstrap is not None:
+        metrics["lstm_minus_best_baseline_pr_auc_ci95_lo"] = bootstrap["ci95"][0]
+        metrics["lstm_minus_best_baseline_pr_auc_ci95_hi"] = bootstrap["ci95"][1]
     result: dict[str, Any] = {
         "dataset": "twin",
         "cache": str(folder),
