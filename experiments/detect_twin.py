@@ -5,7 +5,8 @@ is there, else runs the twin and writes it (format: :mod:`agents.failure_data`).
 LSTM and the baselines on the same split, picks each model's threshold on the validation
 windows (see :func:`event_threshold`: the middle of the thresholds with the best event
 recall at precision >= 0.90 on failures with warning signs), and reports
-the held-out hosts' figures per model.
+the held-out hosts' figures per model, with the LSTM - best baseline PR-AUC difference and its
+interval over resampled held-out hosts (:func:`host_bootstrap_difference`).
 """
 
 from __future__ import annotations
