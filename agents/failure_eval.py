@@ -155,6 +155,19 @@ def threshold_for_precision(scores: npt.ArrayLike, y: npt.ArrayLike, min_precisi
     return float(thresholds[best])
 
 
+def pr_auc_items(
+    w: Windows, idx: npt.NDArray[np.int64], warning: bool
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which of the windows ``idx`` the PR-AUC counts, and their labels.
+
+    Negatives and the positives whose failure has (``warning``) or lacks warning signs;
+    returns the mask over ``idx`` and the labels of the kept windows.
+    """
+    sel_pos = w.label[idx] & (w.warning[idx] == warning)
+    keep = ~w.label[idx] | sel_pos
+    return keep, sel_pos[keep]
+
+
 def event_metrics(
     ds: FailureDataset,
     w: Windows,
@@ -165,12 +178,11 @@ def event_metrics(
     warning: bool,
 ) -> dict[str, float]:
     """Alarm precision, event recall and lead times for failures with / without warning."""
-    sel_pos = w.label[idx] & (w.warning[idx] == warning)
-    keep = ~w.label[idx] | sel_pos
+    keep, y = pr_auc_items(w, idx, warning)
+    sel_pos = w.label[idx] & keep
     alarms = (scores >= threshold) & keep
     n_alarms = int(alarms.sum())
     precision = float(np.sum(alarms & sel_pos) / n_alarms) if n_alarms else float("nan")
-    y = sel_pos[keep]
     pr_auc = float(average_precision_score(y, scores[keep])) if y.any() else float("nan")
     fleets, hosts = w.fleet[idx], w.host[idx]
     t_end = ds.times_s[w.end[idx]]

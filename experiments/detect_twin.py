@@ -28,6 +28,7 @@ from agents.failure_eval import (
     baseline_scores,
     event_metrics,
     fit_baselines,
+    pr_auc_items,
     split_windows,
     window_features,
 )
@@ -128,16 +129,14 @@ def host_bootstrap_difference(
     """PR-AUC of the LSTM minus the best baseline's, with a 95% interval over test hosts.
 
     The PR-AUC is that of :func:`agents.failure_eval.event_metrics` (failures with warning
-    signs against the negatives). Held-out hosts are resampled with replacement
-    (:func:`experiments.stats.cluster_bootstrap`: a host's windows are not independent), and
-    in each resample the best baseline is the best one of that resample, as in the figure
-    itself. The interval is the 2.5th-97.5th percentile of the resampled differences; it
-    measures what the choice of test hosts does to the comparison, which retraining
-    (``repeats``) does not.
+    signs against the negatives, :func:`agents.failure_eval.pr_auc_items`). Held-out hosts are
+    resampled with replacement (:func:`experiments.stats.cluster_bootstrap`: a host's windows
+    are not independent), and in each resample the best baseline is the best one of that
+    resample, as in the figure itself. The interval is the 2.5th-97.5th percentile of the
+    resampled differences; it measures what the choice of test hosts does to the comparison,
+    which retraining (``repeats``) does not.
     """
-    sel_pos = windows.label[test_idx] & windows.warning[test_idx]
-    keep = ~windows.label[test_idx] | sel_pos
-    y = sel_pos[keep]
+    keep, y = pr_auc_items(windows, test_idx, warning=True)
     n_hosts = ds.features.shape[1]
     groups = (windows.fleet * n_hosts + windows.host)[test_idx][keep]
     scores = {name: np.asarray(v)[keep] for name, v in scores_test.items()}
