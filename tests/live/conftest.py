@@ -13,11 +13,25 @@ from live.plant import FleetSpec, LivePlant
 from live.procs import alive, kill
 
 
+def _ephemeral_low() -> int:
+    """Lowest port the kernel hands out for outgoing connections (32768 if unknown)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def port_block(n: int) -> int:
-    """First port of ``n`` consecutive free loopback ports."""
+    """First port of ``n`` consecutive free loopback ports.
+
+    Drawn below the kernel's ephemeral range: a port found free there can be taken by any
+    outgoing connection (another test's HTTP client) before the server under test binds it.
+    """
     rng = random.Random()
+    high = max(_ephemeral_low(), 20000 + 1000) - n
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
+        base = rng.randrange(20000, high)
         socks = []
         try:
             for p in range(base, base + n):

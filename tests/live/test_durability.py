@@ -49,15 +49,23 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
     def start() -> tuple[subprocess.Popen[str], dict[str, object]]:
         env = dict(os.environ, NOVACRON_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "live.serve", "--actuate", "--replicas", "2",
-             "--max-replicas", "3", "--lb-port", str(lb_port), "--port", str(api_port),
-             "--workdir", str(workdir), "--replica-startup-delay-s", "2.0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env,
-        )
+        err_path = tmp_path / f"serve-{len(procs)}.err"
+        with err_path.open("w", encoding="utf-8") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "live.serve", "--actuate", "--replicas", "2",
+                 "--max-replicas", "3", "--lb-port", str(lb_port), "--port", str(api_port),
+                 "--workdir", str(workdir), "--replica-startup-delay-s", "2.0"],
+                stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env=env,
+            )
         procs.append(proc)
         assert proc.stdout is not None
-        ready = json.loads(proc.stdout.readline())
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(timeout=20)
+            tail = err_path.read_text(encoding="utf-8")[-2000:]
+            raise AssertionError(
+                f"live.serve exited ({proc.returncode}) before it was ready:\n{tail}")
+        ready = json.loads(line)
         assert ready["ready"] is True
         return proc, ready
 
