@@ -8,7 +8,7 @@
 For each test function (Branin, 2-D; Hartmann-6) and each method, every seed runs 50
 evaluations; the figure is the median over seeds of the best-found regret (best value minus
 the known global minimum). Our optimiser is ``agents.bayesopt.BayesOpt`` (noise-free GP,
-``n_initial = max(5, 2 d)`` Sobol points, then log-EI with a local exploitation step every
+``n_initial = max(5, d)`` Sobol points, then log-EI with a local exploitation step every
 third iteration); its time per iteration (ask + tell, the test function being free) is the
 median over all its iterations, as wall time and as the process's CPU time (on a shared
 machine the wall time includes waiting for a core; the CPU time does not). Seeds run in
@@ -63,7 +63,7 @@ def run_one(function: str, method: str, seed: int, n_evals: int) -> dict[str, An
         space = SearchSpace([Param(f"x{i}", float(bounds[0, i]), float(bounds[1, i]))
                              for i in range(dim)])
         opt = BayesOpt(space, seed=seed, params=BOParams(
-            n_initial=max(5, 2 * dim), noise_free=True, num_restarts=4, raw_samples=128))
+            n_initial=max(5, dim), noise_free=True, num_restarts=4, raw_samples=128))
         for _ in range(n_evals):
             t0, c0 = time.perf_counter(), time.process_time()
             x = opt.ask(1)
