@@ -240,12 +240,11 @@ def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.Fail
     """The chosen threshold keeps best recall at precision >= 0.90 with room on both sides."""
     from experiments.detect_twin import MIN_PRECISION, event_threshold
 
-    horizon = HORIZON_S
     w, idx, scores, rng = _separating_scores(small_ds)
-    thr = event_threshold(small_ds, w, idx, scores, horizon)
+    thr = event_threshold(small_ds, w, idx, scores, HORIZON_S)
 
     def metrics(t: float) -> dict[str, float]:
-        return event_metrics(small_ds, w, idx, scores, t, horizon, warning=True)
+        return event_metrics(small_ds, w, idx, scores, t, HORIZON_S, warning=True)
 
     chosen = metrics(thr)
     assert chosen["alarm_precision"] >= MIN_PRECISION
@@ -258,7 +257,7 @@ def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.Fail
     ]
     assert min(ok) < thr < max(ok)
     noise = rng.uniform(0.0, 1.0, idx.size)
-    assert event_threshold(small_ds, w, idx, noise, horizon) > noise.max()
+    assert event_threshold(small_ds, w, idx, noise, HORIZON_S) > noise.max()
 
 
 def test_host_bootstrap_interval_sides_with_the_better_model(small_ds: fd.FailureDataset) -> None:
