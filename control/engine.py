@@ -125,6 +125,8 @@ class _State:
     groups: list[AlertGroup] = field(default_factory=list)
     alerts: dict[int, AlertRecord] = field(default_factory=dict)
     routed: set[int] = field(default_factory=set)
+    """Alerts handled apart from the incident their group names now: routed to an incident
+    of their own cause, or held by the group's earlier, resolved incident."""
     pending: list[_Pending] = field(default_factory=list)
     executed: dict[int, _Executed] = field(default_factory=dict)
     succeeded: set[int] = field(default_factory=set)
@@ -275,13 +277,20 @@ class HealingEngine:
             s.alerts[a.alert_id] = a
         s.groups = correlate(alerts, s.groups, window_s=self.config.correlation_window_s, obs=obs)
         for group in s.groups:
-            members = [s.alerts[i] for i in group.alert_ids if i in s.alerts]
+            members = [s.alerts[i] for i in group.alert_ids if i in s.alerts and i not in s.routed]
             inc_id = s.group_of.get(group.group_id)
             if inc_id is None:
                 self._open(group, members, obs)
                 continue
             inc = s.incidents[inc_id]
             added = [i for i in group.alert_ids if i not in inc.alert_ids and i not in s.routed]
+            if added and inc.phase == "resolved":
+                # The group's window outlives its incident: alerts that join it after the
+                # incident resolved are a new problem (or the old one back), and are handled
+                # as one, in an incident the group names from now on.
+                s.routed.update(i for i in group.alert_ids if i not in added)
+                self._open(group, [s.alerts[i] for i in added if i in s.alerts], obs, added)
+                continue
             if not added or inc.phase not in ("opened", "mitigating"):
                 continue
             if inc.step == 0 and not inc.action_ids:
@@ -334,7 +343,9 @@ class HealingEngine:
         self._new_incident(ids, alerts, obs)
         return True
 
-    def _open(self, group: AlertGroup, members: Sequence[AlertRecord], obs: Observation) -> None:
+    def _open(self, group: AlertGroup, members: Sequence[AlertRecord], obs: Observation,
+              alert_ids: Sequence[int] | None = None) -> None:
+        """Give ``group`` an incident for ``members`` (``alert_ids``: theirs, default all)."""
         s = self._s
         targets = {a.target for a in members}
         for other in s.incidents.values():
@@ -349,7 +360,8 @@ class HealingEngine:
                         a.alert_id for a in members if a.alert_id not in other.alert_ids
                     ]
                 return
-        s.group_of[group.group_id] = self._new_incident(list(group.alert_ids), members, obs)
+        ids = list(group.alert_ids if alert_ids is None else alert_ids)
+        s.group_of[group.group_id] = self._new_incident(ids, members, obs)
 
     def _new_incident(
         self, alert_ids: list[int], members: Sequence[AlertRecord], obs: Observation

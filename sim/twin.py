@@ -721,7 +721,10 @@ class Twin:
             st.host_free_mem_bytes[st.inst_host[i]] -= extra
         elif kind == "rolling_patch":
             mask = st.inst_used & (st.inst_service == i)
+            was_vulnerable = bool(st.inst_vulnerable[mask].any())
             st.inst_vulnerable[mask] = False
+            if was_vulnerable:
+                self.record_state(p.target.name, "patched", None, kind)
             st.svc_exploit_hazard_per_s[i] = 0.0
             for inst in np.flatnonzero(mask & st.inst_compromised):
                 st.inst_compromised[inst] = False

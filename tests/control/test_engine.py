@@ -134,3 +134,53 @@ def test_postmortem_facts_match_the_event_log() -> None:
     assert timeline.count("incident opened") == 1 and timeline.count("incident resolved") == 1
     assert timeline.index("incident opened") < timeline.index("action restart_instance on "
                                                              "inst-5 started")
+
+
+def test_alerts_after_their_group_s_incident_resolved_open_a_new_incident() -> None:
+    """A crash right after the previous one on the same instance is healed too.
+
+    The second crash's alert joins the correlation group of the first (its window is still
+    open) after that group's incident resolved; it must get an incident of its own and be
+    restarted, not be dropped.
+    """
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 120)
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    for _ in range(600):
+        _run(engine, twin, 1)
+        if any(isinstance(r, IncidentRecord) and r.phase == "resolved" for r in twin.events()):
+            break
+    first = [r for r in twin.events() if isinstance(r, IncidentRecord)]
+    assert [r.phase for r in first][-1] == "resolved"
+    second_at = twin.now_s
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 2))
+    _run(engine, twin, 300)
+    events = twin.events()
+    alert = next(r for r in events if isinstance(r, AlertRecord) and r.target == "inst-5"
+                 and r.t_s >= second_at)
+    assert alert.t_s - second_at < 60
+    holding = [r for r in events if isinstance(r, IncidentRecord)
+               and alert.alert_id in r.alert_ids]
+    assert holding and holding[0].incident_id != first[0].incident_id
+    assert any(r.phase == "resolved" for r in holding)
+    restarts = [r for r in events if isinstance(r, ActionRecord) and r.kind == "restart_instance"
+                and r.target == "inst-5" and r.phase == "succeeded" and r.t_s > second_at]
+    assert restarts
+
+
+def test_a_second_advisory_on_a_patched_service_is_alerted_and_patched() -> None:
+    """The twin records the patch, so the next CVE on the same service alerts again."""
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 60)
+    for n in range(2):
+        start = twin.now_s
+        strike(twin, FaultKind.SECURITY_VULNERABILITY, 0, twin.rng_for("script", n))
+        _run(engine, twin, 900)
+        target = next(r.target for r in twin.events() if isinstance(r, FaultRecord)
+                      and r.t_s >= start)
+        alerts = [r for r in twin.events() if isinstance(r, AlertRecord)
+                  and r.target == target and r.t_s >= start and "vulnerable" in r.evidence]
+        patched = [r for r in twin.events() if isinstance(r, StateChange)
+                   and r.target == target and r.state == "patched" and r.t_s >= start]
+        assert len(alerts) == 1 and alerts[0].t_s - start < 5, n
+        assert len(patched) == 1, n
