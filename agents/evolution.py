@@ -20,7 +20,7 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,9 @@ class GAParams:
     the probability that a mating recombines; ``elitism`` the share of the population kept
     unchanged each generation; ``tournament_size`` the selection pressure. The convergence
     termination stops when the best value moved less than ``ftol`` over ``period``
-    generations (or ``max_generations`` is reached).
+    generations (or ``max_generations`` is reached). ``draw_effects`` is the setting the
+    search's :class:`TwinEvaluator` should be built with (the fitted effects of draw sets,
+    see there).
     """
 
     pop_size: int = 100
@@ -86,6 +88,7 @@ class GAParams:
     resample: bool = True
     final_draws: int = 5
     seeded_share: float = 0.25
+    draw_effects: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.pop_size, int) or self.pop_size < 2:
@@ -108,6 +111,9 @@ class GAParams:
             raise ArchitectureError("ga.ftol must be positive and ga.period a positive integer")
         if not isinstance(self.resample, bool):
             raise ArchitectureError(f"ga.resample must be true or false, got {self.resample!r}")
+        if not isinstance(self.draw_effects, bool):
+            raise ArchitectureError(
+                f"ga.draw_effects must be true or false, got {self.draw_effects!r}")
         if isinstance(self.final_draws, bool) or not isinstance(self.final_draws, int) or (
                 self.final_draws < 1):
             raise ArchitectureError(
@@ -126,6 +132,8 @@ class GAParams:
         """Leading candidates that must reach ``final_draws`` draw sets before a best is named."""
         return max(5, self.n_elite)
 
+
+_NO_EFFECT = np.zeros(3)
 
 FRESH_SEED_BASE = 10_000
 """Evaluation seeds from here on are kept for confirmation, never used by a search."""
@@ -150,6 +158,18 @@ class TwinEvaluator:
     (:meth:`mean`). Each result is a pure function of the genome, ``spec``, ``seed`` and the
     draw, so results do not depend on ``n_jobs`` or on the order of evaluation. ``seed``
     must stay below :data:`FRESH_SEED_BASE`, whose seeds are kept for confirmation.
+
+    A draw set's faults hit every architecture alike: a harsh set lowers all their scores, a
+    mild one lifts them, and among good architectures this shared *draw effect* is about
+    twice the spread that is the genome's own. With ``draw_effects`` (off by default) the three
+    objectives are read through the additive two-way model ``y(g, d) = mu(g) + delta(d) +
+    noise``, fitted by least squares over the genomes seen on two or more draws (those are
+    what tie the draws together; a genome seen on one draw says nothing about its draw's
+    effect), and :meth:`mean` reports ``mu(g)``: the mean over the genome's draws minus the
+    mean effect of those draws. Draws that no such genome ties to another keep an effect of
+    0, and within each group of tied draws the effects sum to 0. Genomes evaluated on
+    different generations' draw sets are then compared as if on the same draws. The other
+    fields of :class:`~sim.architecture.Objectives` stay plain means.
     """
 
     space: GenomeSpace
@@ -158,7 +178,10 @@ class TwinEvaluator:
     n_jobs: int = 1
     cache: dict[tuple[Key, int], Objectives] = field(default_factory=dict)
     twin_runs: int = 0
+    draw_effects: bool = False
     _draws: dict[Key, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _effects: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _effects_size: int = field(default=-1, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
@@ -214,7 +237,54 @@ class TwinEvaluator:
         return [self._mean(k) for k in keys]
 
     def _mean(self, key: Key) -> Objectives:
-        return mean_objectives([self.cache[key, d] for d in sorted(self._draws[key])])
+        draws = sorted(self._draws[key])
+        plain = mean_objectives([self.cache[key, d] for d in draws])
+        if not self.draw_effects:
+            return plain
+        effects = self.draw_effect_table()
+        shift = np.mean([effects.get(d, _NO_EFFECT) for d in draws], axis=0)
+        if not shift.any():
+            return plain
+        return replace(
+            plain, performance=float(np.clip(plain.performance - shift[0], 0.0, 1.0)),
+            cost_usd=float(max(plain.cost_usd - shift[1], 0.0)),
+            reliability=float(np.clip(plain.reliability - shift[2], 0.0, 1.0)))
+
+    def draw_effect_table(self) -> dict[int, np.ndarray]:
+        """Fitted effect of each tied draw set on (performance, cost_usd, reliability).
+
+        Least squares of the two-way additive model (see the class docstring), solved for
+        the effects after eliminating the genome means: ``C delta = b`` with ``C = diag(n_d)
+        - N^T diag(1 / m_g) N`` and ``b_d = sum_g (y(g, d) - ybar(g))``, where ``N`` marks
+        which genome (seen on ``m_g >= 2`` draws) was seen on which draw and ``n_d`` counts
+        them per draw. ``C`` is singular along a constant per group of tied draws; the
+        minimum-norm solution fixes each group's effects to sum to 0. Recomputed only when
+        the cache has grown; empty when ``draw_effects`` is off.
+        """
+        if not self.draw_effects:
+            return {}
+        if self._effects_size == len(self.cache):
+            return self._effects
+        multi = [k for k in sorted(self._draws) if len(self._draws[k]) >= 2]
+        draws = sorted({d for k in multi for d in self._draws[k]})
+        effects: dict[int, np.ndarray] = {}
+        if multi:
+            col = {d: j for j, d in enumerate(draws)}
+            n = np.zeros((len(multi), len(draws)))
+            y = np.zeros((len(multi), len(draws), 3))
+            for i, k in enumerate(multi):
+                for d in self._draws[k]:
+                    o = self.cache[k, d]
+                    n[i, col[d]] = 1.0
+                    y[i, col[d]] = (o.performance, o.cost_usd, o.reliability)
+            m = n.sum(axis=1)
+            ybar = (y * n[:, :, None]).sum(axis=1) / m[:, None]
+            b = ((y - ybar[:, None, :]) * n[:, :, None]).sum(axis=0)
+            c = np.diag(n.sum(axis=0)) - (n / m[:, None]).T @ n
+            delta = np.linalg.lstsq(c, b, rcond=None)[0]
+            effects = {d: delta[j] for j, d in enumerate(draws)}
+        self._effects, self._effects_size = effects, len(self.cache)
+        return effects
 
     def means(self) -> dict[Key, Objectives]:
         """Mean objectives of every evaluated genome, in genome order."""
@@ -591,9 +661,11 @@ def run_search(
                 f"checkpoint {ckpt} is of mode {state['mode']!r} seed {state['seed']}, "
                 f"not {mode!r} seed {seed}"
             )
-        if state.get("spec") != evaluator.spec or state.get("eval_seed") != evaluator.seed:
+        if (state.get("spec") != evaluator.spec or state.get("eval_seed") != evaluator.seed
+                or state.get("draw_effects", False) != evaluator.draw_effects):
             raise ArchitectureError(
-                f"checkpoint {ckpt} was written with another evaluation (spec or eval seed)"
+                f"checkpoint {ckpt} was written with another evaluation (spec, eval seed or "
+                "draw effects)"
             )
         algorithm: Algorithm = state["algorithm"]
         evaluator.load(state["cache"])
@@ -630,7 +702,8 @@ def run_search(
             on_generation(gen)
         if ckpt is not None:
             _atomic_pickle({"mode": mode, "seed": seed, "spec": evaluator.spec,
-                            "eval_seed": evaluator.seed, "algorithm": algorithm,
+                            "eval_seed": evaluator.seed,
+                            "draw_effects": evaluator.draw_effects, "algorithm": algorithm,
                             "cache": evaluator.cache, "twin_runs": evaluator.twin_runs,
                             "history": history, "cost_ref": cost_ref}, ckpt)
     return _result(mode, evaluator, cost_ref, history, resumed_from, params)

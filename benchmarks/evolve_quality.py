@@ -80,25 +80,31 @@ def main() -> None:
     parser.add_argument("--no-resample", action="store_true",
                         help="every generation on draw set 0 (common random numbers only)")
     parser.add_argument("--final-draws", type=int, default=GAParams().final_draws)
+    parser.add_argument("--draw-effects", action="store_true",
+                        help="score genomes through fitted draw-set effects (ga.draw_effects) "
+                        "instead of plain means over their draw sets")
     args = parser.parse_args()
     spec = EvalSpec(hosts=args.hosts, hours=args.hours, replicates=args.replicates,
                     fault_rate_scale=args.fault_scale)
     space = GenomeSpace(spec.base_config())
     params = GAParams(pop_size=args.pop, max_generations=args.gens,
                       tournament_size=min(5, args.pop), period=max(args.gens, 1),
-                      resample=not args.no_resample, final_draws=args.final_draws)
+                      resample=not args.no_resample, final_draws=args.final_draws,
+                      draw_effects=args.draw_effects)
+
+    def new_evaluator(seed: int) -> TwinEvaluator:
+        return TwinEvaluator(space, spec, seed=seed, n_jobs=args.jobs,
+                             draw_effects=params.draw_effects)
+
     rows: list[dict[str, Any]] = []
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for seed in range(args.seeds):
         row: dict[str, Any] = {"seed": seed}
-        ga = run_search(TwinEvaluator(space, spec, seed=seed, n_jobs=args.jobs), params, "ga",
-                        seed)
-        rs = random_search(TwinEvaluator(space, spec, seed=seed, n_jobs=args.jobs), seed=seed,
-                           twin_runs=ga.twin_runs, params=params)
-        nsga = run_search(TwinEvaluator(space, spec, seed=seed, n_jobs=args.jobs), params,
-                          "nsga2", seed)
-        rs_mo = random_search(TwinEvaluator(space, spec, seed=seed, n_jobs=args.jobs),
-                              seed=seed + 1000, twin_runs=nsga.twin_runs, params=params)
+        ga = run_search(new_evaluator(seed), params, "ga", seed)
+        rs = random_search(new_evaluator(seed), seed=seed, twin_runs=ga.twin_runs, params=params)
+        nsga = run_search(new_evaluator(seed), params, "nsga2", seed)
+        rs_mo = random_search(new_evaluator(seed), seed=seed + 1000, twin_runs=nsga.twin_runs,
+                              params=params)
         fresh = confirm_on_fresh_seeds(
             space, spec, np.stack([ga.best_genome, rs.best_genome, space.default_genome()]),
             args.fresh, ga.cost_ref_usd, args.jobs)
@@ -127,6 +133,7 @@ def main() -> None:
         "fresh_seeds": args.fresh, "fresh_front_seeds": args.fresh_front, "hosts": args.hosts,
         "hours": args.hours, "replicates": spec.replicates,
         "fault_rate_scale": spec.fault_rate_scale, "resample": params.resample,
+        "draw_effects": params.draw_effects,
         "final_draws": params.final_draws, "jobs": args.jobs, "cpu_count": os.cpu_count(),
         "wall_s": round(time.perf_counter() - wall0, 1),
         "main_process_cpu_s": round(time.process_time() - cpu0, 1),

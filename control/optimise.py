@@ -124,9 +124,10 @@ class SelfOptimiser:
         ``lock`` guards every access to the running twin; ``apply`` submits each live change
         (default: straight to the twin).
         """
-        evaluator = TwinEvaluator(self.space, self.spec, seed=seed, n_jobs=n_jobs)
-        result = run_search(evaluator, ga or GAParams(pop_size=12, max_generations=5,
-                                                      tournament_size=3), "ga", seed)
+        params = ga or GAParams(pop_size=12, max_generations=5, tournament_size=3)
+        evaluator = TwinEvaluator(self.space, self.spec, seed=seed, n_jobs=n_jobs,
+                                  draw_effects=params.draw_effects)
+        result = run_search(evaluator, params, "ga", seed)
         arch = self.space.decode(result.best_genome)
         report = self._validate_and_apply("evolve", arch, result.evaluations, lock, apply)
         report.proposal = {"genome": [int(v) for v in result.best_genome]}

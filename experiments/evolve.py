@@ -88,7 +88,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt = Path(schema.checkpoint) if schema.checkpoint else out_dir / "checkpoint.pkl"
     space = GenomeSpace(spec.base_config())
-    evaluator = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs)
+    evaluator = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs,
+                             draw_effects=params.draw_effects)
 
     client, run_id = None, None
     if schema.tracking.enabled:
@@ -148,9 +149,11 @@ def _summary(schema: EvolveSchema, space: GenomeSpace, spec: Any, evaluator: Twi
         **{f"best_{k}": v for k, v in result.best_objectives.as_dict().items()},
     }
     if schema.compare_random:
-        rs_eval = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs)
+        ga_params = to_ga_params(schema.ga)
+        rs_eval = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs,
+                                draw_effects=ga_params.draw_effects)
         rs = random_search(rs_eval, seed=schema.seed, twin_runs=result.twin_runs,
-                           params=to_ga_params(schema.ga))
+                           params=ga_params)
         line.update(random_best_fitness=rs.best_fitness, random_hypervolume=rs.hypervolume,
                     random_evaluations=rs.evaluations, random_twin_runs=rs.twin_runs)
     if schema.validate_seeds:

@@ -41,6 +41,7 @@ class GASchema:
     resample: bool = True
     final_draws: int = 5
     seeded_share: float = 0.25
+    draw_effects: bool = False
 
 
 @dataclass

@@ -17,7 +17,7 @@ from agents.evolution import (
     random_search,
     run_search,
 )
-from sim.architecture import ArchitectureError, EvalSpec, GenomeSpace, deployable
+from sim.architecture import ArchitectureError, EvalSpec, GenomeSpace, Objectives, deployable
 
 SPEC = EvalSpec(hosts=20, hours=0.1, replicates=1, fault_rate_scale=100.0)
 SMALL = GAParams(pop_size=6, max_generations=3, tournament_size=3, period=3)
@@ -205,8 +205,70 @@ def test_first_population_holds_default_and_its_mutants(space: GenomeSpace) -> N
 
 @pytest.mark.parametrize(("kwargs", "words"), [({"final_draws": 0}, "final_draws"),
                                                ({"seeded_share": 2.0}, "seeded_share"),
-                                               ({"resample": "yes"}, "resample")])
+                                               ({"resample": "yes"}, "resample"),
+                                               ({"draw_effects": 1}, "draw_effects")])
 def test_bad_resampling_params_are_clear_errors(kwargs: dict[str, object], words: str) -> None:
     """Out-of-range re-drawing settings raise ArchitectureError naming the setting."""
     with pytest.raises(ArchitectureError, match=words):
         GAParams(**kwargs)  # type: ignore[arg-type]
+
+
+def _synthetic(perf: float, cost: float, rel: float) -> Objectives:
+    return Objectives(performance=perf, cost_usd=cost, reliability=rel, throughput_share=perf,
+                      latency_score=1.0, resource_usd=cost, action_usd=0.0, actions=0, faults=0)
+
+
+def test_draw_effects_recover_genome_means_from_an_additive_model(space: GenomeSpace) -> None:
+    """Scores built as genome mean + draw effect are read back as the genome means.
+
+    Five genomes are seen on all six draws, the rest on one each (as a GA's elite and its
+    offspring). Up to one constant shared by all genomes the fitted means are exact, so
+    genomes first seen on a harsh and on a mild draw compare as on the same draws; plain
+    means (the default) keep the draw's effect.
+    """
+    rng = np.random.default_rng(0)
+    genomes = [tuple(int(v) for v in g) for g in space.random_genomes(30, rng)]
+    assert len(set(genomes)) == 30
+    mu = np.column_stack([rng.uniform(0.3, 0.7, 30), rng.uniform(50, 90, 30),
+                          rng.uniform(0.3, 0.7, 30)])
+    delta = rng.normal(0.0, 0.05, (6, 3)) * np.array([1.0, 100.0, 1.0])
+    cache = {}
+    for i, g in enumerate(genomes):
+        for d in (range(6) if i < 5 else [i % 6]):
+            cache[g, d] = _synthetic(*(mu[i] + delta[d]))
+    fitted = TwinEvaluator(space, SPEC, cache=dict(cache), draw_effects=True).means()
+    est = np.array([[fitted[g].performance, fitted[g].cost_usd, fitted[g].reliability]
+                    for g in genomes])
+    offset = est - mu
+    assert np.allclose(offset, offset[0], atol=1e-9)
+    plain = TwinEvaluator(space, SPEC, cache=dict(cache)).means()
+    plain_off = np.array([plain[g].performance for g in genomes]) - mu[:, 0]
+    assert plain_off[5:].std() > 0.01
+
+
+def test_draw_effects_leave_untied_draws_alone(space: GenomeSpace) -> None:
+    """With no genome seen on two draws, nothing ties the draws: means are plain means."""
+    rng = np.random.default_rng(1)
+    genomes = [tuple(int(v) for v in g) for g in space.random_genomes(4, rng)]
+    cache = {(g, d): _synthetic(0.1 * (d + 1), 10.0 * (d + 1), 0.2)
+             for d, g in enumerate(genomes)}
+    ev = TwinEvaluator(space, SPEC, cache=cache, draw_effects=True)
+    assert ev.draw_effect_table() == {}
+    assert [ev.means()[g].performance for g in genomes] == [cache[g, d].performance
+                                                            for d, g in enumerate(genomes)]
+
+
+def test_resume_with_draw_effects_and_refusal_of_the_other_setting(
+        space: GenomeSpace, tmp_path: Path) -> None:
+    """With draw effects a resumed run equals an uninterrupted one; without, it is refused."""
+    ckpt = tmp_path / "ga.pkl"
+    full = run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "ga", seed=2)
+    run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "ga", seed=2,
+               checkpoint=ckpt, max_generations=1)
+    with pytest.raises(ArchitectureError, match="draw effects"):
+        run_search(TwinEvaluator(space, SPEC), SMALL, "ga", seed=2, checkpoint=ckpt)
+    resumed = run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "ga", seed=2,
+                         checkpoint=ckpt)
+    assert resumed.resumed_from == 1
+    assert np.array_equal(resumed.best_genome, full.best_genome)
+    assert resumed.best_fitness == full.best_fitness
