@@ -149,11 +149,10 @@ def _summary(schema: EvolveSchema, space: GenomeSpace, spec: Any, evaluator: Twi
         **{f"best_{k}": v for k, v in result.best_objectives.as_dict().items()},
     }
     if schema.compare_random:
-        ga_params = to_ga_params(schema.ga)
         rs_eval = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs,
-                                draw_effects=ga_params.draw_effects)
+                                draw_effects=evaluator.draw_effects)
         rs = random_search(rs_eval, seed=schema.seed, twin_runs=result.twin_runs,
-                           params=ga_params)
+                           params=to_ga_params(schema.ga))
         line.update(random_best_fitness=rs.best_fitness, random_hypervolume=rs.hypervolume,
                     random_evaluations=rs.evaluations, random_twin_runs=rs.twin_runs)
     if schema.validate_seeds:
