@@ -622,6 +622,15 @@ def _atomic_pickle(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_draw_effects(evaluator: TwinEvaluator, params: GAParams | None) -> None:
+    """``params.draw_effects`` must be the evaluator's setting: one of them would be ignored."""
+    if params is not None and params.draw_effects != evaluator.draw_effects:
+        raise ArchitectureError(
+            f"ga.draw_effects is {params.draw_effects} but the evaluator was built with "
+            f"draw_effects={evaluator.draw_effects}; build the TwinEvaluator with "
+            f"draw_effects=params.draw_effects")
+
+
 def run_search(
     evaluator: TwinEvaluator,
     params: GAParams,
@@ -643,12 +652,14 @@ def run_search(
     termination.
 
     Raises:
-        ArchitectureError: unknown mode, or a checkpoint of another mode or seed.
+        ArchitectureError: unknown mode, a checkpoint of another mode or seed, or
+            ``params.draw_effects`` not the evaluator's setting.
     """
     if mode not in ("ga", "nsga2"):
         raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ArchitectureError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_draw_effects(evaluator, params)
     n_obj = 1 if mode == "ga" else 3
     ckpt = Path(checkpoint) if checkpoint is not None else None
     history: list[Generation] = []
@@ -781,6 +792,7 @@ def random_search(evaluator: TwinEvaluator, n_evaluations: int | None = None, se
     """
     if (n_evaluations is None) == (twin_runs is None):
         raise ArchitectureError("give exactly one of n_evaluations and twin_runs")
+    _check_draw_effects(evaluator, params)
     reps = evaluator.spec.replicates
     if twin_runs is not None:
         if not isinstance(twin_runs, int) or twin_runs < reps:

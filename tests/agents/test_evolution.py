@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -262,13 +263,23 @@ def test_resume_with_draw_effects_and_refusal_of_the_other_setting(
         space: GenomeSpace, tmp_path: Path) -> None:
     """With draw effects a resumed run equals an uninterrupted one; without, it is refused."""
     ckpt = tmp_path / "ga.pkl"
-    full = run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "ga", seed=2)
-    run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "ga", seed=2,
+    small = dataclasses.replace(SMALL, draw_effects=True)
+    full = run_search(TwinEvaluator(space, SPEC, draw_effects=True), small, "ga", seed=2)
+    run_search(TwinEvaluator(space, SPEC, draw_effects=True), small, "ga", seed=2,
                checkpoint=ckpt, max_generations=1)
     with pytest.raises(ArchitectureError, match="draw effects"):
         run_search(TwinEvaluator(space, SPEC), SMALL, "ga", seed=2, checkpoint=ckpt)
-    resumed = run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "ga", seed=2,
+    resumed = run_search(TwinEvaluator(space, SPEC, draw_effects=True), small, "ga", seed=2,
                          checkpoint=ckpt)
     assert resumed.resumed_from == 1
     assert np.array_equal(resumed.best_genome, full.best_genome)
     assert resumed.best_fitness == full.best_fitness
+
+
+def test_draw_effects_setting_must_match_the_evaluator(space: GenomeSpace) -> None:
+    """A GAParams.draw_effects the evaluator was not built with is refused, not ignored."""
+    on = dataclasses.replace(SMALL, draw_effects=True)
+    with pytest.raises(ArchitectureError, match=r"ga\.draw_effects is True"):
+        run_search(TwinEvaluator(space, SPEC), on, "ga", seed=0)
+    with pytest.raises(ArchitectureError, match=r"ga\.draw_effects is False"):
+        random_search(TwinEvaluator(space, SPEC, draw_effects=True), 4, params=SMALL)
