@@ -71,6 +71,8 @@ AUTOSCALE_UTIL = 0.75
 """While a load surge is being handled, a service busier than this gets another scale-out."""
 AUTOSCALE_GAP_S = 300.0
 """Least time between two autoscaling scale-outs of one service (boot plus settling)."""
+HOST_REPAIRS = frozenset({"replace_fan", "replace_disk", "repair_host"})
+"""Repairs after which a host the engine drained is uncordoned (``uncordon_host``)."""
 SURGE_WATCH_S = 4 * 3600.0
 """How long after a load-surge incident resolves its capacity stays watched (surges last
 hours and keep ramping after the first scale-out has cleared the alert)."""
@@ -136,6 +138,8 @@ class _State:
     shed_incident: int = 0
     last_autoscale_s: dict[str, float] = field(default_factory=dict)
     failed_over: dict[str, int] = field(default_factory=dict)
+    drained: dict[str, int] = field(default_factory=dict)
+    """Hosts this engine drained, and the incident that drained each."""
     next_incident: int = 0
     seen_seq: int = 0
 
@@ -496,10 +500,14 @@ class HealingEngine:
         inc.phase = "resolved"
         inc.resolved_s = self.plant.now_s
         self._log_incident(inc, "resolved")
+        done = {(self._s.executed[a].action.kind, self._s.executed[a].action.target)
+                for a in inc.action_ids if a in self._s.succeeded}
         for kind, rule in runbook.follow_up:
             if kind == "stop_shedding" and self._s.shed_level <= 0.0:
                 continue
             for target in rule(component, obs):
+                if (kind, target) in done:
+                    continue  # a fallback step already did it (a fan swapped in step 3)
                 self._s.pending.append(_Pending(Action(kind, target), inc.incident_id, "follow-up"))
         self._run_pending(obs)
 
@@ -629,6 +637,10 @@ class HealingEngine:
                     s.failed_over.pop(ex.action.target, None)
                 elif ex.action.kind == "repair_switch":
                     self._fail_back(ex.action.target)
+                elif ex.action.kind == "drain_host":
+                    s.drained[ex.action.target] = ex.incident_id
+                elif ex.action.kind in HOST_REPAIRS:
+                    self._uncordon(ex.action.target)
                 # Adding capacity cannot make the twin worse; a surge that keeps growing would
                 # otherwise read as the scale-out's fault.
                 if (self.safety.rollback_enabled and not ex.rollback
@@ -653,6 +665,21 @@ class HealingEngine:
         self._s.pending.append(_Pending(
             Action("failback_rack", rack), self._s.failed_over[rack],
             f"follow-up: {switch} repaired, put {rack} back into rotation",
+        ))
+
+    def _uncordon(self, host: str) -> None:
+        """Once a host this engine drained is repaired, let it take instances again.
+
+        Without this every host drained for a worn disk or a failing fan stays out of the
+        scheduler's pool for good after its repair, and the cluster's head-room for
+        scale-outs and migrations shrinks with every such fault.
+        """
+        incident = self._s.drained.pop(host, None)
+        if incident is None:
+            return
+        self._s.pending.append(_Pending(
+            Action("uncordon_host", host), incident,
+            f"follow-up: {host} repaired, back into the scheduler's pool",
         ))
 
     def _verify_actions(self) -> None:

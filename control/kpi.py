@@ -52,10 +52,10 @@ Let ``f`` be a :class:`~sim.events.FaultRecord` with onset ``t0`` (its ``t_s``, 
      ``failover_rack`` of ``rack-r``), or up, ready and not compromised (``down`` is undone
      by ``up``, ``not_ready`` by ``ready``, ``compromised`` by ``rebuilt``). Otherwise every
      impaired host or switch must be healthy: up, with no degraded or failed disk (undone by
-     ``disk_ok``), or drained (a succeeded ``drain_host``). Hosts and switches under impaired
-     instances need not come back: service is restored once the instances serve again,
-     wherever they run, so a failed host whose replicas were cold-migrated is recovered
-     although its 4-hour hardware repair is still to come.
+     ``disk_ok``), or drained (a succeeded ``drain_host`` not undone by ``uncordon_host``).
+     Hosts and switches under impaired instances need not come back: service is restored
+     once the instances serve again, wherever they run, so a failed host whose replicas
+     were cold-migrated is recovered although its 4-hour hardware repair is still to come.
   b. *root cause repaired*, for the kinds whose cause keeps impairing until it is removed:
      memory_leak (the leak grows back to an OOM kill), bad_config, security_vulnerability,
      link_degradation, noisy_neighbour, fan_failure and disk_degradation: ``f`` has a
@@ -325,6 +325,8 @@ class _Health:
             self.out.discard(r.target)
         elif r.kind == "drain_host":
             self.drained.add(r.target)
+        elif r.kind == "uncordon_host":
+            self.drained.discard(r.target)
         elif r.kind == "failover_rack" and r.target == self.rack:
             self.rack_failed_over = True
 

@@ -14,8 +14,10 @@ whose probability reaches ``act_probability`` (0.8) gets:
    failed yet). A predicted memory leak on an instance gets a graceful restart
    (:data:`GRACEFUL_RESTART`: out of load-balancer rotation, restart, back in, one action
    after the other succeeds), because the hours of warning leave time to restart without
-   dropping the requests a plain restart drops; every other prediction gets the first step
-   of its fault class's runbook;
+   dropping the requests a plain restart drops; a predicted fan failure gets the fan
+   swapped (:data:`PRE_EMPTIVE`: with hours to go, draining the host first, as the runbook
+   does once the fan is alerted, would only move its load away for the length of the swap);
+   every other prediction gets the first step of its fault class's runbook;
 3. later, an ``outcome`` record: ``failed`` (with the lead time) when a fault takes the host
    or one of its instances down or fails its disk within the horizon, else ``no_failure``
    (the remedy's own restart is not a failure).
@@ -82,6 +84,8 @@ WARNING_DETAIL_KEYS = {
 GRACEFUL_RESTART: tuple[str, ...] = ("reroute_traffic", "restart_instance", "restore_traffic")
 """Pre-emptive remedy of a predicted leak on an instance, one action after the other."""
 _RESTORE = GRACEFUL_RESTART[-1]
+PRE_EMPTIVE: dict[str, str] = {"fan_failure": "replace_fan"}
+"""Pre-emptive remedies that are not the first step of the fault class's runbook."""
 
 
 def host_feature_rows(
@@ -260,6 +264,9 @@ class PredictionStage:
                 plan = _Plan(target, reason, list(GRACEFUL_RESTART))
                 self._plans.append(plan)
                 self._advance(plan, plant, gate, obs)
+                continue
+            if fault_class in PRE_EMPTIVE:
+                self._submit(Action(PRE_EMPTIVE[fault_class], target), plant, gate, obs, reason)
                 continue
             for action in RUNBOOKS[fault_class].steps[0].resolve(target, obs):
                 self._submit(action, plant, gate, obs, reason)

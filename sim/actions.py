@@ -81,6 +81,8 @@ ACTION_SPECS: dict[str, ActionSpec] = {
                    "hardware repair of a failed host"),
         ActionSpec("replace_fan", "host", 900.0, 60.0, 0.99, "medium", False,
                    "hot-swap a host's fan module"),
+        ActionSpec("uncordon_host", "host", 5.0, 0.0, 1.0, "low", False,
+                   "make a drained host schedulable again once it is repaired"),
         ActionSpec("repair_switch", "switch", 600.0, 100.0, 0.97, "medium", False,
                    "replace or reboot a failed switch"),
         ActionSpec("repair_link", "link", 300.0, 20.0, 0.98, "low", False,
@@ -274,6 +276,15 @@ def check(twin: Twin, action: Action) -> tuple[ActionSpec, ResolvedTarget] | str
             return f"{tgt.name} has failed hardware; it needs repair_host"
         if kind == "drain_host" and not st.host_up[i]:
             return f"{tgt.name} is down; cold-migrate its instances instead"
+        if kind == "uncordon_host":
+            if st.host_schedulable[i]:
+                return f"{tgt.name} is schedulable; nothing to uncordon"
+            if not st.host_up[i]:
+                return f"{tgt.name} is down; repair it before uncordoning it"
+            if st.disk_state[i] != DISK_OK:
+                return f"{tgt.name} has a worn or failed disk; replace it before uncordoning"
+            if st.fan_decay_per_s[i] > 0.0:
+                return f"{tgt.name} has a failing fan; replace it before uncordoning"
     elif spec.target_type == "rack" and kind == "failback_rack":
         if not st.tor_up[i]:
             return f"tor-{i} is down; repair it before failing {tgt.name} back"

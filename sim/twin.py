@@ -772,6 +772,8 @@ class Twin:
         elif kind == "replace_fan":
             st.fan_health[i], st.fan_decay_per_s[i] = 1.0, 0.0
             self._clear_faults_on(p.target.name, (FaultKind.FAN_FAILURE,), kind)
+        elif kind == "uncordon_host":
+            st.host_schedulable[i] = True
         elif kind == "repair_switch":
             up = st.tor_up if p.target.name.startswith("tor") else st.spine_up
             up[i] = True

@@ -6,6 +6,7 @@ import pytest
 
 from control.engine import HealingEngine
 from control.incidents import postmortem
+from control.kpi import fault_outcomes
 from control.run import RunSpec, build_twin
 from control.runbooks import RUNBOOKS, Runbook, Step
 from control.safety import SafetyConfig, SimulatedOperator
@@ -184,3 +185,35 @@ def test_a_second_advisory_on_a_patched_service_is_alerted_and_patched() -> None
                    and r.target == target and r.state == "patched" and r.t_s >= start]
         assert len(alerts) == 1 and alerts[0].t_s - start < 5, n
         assert len(patched) == 1, n
+
+
+def test_a_host_drained_for_a_fan_or_a_disk_is_uncordoned_once_repaired() -> None:
+    """Fan and disk faults: drain first, repair on the drained host, then uncordon it.
+
+    The drain restores service within minutes (the load is off the faulty host), long before
+    the 15-minute fan swap or the 30-minute disk swap ends; after each repair the host takes
+    instances again instead of staying out of the scheduler's pool for good.
+    """
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 60)
+    fan = strike(twin, FaultKind.FAN_FAILURE, 3, twin.rng_for("script", 1))
+    disk = strike(twin, FaultKind.DISK_DEGRADATION, 7, twin.rng_for("script", 2))
+    _run(engine, twin, 3000)
+    events = twin.events()
+
+    def done(kind: str, target: str) -> list[float]:
+        return [r.t_s for r in events if isinstance(r, ActionRecord) and r.kind == kind
+                and r.target == target and r.phase == "succeeded"]
+
+    for host, repair in (("host-3", "replace_fan"), ("host-7", "replace_disk")):
+        (drained,) = done("drain_host", host)
+        (repaired,) = done(repair, host)
+        (uncordoned,) = done("uncordon_host", host)
+        assert drained < repaired < uncordoned
+    assert twin.state.host_schedulable.all()
+    outcomes = {o.fault_id: o for o in fault_outcomes(events)}
+    for fid, swap_s in ((fan, 900.0), (disk, 1800.0)):
+        o = outcomes[fid]
+        assert o.auto_recovered and o.recovered_s is not None and o.detected_s is not None
+        # Restored by the drain, well before the swap could have ended.
+        assert o.recovered_s - o.detected_s < swap_s / 2

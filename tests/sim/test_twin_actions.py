@@ -392,6 +392,19 @@ def _effect_replace_fan(twin: Twin, ctx: dict[str, Any]) -> None:
     assert rpm == pytest.approx(twin.config.topology.host.fan_rpm)
 
 
+def _setup_uncordon_host(twin: Twin) -> tuple[Action, dict[str, Any]]:
+    _accept(twin, Action("drain_host", "host-0"))
+    assert not twin.state.host_schedulable[0]
+    return Action("uncordon_host", "host-0"), {}
+
+
+def _effect_uncordon_host(twin: Twin, ctx: dict[str, Any]) -> None:
+    st = twin.state
+    assert st.host_schedulable[0]
+    # Host 0 is empty and schedulable again, so the next replica goes there.
+    assert twin.scale_out_host(FRONTEND) == 0
+
+
 def _setup_repair_switch(twin: Twin) -> tuple[Action, dict[str, Any]]:
     fid = _strike(twin, FaultKind.NETWORK_PARTITION, 1)
     twin.advance(600.0)
@@ -493,6 +506,7 @@ CASES: dict[str, Case] = {
     "reboot_host": Case(_setup_reboot_host, _effect_reboot_host),
     "repair_host": Case(_setup_repair_host, _effect_repair_host),
     "replace_fan": Case(_setup_replace_fan, _effect_replace_fan),
+    "uncordon_host": Case(_setup_uncordon_host, _effect_uncordon_host),
     "repair_switch": Case(_setup_repair_switch, _effect_repair_switch),
     "repair_link": Case(_setup_repair_link, _effect_repair_link),
     "evict_noisy_neighbour": Case(_setup_evict, _effect_evict),
@@ -503,8 +517,8 @@ CASES: dict[str, Case] = {
 
 
 def test_every_action_kind_has_a_case() -> None:
-    """The library has 26 action kinds and each one is exercised below."""
-    assert len(ACTION_SPECS) == 26
+    """The library has 27 action kinds and each one is exercised below."""
+    assert len(ACTION_SPECS) == 27
     assert set(CASES) == set(ACTION_SPECS)
 
 
@@ -668,6 +682,11 @@ def _prep_inst_down(twin: Twin) -> None:
     _strike(twin, FaultKind.SERVICE_CRASH, INST)
 
 
+def _prep_drained_fan(twin: Twin) -> None:
+    _strike(twin, FaultKind.FAN_FAILURE, HOST)
+    _accept(twin, Action("drain_host", f"host-{HOST}"))
+
+
 def _prep_busy(twin: Twin) -> None:
     result = twin.apply(Action("add_cpu", f"inst-{INST}"))
     assert result.accepted, result.reason
@@ -700,6 +719,10 @@ BAD_INPUT: list[tuple[str, Callable[[Twin], None], object, str]] = [
      "not shedding"),
     ("repair of a healthy link", _prep_plain, Action("repair_link", "link-host-0"),
      "nothing to repair"),
+    ("uncordon of a schedulable host", _prep_plain, Action("uncordon_host", "host-0"),
+     "nothing to uncordon"),
+    ("uncordon of a host whose fan is failing", _prep_drained_fan,
+     Action("uncordon_host", f"host-{HOST}"), "replace it before uncordoning"),
     ("action already in progress", _prep_busy, Action("add_memory", f"inst-{INST}"),
      "in progress"),
     ("not an Action", _prep_plain, ("restart_instance", "inst-3"), "expected an Action"),
