@@ -162,6 +162,7 @@ RUNBOOKS: dict[str, Runbook] = {
                 _step(("failover_rack", rack_of), ("scale_out", services_in_rack),
                       deadline_s=300.0),
                 _step(("repair_switch", itself), deadline_s=900.0),
+                _step(("repair_switch", itself), deadline_s=900.0),
             ),
             follow_up=(("repair_switch", itself),),
         ),
@@ -184,6 +185,9 @@ RUNBOOKS: dict[str, Runbook] = {
         Runbook(
             FaultKind.NOISY_NEIGHBOUR.value,
             (
+                # An eviction fails one time in twenty for a passing reason; moving the
+                # instances away leaves the hog on a schedulable host, so evict once more first.
+                _step(("evict_noisy_neighbour", itself), deadline_s=180.0),
                 _step(("evict_noisy_neighbour", itself), deadline_s=180.0),
                 _step(("live_migrate", instances_on_host), deadline_s=300.0),
             ),
