@@ -638,6 +638,8 @@ class _Cells:
         self.row = (np.concatenate([rows for _, rows, _ in self.parts]) if self.parts
                     else np.zeros(0, dtype=np.int64))
         self.key = self.key_on(views)
+        self.host_cells = np.array([e == "host" for e in self.entity_of], dtype=bool)
+        """Cells that watch a host."""
 
     def key_on(self, views: dict[str, EntityView]) -> tuple[int, ...]:
         """Entity counts of the views, which the layout depends on."""
@@ -817,6 +819,14 @@ class _AnomalyBank:
             self._latch.reset()
         assert self._cells is not None
         x, valid, identity = self._cells.gather(views)
+        if self._cells.host_cells.any():
+            # A host's load steps when instances are placed on it or moved off it (a
+            # scale-out landing there, a migration, a drain): what it hosts changed, so its
+            # statistics start over instead of reading the controller's own move as an anomaly.
+            placed = np.bincount(obs.inst_host[obs.inst_used], minlength=len(views["host"].names))
+            hc = self._cells.host_cells
+            identity = identity.copy()
+            identity[hc] = placed[self._cells.row[hc]]
         changed = None if rebuilt else identity != self._identity
         self._identity = identity
         if changed is not None:
@@ -840,7 +850,7 @@ class ZScoreDetector(_AnomalyBank):
     says. The weight ``a = 1 - exp(-dt / memory_s)`` follows the time ``dt`` since the
     previous sample, so the statistics mean the same at any telemetry interval. One update
     per new telemetry sample; rows out of service are skipped and rows that change identity
-    start over.
+    start over (a host's rows also when the number of instances placed on it changes).
 
     Outliers must not teach the statistics that they are normal, or a step would inflate
     the variance and hide itself within a few samples: a sample with ``|z| > clip`` leaves
@@ -945,7 +955,7 @@ class MADDetector(_AnomalyBank):
     scale ``s = MAD / 0.6745``, floored as :class:`AnomalySpec` says. The window holds the
     last ``window`` telemetry samples of rows in service; the reference median and MAD are
     recomputed every ``refresh`` samples, and every new sample is scored against the latest
-    reference in the step it arrives.
+    reference in the step it arrives. Rows start over as for :class:`ZScoreDetector`.
 
     Args:
         specs: streamed features; :data:`DEFAULT_MAD_SPECS` when None.

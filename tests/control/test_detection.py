@@ -221,6 +221,40 @@ def test_anomaly_detector_fires_once_on_a_step_in_the_step_it_happens(make: obje
     assert feed(detector, series) == [(400, "host-5")]
 
 
+def _with_instances(obs: Observation, inst_host: np.ndarray) -> Observation:
+    """``obs`` with one placed instance per entry of ``inst_host`` (its host)."""
+    n = inst_host.shape[0]
+    return dataclasses.replace(
+        obs, inst=np.zeros((n, len(INSTANCE_FEATURES)), dtype=np.float32),
+        inst_used=np.ones(n, dtype=bool), inst_service=np.zeros(n, dtype=np.int64),
+        inst_host=inst_host.astype(np.int64), inst_live=np.ones(n, dtype=bool),
+        inst_ready=np.ones(n, dtype=bool),
+    )
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ZScoreDetector([SPEC], k=6.0, warmup_s=100.0),
+    lambda: MADDetector([SPEC], window=200, k=6.0, min_samples=100),
+], ids=["zscore", "mad"])
+def test_a_host_s_load_step_from_a_new_placement_is_not_an_anomaly(make: object) -> None:
+    """The same +0.3 step that fires on its own is silent when an instance lands on the host.
+
+    A scale-out placing a replica on an idle host (or a migration, or a drain) steps the
+    host's load by the controller's own doing; the host's statistics start over instead.
+    A later step on that host, with no placement change, fires again once warmed up.
+    """
+    detector = make()  # type: ignore[operator]
+    series = noise(2, n=1000)
+    series[400:, 5] += 0.3
+    series[900:, 5] += 0.3
+    out = []
+    for k, row in enumerate(series):
+        placed = np.array([1, 2, 3] + ([5] if k >= 400 else []))
+        for d in detector.update(_with_instances(synthetic_obs(float(k), row), placed), []):
+            out.append((k, d.target))
+    assert out == [(900, "host-5")]
+
+
 @pytest.mark.parametrize("make", [
     lambda: ZScoreDetector([SPEC], k=6.0, warmup_s=100.0, rearm_s=10.0),
     lambda: MADDetector([SPEC], window=100, k=6.0, min_samples=50, rearm_s=10.0),
