@@ -444,7 +444,10 @@ class HealingEngine:
             return
         inc.verify_after_s = 0.0
         deadline = runbook.steps[inc.step - 1].deadline_s if inc.step else 0.0
-        if inc.step and now < inc.step_started_s + deadline:
+        # Every action of the step has finished here; one that failed will not help however
+        # long the step waits, so the next step starts at once rather than at the deadline.
+        failed = any(a not in self._s.succeeded for a in inc.step_action_ids)
+        if inc.step and now < inc.step_started_s + deadline and not failed:
             return
         exhausted = inc.step >= len(runbook.steps)
         if exhausted and inc.phase != "escalated" and self._next_hypothesis(inc):

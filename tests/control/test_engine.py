@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from control.engine import HealingEngine
@@ -10,6 +12,7 @@ from control.kpi import fault_outcomes
 from control.run import RunSpec, build_twin
 from control.runbooks import RUNBOOKS, Runbook, Step
 from control.safety import SafetyConfig, SimulatedOperator
+from sim.actions import ACTION_SPECS
 from sim.events import (
     ActionRecord,
     AlertRecord,
@@ -217,3 +220,20 @@ def test_a_host_drained_for_a_fan_or_a_disk_is_uncordoned_once_repaired() -> Non
         assert o.auto_recovered and o.recovered_s is not None and o.detected_s is not None
         # Restored by the drain, well before the swap could have ended.
         assert o.recovered_s - o.detected_s < swap_s / 2
+
+
+def test_a_failed_step_moves_to_the_next_step_without_waiting_for_its_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link repair that fails is retried when its failure is known, not at the deadline."""
+    monkeypatch.setitem(ACTION_SPECS, "repair_link",
+                        dataclasses.replace(ACTION_SPECS["repair_link"], success_prob=0.0))
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 60)
+    strike(twin, FaultKind.LINK_DEGRADATION, 4, twin.rng_for("script", 1))
+    _run(engine, twin, 900)
+    repairs = [r for r in twin.events() if isinstance(r, ActionRecord)
+               and r.kind == "repair_link" and r.phase in ("started", "failed")]
+    assert [r.phase for r in repairs[:3]] == ["started", "failed", "started"]
+    first_failed, second_started = repairs[1].t_s, repairs[2].t_s
+    assert second_started - repairs[0].t_s < RUNBOOKS["link_degradation"].steps[0].deadline_s
+    assert second_started - first_failed <= 2.0
