@@ -503,6 +503,35 @@ def fault_outcomes(
     return [_outcome(f, ix, hold_s, deadline_s) for f in ix.faults]
 
 
+def lost_requests_by_kind(events: Iterable[Event]) -> tuple[dict[str, float], float]:
+    """Requests that missed the SLO, charged to fault kinds; and all requests.
+
+    Each SLO window's lost requests (``requests - good``) go to the kind of the fault with
+    the latest onset active in the window: onset before the window's end, not cleared before
+    its start. Concurrent faults share a window, so this is an attribution, not a cause;
+    losses with no active fault are charged to ``"none"``.
+    """
+    records = list(events)
+    cleared: dict[int, float] = {}
+    for r in records:
+        if isinstance(r, FaultCleared):
+            cleared.setdefault(r.fault_id, r.t_s)
+    faults = sorted((f for f in records if isinstance(f, FaultRecord)), key=lambda f: f.t_s)
+    lost: dict[str, float] = defaultdict(float)
+    total = 0.0
+    for w in records:
+        if not isinstance(w, SloWindow):
+            continue
+        total += w.requests
+        bad = w.requests - w.good
+        if bad <= 0.0:
+            continue
+        start = w.t_s - w.window_s
+        active = [f for f in faults if f.t_s < w.t_s and cleared.get(f.fault_id, math.inf) > start]
+        lost[active[-1].kind if active else "none"] += bad
+    return dict(lost), total
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else NAN
 

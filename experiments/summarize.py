@@ -4,6 +4,7 @@
     python -m experiments.summarize --experiment novacron --by scenario.name safety.dry_run
     python -m experiments.summarize --experiment novacron --filter "params.seed != '0'"
     python -m experiments.summarize --sweep-dir multirun/2026-01-01/12-00-00
+    python -m experiments.summarize --sweep-dir multirun/2026-01-01/12-00-00 --by-kind
 
 Reads the finished MLflow runs of an experiment (or the job folders of one Hydra multirun),
 groups them by config keys (``--by``, the flattened config keys logged as params; by default
@@ -11,6 +12,12 @@ scenario, agent, cluster size and simulated hours, so runs of different sizes ne
 aggregates each group with :func:`control.kpi.aggregate`. Prints a Markdown table, then one
 JSON object: ``{"source": ..., "by": [...], "groups": [{<by keys>, "runs", <kpi>,
 "<kpi>_ci95": [lo, hi], ...}]}`` with NaN as null.
+
+With ``--by-kind`` (sweep folders only) a second table follows, over every job of the sweep:
+per fault kind, the faults that needed healing, the mean time from onset to detection and
+to restoration, how many were not healed automatically, and the requests lost per 10,000
+charged to the kind (:func:`control.kpi.lost_requests_by_kind`, pooled over the jobs); the
+JSON object gains ``"by_kind"``.
 
 After ``python -m experiments.run -m ...`` the callback
 :class:`experiments.callbacks.MultirunSummary` prints the same summary for the jobs of that
@@ -30,9 +37,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from control.kpi import aggregate, to_markdown
+from control.kpi import aggregate, fault_outcomes, lost_requests_by_kind, to_markdown
 from experiments import tracking
 from sim.errors import ConfigError
+from sim.events import EventLog
 
 DEFAULT_BY = ("scenario.name", "agent.name", "cluster.hosts", "scenario.hours")
 _PAGE = 1000
@@ -95,6 +103,69 @@ def from_sweep(sweep_dir: str | Path) -> list[RunKpis]:
     return out
 
 
+def by_fault_kind(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Per fault kind over every job of a multirun, from the jobs' ``events.jsonl``.
+
+    Each job's faults are scored with its own ``engine.slo_target``. Rows are sorted by kind.
+
+    Raises:
+        ConfigError: no job with an event log, or an event log that cannot be read.
+    """
+    outcomes: dict[str, list[Any]] = {}
+    lost: dict[str, float] = {}
+    requests = 0.0
+    logs = sorted(Path(sweep_dir).glob("*/events.jsonl"), key=_job_order)
+    if not logs:
+        raise ConfigError(f"sweep-dir: no job folder with events.jsonl in {sweep_dir}")
+    for path in logs:
+        slo = 0.999
+        config_file = path.parent / ".hydra" / "config.yaml"
+        if config_file.is_file():
+            slo = float(OmegaConf.select(OmegaConf.load(config_file), "engine.slo_target",
+                                         default=0.999))
+        try:
+            log = EventLog.read_jsonl(path)
+        except ValueError as err:
+            raise ConfigError(f"sweep-dir: {err}") from None
+        for o in fault_outcomes(log, slo_target=slo):
+            if o.needed_healing:
+                outcomes.setdefault(o.kind, []).append(o)
+        job_lost, job_requests = lost_requests_by_kind(log)
+        requests += job_requests
+        for kind, n in job_lost.items():
+            lost[kind] = lost.get(kind, 0.0) + n
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else math.nan
+
+    rows = []
+    for kind in sorted(set(outcomes) | set(lost)):
+        os_ = outcomes.get(kind, [])
+        rows.append({
+            "kind": kind, "faults": len(os_),
+            "detection_s": mean([o.detected_s - o.t0_s for o in os_ if o.detected_s is not None]),
+            "restoration_s": mean([o.recovered_s - o.t0_s for o in os_
+                                   if o.recovered_s is not None]),
+            "not_auto_healed": sum(1 for o in os_ if not o.auto_recovered),
+            "lost_per_10k": 1e4 * lost.get(kind, 0.0) / requests if requests > 0 else math.nan,
+        })
+    return rows
+
+
+def kind_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The per-kind table."""
+    def num(v: float, fmt: str) -> str:
+        return "-" if isinstance(v, float) and math.isnan(v) else format(v, fmt)
+
+    lines = ["| fault kind | needed healing | detection (s) | restoration (s) | not auto-healed "
+             "| lost per 10k requests |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['kind']} | {r['faults']} | {num(r['detection_s'], ',.1f')} | "
+                     f"{num(r['restoration_s'], ',.0f')} | {r['not_auto_healed']} | "
+                     f"{num(r['lost_per_10k'], '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
 def _job_order(path: Path) -> tuple[int, str]:
     name = path.parent.name
     return (int(name), name) if name.isdigit() else (sys.maxsize, name)
@@ -141,11 +212,17 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def report(source: str, runs: Sequence[RunKpis], by: Sequence[str]) -> str:
-    """The printed summary: Markdown table, then the JSON object as the last line."""
+def report(source: str, runs: Sequence[RunKpis], by: Sequence[str],
+           kinds: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The printed summary: Markdown table(s), then the JSON object as the last line."""
     groups = summarize(runs, by)
-    line = {"source": source, "by": list(by), "runs": len(runs), "groups": json_safe(groups)}
-    return markdown(groups, by) + json.dumps(line)
+    line: dict[str, Any] = {"source": source, "by": list(by), "runs": len(runs),
+                            "groups": json_safe(groups)}
+    text = markdown(groups, by)
+    if kinds is not None:
+        line["by_kind"] = json_safe(list(kinds))
+        text += "\n" + kind_markdown(kinds)
+    return text + json.dumps(line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,10 +237,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "sqlite in ./mlruns)")
     parser.add_argument("--by", nargs="+", default=list(DEFAULT_BY),
                         help="config keys to group by (default: %(default)s)")
+    parser.add_argument("--by-kind", action="store_true",
+                        help="with --sweep-dir: add the per-fault-kind table from the jobs' "
+                             "event logs")
     parser.add_argument("--filter", default="",
                         help="MLflow search filter, e.g. \"tags.hydra_sweep_dir = 'multirun/...'\"")
     args = parser.parse_args(argv)
+    kinds = None
     try:
+        if args.by_kind and args.sweep_dir is None:
+            raise ConfigError("--by-kind needs --sweep-dir (the jobs' event logs)")
         if args.experiment is not None:
             runs = from_mlflow(args.experiment, args.tracking_uri, args.filter)
             name = f"mlflow:{args.experiment}"
@@ -172,10 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError(f"sweep-dir: no folder {args.sweep_dir}")
             runs = from_sweep(args.sweep_dir)
             name = f"sweep:{args.sweep_dir}"
+            if args.by_kind:
+                kinds = by_fault_kind(args.sweep_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(report(name, runs, args.by))
+    print(report(name, runs, args.by, kinds))
     return 0
 
 

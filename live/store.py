@@ -10,7 +10,6 @@ cut may lose the last transactions).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 import threading
@@ -19,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.events import _TYPE_NAMES, Event, EventLog
-
-_CLASS_OF: dict[str, type[Event]] = {name: cls for cls, name in _TYPE_NAMES.items()}
+from sim.events import Event, EventLog, event_from_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, t_s REAL NOT NULL,
@@ -36,26 +33,6 @@ CREATE TABLE IF NOT EXISTS postmortems (incident_id INTEGER PRIMARY KEY, t_s REA
     text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
-
-
-def event_from_dict(d: dict[str, Any]) -> Event:
-    """Rebuild a typed record from :meth:`sim.events.Event.to_dict` output."""
-    body = dict(d)
-    kind = body.pop("type", None)
-    cls = _CLASS_OF.get(str(kind))
-    if cls is None:
-        raise ValueError(f"unknown event type {kind!r}; known: {sorted(_CLASS_OF)}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    extra = set(body) - names
-    if extra:
-        raise ValueError(f"{kind} record has unknown fields {sorted(extra)}")
-    return cls(**{k: _tuples(v) for k, v in body.items()})
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,37 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 
+_CLASS_OF: dict[str, type[Event]] = {name: cls for cls, name in _TYPE_NAMES.items()}
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def event_from_dict(d: dict[str, Any]) -> Event:
+    """Rebuild a typed record from :meth:`Event.to_dict` output (a JSON Lines row).
+
+    Raises:
+        ValueError: an unknown record type, or fields the type does not have or lacks.
+    """
+    body = dict(d)
+    kind = body.pop("type", None)
+    cls = _CLASS_OF.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}; known: {sorted(_CLASS_OF)}")
+    names = {f.name for f in fields(cls)}
+    extra = set(body) - names
+    if extra:
+        raise ValueError(f"{kind} record has unknown fields {sorted(extra)}")
+    missing = {f.name for f in fields(cls)
+               if f.default is MISSING and f.default_factory is MISSING} - set(body)
+    if missing:
+        raise ValueError(f"{kind} record lacks fields {sorted(missing)}")
+    return cls(**{k: _tuples(v) for k, v in body.items()})
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, float):
         return float(f"{value:.9g}")
@@ -245,6 +276,28 @@ class EventLog:
             for line in self.lines():
                 fh.write(line + "\n")
         return out
+
+    @classmethod
+    def read_jsonl(cls, path: str | Path) -> EventLog:
+        """The log :meth:`write_jsonl` wrote (floats as rounded there).
+
+        Raises:
+            ValueError: a line that is not a JSON object of a known record type, named with
+                its line number; records out of sequence order.
+        """
+        log = cls()
+        with Path(path).open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("not a JSON object")
+                    log.add(event_from_dict(row))
+                except (ValueError, TypeError) as err:
+                    raise ValueError(f"{path}:{n}: {err}") from None
+        return log
 
     def counts(self) -> dict[str, int]:
         """Number of records per type name."""

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from control.kpi import aggregate, compute_kpis, fault_outcomes, to_markdown
+from control.kpi import (
+    aggregate,
+    compute_kpis,
+    fault_outcomes,
+    lost_requests_by_kind,
+    to_markdown,
+)
 from sim.actions import Action
 from sim.events import (
     ActionRecord,
@@ -492,3 +498,25 @@ def test_kpis_on_a_real_twin_crash() -> None:
     assert 50.0 <= kpis["mttr_s"] <= 200.0
     assert 0.0 < kpis["availability"] <= 1.0
     assert kpis["actions"] == 1.0 and kpis["action_cost_usd"] == pytest.approx(0.2)
+
+
+def test_lost_requests_are_charged_to_the_latest_active_fault() -> None:
+    """Each window's losses go to the active fault with the latest onset, else to 'none'."""
+    def window(seq: int, end_s: float, lost: float) -> SloWindow:
+        return SloWindow(seq, end_s, 60.0, 1000.0, 1000.0 - lost, ())
+
+    events: list[Event] = [
+        FaultRecord(0, 10.0, 0, "service_crash", "inst-1", "crash", False),
+        window(1, 60.0, 5.0),      # only the crash is active
+        FaultRecord(2, 70.0, 1, "load_surge", "cluster", "surge", True),
+        window(3, 120.0, 7.0),     # both active: the surge began later
+        FaultCleared(4, 130.0, 1, "surge_end"),
+        window(5, 180.0, 2.0),     # the surge cleared within this window: still active
+        window(6, 240.0, 3.0),     # only the crash, never cleared, is active
+        FaultCleared(7, 250.0, 0, "restart"),
+        window(8, 360.0, 1.0),     # nothing active
+        window(9, 420.0, 0.0),
+    ]
+    lost, total = lost_requests_by_kind(events)
+    assert lost == {"service_crash": 8.0, "load_surge": 9.0, "none": 1.0}
+    assert total == 6000.0

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
-from experiments.summarize import RunKpis, json_safe, report, summarize
+import pytest
+
+from experiments.summarize import RunKpis, by_fault_kind, json_safe, main, report, summarize
+from sim.errors import ConfigError
+from sim.events import EventLog
 
 
 def _run(scenario: str, seed: int, availability: float, mttd_s: float) -> RunKpis:
@@ -35,3 +40,54 @@ def test_report_ends_with_json_and_nan_as_null() -> None:
     assert line["groups"][0]["mttd_s"] is None
     assert line["groups"][0]["mttd_s_ci95"] == [None, None]
     assert json_safe({"x": (1.0, math.inf)}) == {"x": [1.0, None]}
+
+
+def _sweep(tmp_path: Path) -> Path:
+    """A two-job sweep folder as experiments.run writes it (event log, KPIs, Hydra config).
+
+    Two 2-hour runs on 20 hosts: a crash (seed 1 of service_crash) and a partition (seed 1
+    of network_partition), each healed by the rules engine.
+    """
+    from control.run import RunSpec, run
+
+    for job, scenario in enumerate(("service_crash", "network_partition")):
+        result = run(RunSpec(scenario=scenario, hosts=20, hours=2.0, seed=1))
+        folder = tmp_path / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        result.log.write_jsonl(folder / "events.jsonl")
+        (folder / "kpis.json").write_text(json.dumps(json_safe(result.kpis)))
+        (folder / ".hydra" / "config.yaml").write_text(
+            f"scenario:\n  name: {scenario}\nagent:\n  name: rules\n"
+            "engine:\n  slo_target: 0.999\n")
+    return tmp_path
+
+
+def test_by_kind_table_matches_the_runs_outcomes(tmp_path: Path) -> None:
+    """--by-kind counts each job's faults that needed healing and charges lost requests."""
+    from control.kpi import fault_outcomes, lost_requests_by_kind
+
+    sweep = _sweep(tmp_path)
+    rows = {r["kind"]: r for r in by_fault_kind(sweep)}
+    logs = [EventLog.read_jsonl(sweep / str(j) / "events.jsonl") for j in (0, 1)]
+    needed = [o for log in logs for o in fault_outcomes(log) if o.needed_healing]
+    assert sum(r["faults"] for r in rows.values()) == len(needed)
+    assert rows["service_crash"]["faults"] == rows["network_partition"]["faults"] == 1
+    assert rows["network_partition"]["lost_per_10k"] > rows["service_crash"]["lost_per_10k"] > 0
+    assert rows["network_partition"]["restoration_s"] > rows["network_partition"]["detection_s"]
+    lost = sum(lost_requests_by_kind(log)[0].get(k, 0.0) for log in logs for k in rows)
+    total = sum(lost_requests_by_kind(log)[1] for log in logs)
+    assert math.isclose(sum(r["lost_per_10k"] for r in rows.values()), 1e4 * lost / total)
+    assert main(["--sweep-dir", str(sweep), "--by-kind"]) == 0
+
+
+def test_by_kind_refuses_mlflow_and_names_a_corrupt_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--by-kind needs a sweep folder; an unreadable event log is named with its line."""
+    assert main(["--experiment", "x", "--by-kind"]) == 2
+    assert "--by-kind needs --sweep-dir" in capsys.readouterr().err
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "events.jsonl").write_text('{"type": "slo", "seq": 0}\nnot json\n')
+    with pytest.raises(ConfigError, match=r"events\.jsonl:1: slo record lacks fields"):
+        by_fault_kind(tmp_path)
+    with pytest.raises(ConfigError, match=r"no job folder with events\.jsonl"):
+        by_fault_kind(tmp_path / "0")

@@ -221,6 +221,23 @@ def test_digest_is_the_sha256_of_the_export_and_stable(tmp_path: Path) -> None:
     assert twin.log.digest() != digest
 
 
+def test_read_jsonl_rebuilds_the_log_and_names_a_bad_line(tmp_path: Path) -> None:
+    """A written log reads back to the same records (same digest); a bad line is named."""
+    twin = _busy_twin()
+    path = twin.log.write_jsonl(tmp_path / "events.jsonl")
+    back = EventLog.read_jsonl(path)
+    assert len(back) == len(twin.log)
+    assert [type(r) for r in back] == [type(r) for r in twin.log]
+    assert back.digest() == twin.log.digest()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for bad, message in ((lines[0][:-1], "Expecting"), ('{"type": "nope", "seq": 1}', "nope"),
+                         ("[1, 2]", "not a JSON object")):
+        broken = tmp_path / "broken.jsonl"
+        broken.write_text("\n".join([lines[0], bad, *lines[2:]]) + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=f"broken.jsonl:2: .*{message}"):
+            EventLog.read_jsonl(broken)
+
+
 def test_event_log_assigns_sequence_numbers_strictly() -> None:
     """EventLog.add refuses a record whose seq is not the next one; a copy is independent."""
     log = EventLog()
