@@ -825,8 +825,7 @@ class _AnomalyBank:
             # statistics start over instead of reading the controller's own move as an anomaly.
             placed = np.bincount(obs.inst_host[obs.inst_used], minlength=len(views["host"].names))
             hc = self._cells.host_cells
-            identity = identity.copy()
-            identity[hc] = placed[self._cells.row[hc]]
+            identity[hc] = placed[self._cells.row[hc]]  # gather returns a fresh array
         changed = None if rebuilt else identity != self._identity
         self._identity = identity
         if changed is not None:

@@ -527,8 +527,9 @@ def lost_requests_by_kind(events: Iterable[Event]) -> tuple[dict[str, float], fl
         if bad <= 0.0:
             continue
         start = w.t_s - w.window_s
-        active = [f for f in faults if f.t_s < w.t_s and cleared.get(f.fault_id, math.inf) > start]
-        lost[active[-1].kind if active else "none"] += bad
+        latest = next((f for f in reversed(faults)
+                       if f.t_s < w.t_s and cleared.get(f.fault_id, math.inf) > start), None)
+        lost[latest.kind if latest is not None else "none"] += bad
     return dict(lost), total
 
 

@@ -195,11 +195,11 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     cls = _CLASS_OF.get(str(kind))
     if cls is None:
         raise ValueError(f"unknown event type {kind!r}; known: {sorted(_CLASS_OF)}")
-    names = {f.name for f in fields(cls)}
-    extra = set(body) - names
+    spec = fields(cls)
+    extra = set(body) - {f.name for f in spec}
     if extra:
         raise ValueError(f"{kind} record has unknown fields {sorted(extra)}")
-    missing = {f.name for f in fields(cls)
+    missing = {f.name for f in spec
                if f.default is MISSING and f.default_factory is MISSING} - set(body)
     if missing:
         raise ValueError(f"{kind} record lacks fields {sorted(missing)}")
