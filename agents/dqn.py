@@ -202,6 +202,17 @@ class MaskedDqnPolicy(DQNPolicy):
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return MaskedQNetwork(**net_args, action_mask=self.action_mask).to(self.device)
 
+    def set_training_mode(self, mode: bool) -> None:
+        """Switch train / eval mode, walking the modules only when the mode changes.
+
+        stable-baselines3 calls this before every action and every update; each call walks
+        all of the Q-network's sub-modules (about a tenth of a training step) to set the one
+        flag they share, so a policy already in ``mode`` is left as it is. The target network
+        stays in eval mode as stable-baselines3 leaves it.
+        """
+        if self.training != mode or self.q_net.training != mode:
+            super().set_training_mode(mode)
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "action_mask": self.action_mask}
 
@@ -265,7 +276,29 @@ class MaskedDQN(DQN):
         if not deterministic and explore < self.exploration_rate:
             assert isinstance(observation, np.ndarray)
             return self._explore(observation, rules), state
-        return self.policy.predict(observation, state, episode_start, deterministic)
+        return self._greedy(observation, rules), state
+
+    def _greedy(
+        self, observation: np.ndarray | dict[str, np.ndarray], rules: SymptomRules
+    ) -> np.ndarray:
+        """The greedy admissible action, as ``policy.predict`` returns it, in half the time.
+
+        One forward pass of the Q-network and the mask from the observation in numpy
+        (:func:`envs.spaces.admissible_mask`, equal to :class:`AdmissibleActions`), without
+        stable-baselines3's per-call checks and conversions. Shapes other than one
+        observation or a batch of them go to ``policy.predict``, which raises its own error.
+        """
+        obs = np.asarray(observation, dtype=np.float32)
+        width = self.observation_space.shape[-1]  # type: ignore[index]
+        if not (obs.ndim in (1, 2) and obs.shape[-1] == width):
+            actions, _ = self.policy.predict(observation, deterministic=True)
+            return actions
+        batch = obs.reshape(-1, width)
+        self.policy.set_training_mode(False)
+        with torch.no_grad():
+            q = self.q_net(torch.as_tensor(batch, device=self.device)).cpu().numpy()
+        best = np.where(admissible_mask(batch, rules), q, -np.inf).argmax(axis=1)
+        return best if obs.ndim == 2 else best.reshape(())
 
     def _sample_action(
         self, learning_starts: int, action_noise: Any = None, n_envs: int = 1

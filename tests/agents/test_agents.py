@@ -129,3 +129,28 @@ def test_masked_dqn_explores_and_acts_over_admissible_actions_only(tmp_path: Pat
     np.testing.assert_array_equal(loaded.predict(batch)[0], greedy)
     unmasked = make_dqn(env, dataclasses.replace(params, action_mask=False), seed=0)
     assert getattr(unmasked.q_net, "admissible", None) is None
+
+
+def test_masked_dqn_greedy_path_equals_the_policy_predict() -> None:
+    """The fast greedy action is stable-baselines3's ``policy.predict``, batch and single."""
+    env = gym.make(ENV_IDS["mixed"], hosts=4, max_episode_steps=200)
+    model = make_dqn(env, DqnParams(learning_starts=50), seed=0)
+    model.learn(300)
+    low, high = env.observation_space.low, env.observation_space.high
+    batch = np.random.default_rng(1).uniform(low, high, (400, low.size)).astype(np.float32)
+    expected = model.policy.predict(batch, deterministic=True)[0]
+    assert len(set(expected.tolist())) > 1
+    np.testing.assert_array_equal(model.predict(batch, deterministic=True)[0], expected)
+    single = model.predict(batch[7], deterministic=True)[0]
+    assert single.shape == () and int(single) == int(expected[7])
+    assert not model.policy.training
+    model.policy.set_training_mode(True)
+    assert model.policy.training and model.q_net.training
+    model.policy.set_training_mode(False)
+    assert not model.policy.training and not model.q_net.training
+    try:
+        model.predict(batch[:, :5], deterministic=True)
+    except ValueError as err:
+        assert "observation shape" in str(err)
+    else:
+        raise AssertionError("a wrong observation shape must be refused")
