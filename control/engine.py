@@ -73,6 +73,10 @@ AUTOSCALE_GAP_S = 300.0
 """Least time between two autoscaling scale-outs of one service (boot plus settling)."""
 HOST_REPAIRS = frozenset({"replace_fan", "replace_disk", "repair_host"})
 """Repairs after which a host the engine drained is uncordoned (``uncordon_host``)."""
+CAPACITY_WAIT_S = 900.0
+"""How long an action waits for the surge capacity that lets it pass the blast-radius limit,
+and how long the replicas added for it are retried (scale-out, then scale-in) while blocked."""
+SURGE_CAPACITY = "surge capacity"
 SURGE_WATCH_S = 4 * 3600.0
 """How long after a load-surge incident resolves its capacity stays watched (surges last
 hours and keep ramping after the first scale-out has cleared the alert)."""
@@ -109,6 +113,8 @@ class _Pending:
     reason: str
     ticket: ApprovalTicket | None = None
     blocked_reason: str = ""
+    retry_until_s: float = 0.0
+    """Retry while blocked until this time, whatever the step's deadline (0: the deadline)."""
 
 
 @dataclass(slots=True)
@@ -118,6 +124,7 @@ class _Executed:
     good_share_before: float
     rollback: bool
     finished_s: float | None = None
+    surge_capacity: bool = False
 
 
 @dataclass(slots=True)
@@ -140,6 +147,8 @@ class _State:
     failed_over: dict[str, int] = field(default_factory=dict)
     drained: dict[str, int] = field(default_factory=dict)
     """Hosts this engine drained, and the incident that drained each."""
+    surge_added: dict[int, list[str]] = field(default_factory=dict)
+    """Per incident, the services given a replica of surge capacity (one entry per replica)."""
     next_incident: int = 0
     seen_seq: int = 0
 
@@ -512,6 +521,12 @@ class HealingEngine:
                 if (kind, target) in done:
                     continue  # a fallback step already did it (a fan swapped in step 3)
                 self._s.pending.append(_Pending(Action(kind, target), inc.incident_id, "follow-up"))
+        for target in self._s.surge_added.pop(inc.incident_id, []):
+            self._s.pending.append(_Pending(
+                Action("scale_in", target), inc.incident_id,
+                f"follow-up: remove the {SURGE_CAPACITY} added for this incident",
+                retry_until_s=self.plant.now_s + CAPACITY_WAIT_S,
+            ))
         self._run_pending(obs)
 
     def _healthy(self, inc: Incident, obs: Observation) -> bool:
@@ -576,7 +591,10 @@ class HealingEngine:
                     p.blocked_reason = verdict.reason
                     log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind,
                                            p.action.target, "blocked", verdict.reason, False))
-                if not self.gate.stopped and now - inc.step_started_s < self._retry_s(inc):
+                if not self.gate.stopped:
+                    keep.extend(self._make_room(p, obs, keep))
+                if not self.gate.stopped and (now - inc.step_started_s < self._retry_s(inc)
+                                              or now < p.retry_until_s):
                     keep.append(p)
                 continue
             if verdict.kind == "dry_run":
@@ -597,6 +615,39 @@ class HealingEngine:
             self._submit(p, inc, obs, p.reason)
         s.pending = keep
 
+    def _make_room(
+        self, p: _Pending, obs: Observation, queued: Sequence[_Pending]
+    ) -> list[_Pending]:
+        """Surge capacity for an instance action its service is too small to allow.
+
+        A restart of one of the cache's two replicas is refused by a blast-radius limit of
+        25% of a service under disruptive actions. As a rolling update's max-surge adds a
+        replica first, the action waits up to CAPACITY_WAIT_S while scale-outs of its
+        service, one at a time and each through the gate, bring the service to the size at
+        which it passes; the replicas are scaled in once its incident resolves. Returns the
+        scale-out to queue, if one is due now.
+        """
+        need = self.gate.capacity_needed(p.action, obs)
+        if need is None:
+            return []
+        svc, size = need
+        now = self.plant.now_s
+        p.retry_until_s = max(p.retry_until_s, now + CAPACITY_WAIT_S)
+        target = f"svc-{obs.service_names[svc]}"
+        growing = any(q.action.kind == "scale_out" and q.action.target == target
+                      for q in (*self._s.pending, *queued))
+        growing = growing or any(f.action.kind == "scale_out" and f.action.target == target
+                                 for f in self.gate.in_flight())
+        if growing:
+            return []
+        have = int((obs.inst_used & (obs.inst_service == svc)).sum())
+        return [_Pending(
+            Action("scale_out", target), p.incident_id,
+            f"{SURGE_CAPACITY}: {p.action.kind} of {p.action.target} needs {size} instances "
+            f"of {target} under the blast-radius limit, it has {have}",
+            retry_until_s=now + CAPACITY_WAIT_S,
+        )]
+
     def _submit(self, p: _Pending, inc: Incident, obs: Observation, reason: str) -> None:
         log, now = self.plant.log, self.plant.now_s
         result = self.plant.apply(p.action)
@@ -615,6 +666,7 @@ class HealingEngine:
         inc.waiting_for.add(result.action_id)
         self._s.executed[result.action_id] = _Executed(
             p.action, inc.incident_id, self._good_share(), reason.startswith("rollback"),
+            surge_capacity=reason.startswith(SURGE_CAPACITY),
         )
 
     def _finish_actions(self, events: Sequence[object]) -> None:
@@ -644,6 +696,8 @@ class HealingEngine:
                     s.drained[ex.action.target] = ex.incident_id
                 elif ex.action.kind in HOST_REPAIRS:
                     self._uncordon(ex.action.target)
+                elif ex.surge_capacity:
+                    s.surge_added.setdefault(ex.incident_id, []).append(ex.action.target)
                 # Adding capacity cannot make the twin worse; a surge that keeps growing would
                 # otherwise read as the scale-out's fault.
                 if (self.safety.rollback_enabled and not ex.rollback

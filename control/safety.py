@@ -420,6 +420,33 @@ class SafetyGate:
                 )
         return ""
 
+    def capacity_needed(self, action: Action, obs: Observation) -> tuple[int, int] | None:
+        """The service size at which an instance action would pass the blast-radius limit.
+
+        For an action on one instance that the limit refuses because its service is small:
+        the service and the least number of its instances with which the share taken (this
+        action and the disruptive ones in flight) stays within the limit.
+
+        None when that is not the refusal: another scope, a non-disruptive action, the limit on
+        disruptive actions in flight, a limit of 0, or a service already big enough (the
+        instances are taken by other actions, and more replicas would only wait for them).
+        """
+        spec = self.specs.get(action.kind)
+        target = _resolve(action.target, obs)
+        cfg = self.config
+        if (spec is None or not spec.disruptive or isinstance(target, str)
+                or target.scope != "instance" or cfg.max_capacity_share <= 0.0):
+            return None
+        new_insts = _footprint(target, obs)
+        disruptive = [f for f in self._in_flight.values() if f.disruptive and f.instances]
+        if not new_insts or len(disruptive) >= cfg.max_disruptive_in_flight:
+            return None
+        svc = new_insts[0][1]
+        down = {i for f in disruptive for i, s in f.instances if s == svc} | {new_insts[0][0]}
+        need = math.ceil(len(down) / cfg.max_capacity_share - 1e-9)
+        total = int((obs.inst_used & (obs.inst_service == svc)).sum())
+        return (svc, need) if need > total else None
+
     def started(self, action: Action, action_id: int, obs: Observation, now_s: float) -> None:
         """Register an action the plant accepted; it is in flight until it finishes.
 

@@ -237,3 +237,35 @@ def test_a_failed_step_moves_to_the_next_step_without_waiting_for_its_deadline(
     first_failed, second_started = repairs[1].t_s, repairs[2].t_s
     assert second_started - repairs[0].t_s < RUNBOOKS["link_degradation"].steps[0].deadline_s
     assert second_started - first_failed <= 2.0
+
+
+def test_a_leak_on_a_two_replica_service_gets_surge_capacity_before_its_restart() -> None:
+    """Restarting one of the cache's two replicas breaks the 25% blast-radius limit.
+
+    The engine scales the cache out (each scale-out through the gate) until one replica is
+    at most a quarter of it, restarts the leaking one before its OOM kill, resolves the
+    incident without a human, and scales the surge replicas back in.
+    """
+    engine, twin = _engine(SafetyConfig())
+    cache = twin.topo.service_names.index("cache")
+    members = [int(i) for i, used in enumerate(twin.state.inst_used)
+               if used and twin.state.inst_service[i] == cache]
+    assert len(members) == 2
+    _run(engine, twin, 60)
+    leak = strike(twin, FaultKind.MEMORY_LEAK, members[0], twin.rng_for("script", 1))
+    _run(engine, twin, 2400)
+    events = twin.events()
+    decisions = [r for r in events if isinstance(r, DecisionRecord) and r.executed]
+    surge = [d for d in decisions if d.action == "scale_out" and d.target == "svc-cache"]
+    assert len(surge) == 2 and all(d.reason.startswith("surge capacity") for d in surge)
+    restart = [d for d in decisions if d.action == "restart_instance"
+               and d.target == f"inst-{members[0]}"]
+    assert restart and restart[0].t_s > surge[-1].t_s
+    shrink = [d for d in decisions if d.action == "scale_in" and d.target == "svc-cache"]
+    assert len(shrink) == 2 and shrink[0].t_s > restart[0].t_s
+    phases = [r.phase for r in events if isinstance(r, IncidentRecord)]
+    assert "escalated" not in phases
+    assert not [r for r in events if isinstance(r, StateChange) and r.cause == "oom_kill"]
+    outcome = next(o for o in fault_outcomes(events) if o.fault_id == leak)
+    assert outcome.auto_recovered
+    assert int((twin.state.inst_used & (twin.state.inst_service == cache)).sum()) == 2

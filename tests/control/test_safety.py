@@ -237,6 +237,34 @@ def test_capacity_share_counts_in_flight_and_new(obs: Observation) -> None:
     assert shrink.kind == "blocked" and "blast radius" in shrink.reason
 
 
+def test_capacity_needed_names_the_size_at_which_an_instance_action_passes(
+        obs: Observation) -> None:
+    """The service size at which a refused instance action would pass, or None.
+
+    One of two cache replicas needs a cache of 4 under 25%; with one of the frontend's
+    restarts in flight, the next one needs 8 frontends, which it has, so no surge is due.
+    """
+    gate = SafetyGate(SafetyConfig(max_disruptive_in_flight=100, cooldown_s=0.0))
+    cache = obs.service_names.index("cache")
+    first = f"inst-{_members(obs, 'cache')[0]}"
+    restart = Action("restart_instance", first)
+    assert gate.check(restart, obs, 0.0).kind == "blocked"
+    assert gate.capacity_needed(restart, obs) == (cache, 4)
+    assert gate.capacity_needed(Action("cold_migrate", first), obs) == (cache, 4)
+    assert gate.capacity_needed(Action("scale_in", "svc-cache"), obs) is None
+    assert gate.capacity_needed(Action("reboot_host", f"host-{_host_with(obs, 'cache')}"),
+                                obs) is None
+    front = _members(obs, "frontend")
+    gate.started(Action("restart_instance", f"inst-{front[0]}"), 0, obs, 0.0)
+    assert len(front) >= 8
+    assert gate.capacity_needed(Action("restart_instance", f"inst-{front[1]}"), obs) is None
+    none_allowed = SafetyGate(SafetyConfig(max_capacity_share=0.0))
+    assert none_allowed.capacity_needed(restart, obs) is None
+    capped = SafetyGate(SafetyConfig(max_disruptive_in_flight=1, cooldown_s=0.0))
+    capped.started(Action("restart_instance", f"inst-{front[0]}"), 0, obs, 0.0)
+    assert capped.capacity_needed(restart, obs) is None
+
+
 def test_host_action_counts_every_instance_on_the_host(obs: Observation) -> None:
     """Rebooting a host that holds one of two cache replicas takes away half the cache."""
     gate = SafetyGate(SafetyConfig(approval_risks=()))
