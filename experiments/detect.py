@@ -23,7 +23,6 @@ output is one JSON object; everything is logged to MLflow unless ``tracking.enab
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from agents.detectors import DetectorInputError
 from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
 from agents.failure_predictor import PRECISIONS
 from agents.smd_scoring import SmdDataError
-from experiments import tracking
+from experiments import jsonout, tracking
 from experiments.config import TrackingSchema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -267,7 +266,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
         result = run_detect(schema, log_metric)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out_dir / "result.json").write_text(jsonout.dumps(result, indent=1) + "\n")
         if client is not None and run_id is not None:
             tracking.finish_run(client, run_id, summary_metrics(result), out_dir)
     except BaseException:
@@ -275,7 +274,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             tracking.fail_run(client, run_id)
         raise
     result["mlflow_run_id"] = run_id
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(jsonout.dumps(result) + "\n")
     sys.stdout.flush()
     return result
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import sys
 import time
@@ -34,7 +33,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from agents.base import NoopPolicy, Policy, RandomPolicy, RulePolicy, run_episode
-from experiments import tracking
+from experiments import jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
     EvaluateSchema,
@@ -215,9 +214,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             rows.append(row)
     md = table(rows, schema.metric, schema.baseline)
     (out_dir / "comparison.md").write_text(md + "\n", encoding="utf-8")
-    (out_dir / "episodes.json").write_text(json.dumps(episodes, indent=1) + "\n",
+    (out_dir / "episodes.json").write_text(jsonout.dumps(episodes, indent=1) + "\n",
                                            encoding="utf-8")
-    (out_dir / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n",
+    (out_dir / "comparison.json").write_text(jsonout.dumps(rows, indent=1) + "\n",
                                              encoding="utf-8")
     run_id = None
     if schema.tracking.enabled:
@@ -252,7 +251,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         "models": {s: str(p) for s, p in models.items()},
         "out_dir": str(out_dir.resolve()), "mlflow_run_id": run_id, "wall_s": round(wall_s, 1),
     }
-    sys.stdout.write(md + "\n" + json.dumps(line) + "\n")
+    sys.stdout.write(md + "\n" + jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     return line
 

@@ -18,7 +18,6 @@ is one JSON object.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from agents.evolution import (
     random_search,
     run_search,
 )
-from experiments import tracking
+from experiments import jsonout, tracking
 from experiments.config import (
     CONFIG_ERRORS,
     StartupAbort,
@@ -127,7 +126,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         if client is not None and run_id is not None:
             tracking.fail_run(client, run_id)
         raise
-    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.write(jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     return line
 
@@ -169,19 +168,19 @@ def _write(out_dir: Path, space: GenomeSpace, evaluator: TwinEvaluator, result: 
            line: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     best_arch = space.decode(result.best_genome)
-    (out_dir / "best_genome.json").write_text(json.dumps({
+    (out_dir / "best_genome.json").write_text(jsonout.dumps({
         "genes": dict(zip(space.names, (int(v) for v in result.best_genome), strict=True)),
         "architecture": dataclasses.asdict(best_arch),
         "objectives": result.best_objectives.as_dict(),
         "fitness": result.best_fitness,
     }, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "front.json").write_text(json.dumps([
+    (out_dir / "front.json").write_text(jsonout.dumps([
         {"genome": [int(v) for v in g], **o.as_dict()}
         for g, o in zip(result.front_genomes, result.front_objectives, strict=True)
     ], indent=2) + "\n", encoding="utf-8")
-    (out_dir / "history.json").write_text(json.dumps(
+    (out_dir / "history.json").write_text(jsonout.dumps(
         [dataclasses.asdict(h) for h in result.history], indent=2) + "\n", encoding="utf-8")
-    (out_dir / "result.json").write_text(json.dumps(line) + "\n", encoding="utf-8")
+    (out_dir / "result.json").write_text(jsonout.dumps(line) + "\n", encoding="utf-8")
     plots = out_dir / "plots"
     plots.mkdir(exist_ok=True)
     every = objective_matrix(list(evaluator.means().values()), result.cost_ref_usd)

@@ -12,7 +12,6 @@ object; the exit status is 1 when any action differs.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from agents.dqn import DqnPolicy
 from agents.export import export_dqn
 from agents.runtime import load_policy
 from envs import env_id
-from experiments import tracking
+from experiments import jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import ExportSchema, make_env, register_eval_export_configs, to_object
 from sim.errors import ConfigError
@@ -120,7 +119,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         "parity": agree / len(observations), "onnx_sha256": runtime.metadata["sha256"],
         "mlflow_run_id": run_id, "wall_s": round(time.perf_counter() - wall0, 2),
     }
-    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.write(jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     if agree != len(observations):
         sys.exit(1)

@@ -17,7 +17,6 @@ front) to the output folder. The last line of standard output is one JSON object
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from agents.bayesopt import BayesOpt, Param, SearchSpace
 from agents.evolution import FRESH_SEED_BASE, HV_REF_POINT, hypervolume, objective_matrix
 from agents.tuner import OnlineTuner
 from control.optimise import replica_rules, run_tuner
-from experiments import tracking
+from experiments import jsonout, tracking
 from experiments.config import (
     CONFIG_ERRORS,
     StartupAbort,
@@ -115,7 +114,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         else:
             line = _run_tuner(schema, out_dir)
         line["wall_s"] = round(time.perf_counter() - wall0, 2)
-        (out_dir / "result.json").write_text(json.dumps(line) + "\n", encoding="utf-8")
+        (out_dir / "result.json").write_text(jsonout.dumps(line) + "\n", encoding="utf-8")
         if client is not None and run_id is not None:
             metrics = {k: v for k, v in line.items() if isinstance(v, int | float)}
             tracking.finish_run(client, run_id, metrics, out_dir)
@@ -124,7 +123,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         if client is not None and run_id is not None:
             tracking.fail_run(client, run_id)
         raise
-    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.write(jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     return line
 
@@ -224,7 +223,7 @@ def _run_tuner(schema: OptimizeSchema, out_dir: Path) -> dict[str, Any]:
         tuner = OnlineTuner(rules, initial, cooldown_s=t.cooldown_s)
         run = run_tuner(twin, tuner, duration, t.interval_s)
         results[label] = dataclasses.asdict(run)
-        (out_dir / "adjustments.json").write_text(json.dumps(
+        (out_dir / "adjustments.json").write_text(jsonout.dumps(
             [dataclasses.asdict(a) for a in tuner.history], indent=2) + "\n", encoding="utf-8")
     return {"mode": "tuner", "scenario": t.scenario, "hosts": t.hosts, "hours": t.hours,
             "seed": schema.seed, **{f"{label}_{k}": v for label, r in results.items()

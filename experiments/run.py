@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from experiments.config import (
     to_run_spec,
     to_schema,
 )
+from experiments.jsonout import json_safe
 
 matplotlib.use("Agg")
 register_configs()
@@ -104,16 +104,10 @@ def _tags(schema: RunSchema) -> dict[str, str]:
     return tags
 
 
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _result_line(result: RunResult, run_id: str | None, wall_s: float) -> dict[str, Any]:
     spec: RunSpec = result.spec
     return {
-        **{key: _json_number(value) for key, value in result.kpis.items()},
+        **{key: json_safe(value) for key, value in result.kpis.items()},
         "scenario": spec.scenario,
         "agent": spec.agent,
         "hosts": spec.hosts,
@@ -130,7 +124,7 @@ def write_artifacts(result: RunResult, out_dir: Path, line: dict[str, Any]) -> N
     out_dir.mkdir(parents=True, exist_ok=True)
     result.log.write_jsonl(out_dir / "events.jsonl")
     (out_dir / "kpis.md").write_text(to_markdown(result.kpis).rstrip() + "\n", encoding="utf-8")
-    kpis = {key: _json_number(value) for key, value in result.kpis.items()}
+    kpis = {key: json_safe(value) for key, value in result.kpis.items()}
     (out_dir / "kpis.json").write_text(json.dumps(kpis, indent=2) + "\n", encoding="utf-8")
     (out_dir / "result.json").write_text(json.dumps(line) + "\n", encoding="utf-8")
     pm_dir = out_dir / "postmortems"

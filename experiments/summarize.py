@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 
 from control.kpi import aggregate, fault_outcomes, lost_requests_by_kind, to_markdown
 from experiments import tracking
+from experiments.jsonout import json_safe
 from sim.errors import ConfigError
 from sim.events import EventLog
 
@@ -197,19 +198,6 @@ def markdown(groups: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
         kpis = {k: v for k, v in g.items() if k not in by and k != "runs"}
         parts.append(f"### {head} (runs: {int(g['runs'])})\n\n{to_markdown(kpis)}")
     return "\n".join(parts)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None, tuples and arrays as lists."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "tolist"):
-        return json_safe(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def report(source: str, runs: Sequence[RunKpis], by: Sequence[str],

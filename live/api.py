@@ -77,11 +77,15 @@ def _record(r: Any) -> dict[str, Any]:
     return d
 
 
+MIN_TOKEN_CHARS = 16
+"""Shortest API token accepted: a guessable bearer token would guard nothing."""
+
+
 def create_app(runtime: Runtime, token: str,
                evolution: EvolutionService | None = None) -> FastAPI:
     """The FastAPI application over ``runtime``, guarded by ``token``."""
-    if len(token) < 16:
-        raise ValueError("the API token must be at least 16 characters long")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"the API token must be at least {MIN_TOKEN_CHARS} characters long")
     app = FastAPI(title="NovaCron autonomous control plane", version="0.1.0",
                   description="Status, healing history, post-mortems and safety switches of "
                               "the autonomous control plane.")

@@ -33,7 +33,7 @@ import uvicorn
 from control.engine import HealingEngine
 from control.run import RunSpec, build_twin
 from control.safety import SafetyConfig
-from live.api import EvolutionService, create_app
+from live.api import MIN_TOKEN_CHARS, EvolutionService, create_app
 from live.controller import live_engine
 from live.evolution import TwinEvolution
 from live.plant import FleetSpec, LivePlant
@@ -58,10 +58,17 @@ def resolve_token(host: str, env_name: str, workdir: Path) -> tuple[str, str]:
     """The API token and where it came from; refuses a non-loopback host without one.
 
     Raises:
-        SystemExit: non-loopback bind without a configured token.
+        SystemExit: non-loopback bind without a configured token, or a token shorter than
+            ``MIN_TOKEN_CHARS``.
     """
     token = os.environ.get(env_name, "")
     if token:
+        if len(token) < MIN_TOKEN_CHARS:
+            raise SystemExit(
+                f"{env_name} holds a {len(token)}-character token; the API needs at least "
+                f"{MIN_TOKEN_CHARS} (make one with: python -c "
+                f"'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return token, f"env:{env_name}"
     if not is_loopback(host):
         raise SystemExit(

@@ -152,3 +152,21 @@ def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:
     token, source = resolve_token("127.0.0.1", "NOVACRON_API_TOKEN_TEST", tmp_path)
     assert len(token) >= 32 and source.startswith("file:")
     assert (tmp_path / "api-token").stat().st_mode & 0o077 == 0
+
+
+def test_a_short_token_is_refused_at_start_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token under 16 characters stops the command before anything starts, naming it."""
+    monkeypatch.setenv("NOVACRON_API_TOKEN_TEST", "short-token")
+    with pytest.raises(SystemExit, match="11-character token; the API needs at least 16"):
+        resolve_token("127.0.0.1", "NOVACRON_API_TOKEN_TEST", tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "live.serve", "--mode", "twin",
+         "--token-env", "NOVACRON_API_TOKEN_TEST", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "NOVACRON_API_TOKEN_TEST": "short-token"},
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "NOVACRON_API_TOKEN_TEST holds a 11-character token" in proc.stderr
+    monkeypatch.setenv("NOVACRON_API_TOKEN_TEST", "x" * 16)
+    assert resolve_token("127.0.0.1", "NOVACRON_API_TOKEN_TEST", tmp_path)[0] == "x" * 16
