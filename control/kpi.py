@@ -108,6 +108,11 @@ Per run (:func:`compute_kpis`)
 * Counts: ``faults``, ``faults_needing_healing``, ``faults_detected``, ``faults_recovered``,
   ``faults_auto_recovered``, ``incidents``, ``actions`` (``started`` records),
   ``action_cost_usd`` (sum of ``cost_usd`` over action records).
+* ``faults_censored``: faults that needed healing, are not auto-recovered and not escalated,
+  and whose deadline plus the hold period (``t_imp + deadline_s + hold_s``) lies after the
+  end of the last SLO window: the run ended before their outcome was known. They still count
+  as not healed in ``healing_success_rate``; this count says how many of its misses are
+  such right-censored faults rather than failures.
 
 Rates are fractions in [0, 1]. A rate whose denominator is 0 and a mean over an empty set are
 NaN, never a made-up 0 or 1.
@@ -611,6 +616,12 @@ def compute_kpis(
             ranked.append(min((r for r in ranks if r is not None), default=None))
 
     windows = ix.windows
+    log_end = max((w.t_s for w in windows), default=-math.inf)
+    censored = [
+        o for o in needed
+        if not o.auto_recovered and not o.escalated and o.impaired_s is not None
+        and o.impaired_s + deadline_s + hold_s > log_end
+    ]
     requests = sum(w.requests for w in windows)
     span_s = sum(w.window_s for w in windows)
     bad_s = sum(w.window_s for w in windows if not _healthy(w, slo_target))
@@ -639,6 +650,7 @@ def compute_kpis(
         "faults_detected": float(len(detected)),
         "faults_recovered": float(len(recovered)),
         "faults_auto_recovered": float(len(auto)),
+        "faults_censored": float(len(censored)),
         "incidents": float(len(incidents)),
         "incidents_unattributed": float(len(incidents) - len(ranked)),
         "actions": float(sum(1 for r in actions if r.phase == "started")),

@@ -119,6 +119,23 @@ def test_unrecovered_fault() -> None:
     assert kpis["healing_success_rate"] == 0.0
 
 
+def test_an_unhealed_fault_whose_deadline_outlives_the_log_is_counted_as_censored() -> None:
+    """An instance down for good is censored in a log too short to judge it, else a miss.
+
+    Down at 100 s and never back: judged in a 30-minute log (deadline 900 s plus a 120 s
+    hold end at 1,120 s), censored in a 16-minute one; either way not healed.
+    """
+    down = (fault(100.0, 0), state(100.0, "inst-1", "down", 0), alert(101.0, 0, "inst-1"))
+    long_run = compute_kpis(_log(*down, *windows(1800.0)))
+    short_run = compute_kpis(_log(*down, *windows(960.0)))
+    healed = compute_kpis(_log(*_crash(), *windows(240.0)))
+    assert long_run["faults_censored"] == 0.0 and long_run["healing_success_rate"] == 0.0
+    assert short_run["faults_censored"] == 1.0 and short_run["healing_success_rate"] == 0.0
+    assert healed["faults_censored"] == 0.0 and healed["healing_success_rate"] == 1.0
+    assert compute_kpis(_log(*down, *windows(780.0)), deadline_s=600.0)["faults_censored"] == 1.0
+    assert compute_kpis(_log(*down, *windows(840.0)), deadline_s=600.0)["faults_censored"] == 0.0
+
+
 def test_slo_dip_delays_recovery_to_its_end() -> None:
     """Instances back at 120 s but an SLO dip over (120, 180]: recovery is at 180 s."""
     log = _log(*_crash(), *windows(600.0, bad_ends=(180.0,)))
