@@ -458,6 +458,8 @@ class HealingEngine:
         failed = any(a not in self._s.succeeded for a in inc.step_action_ids)
         if inc.step and now < inc.step_started_s + deadline and not failed:
             return
+        if inc.step == 0 and inc.hypothesis == 0 and not inc.action_ids:
+            self._split_unexplained(inc, obs)
         exhausted = inc.step >= len(runbook.steps)
         if exhausted and inc.phase != "escalated" and self._next_hypothesis(inc):
             runbook, component = self._runbook(inc)
@@ -482,6 +484,42 @@ class HealingEngine:
         for action in step.resolve(component, obs):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
+
+    def _split_unexplained(self, inc: Incident, obs: Observation) -> None:
+        """Before the first step, give instances down for a cause of their own an incident.
+
+        Two replicas of a service that crash together correlate into one incident whose root
+        cause is one of them (the two diagnoses tie); its runbook restarts that one, and the
+        incident resolves once it serves again, leaving the other down with its alerts
+        already taken. Alerts on instances that are not ready and that the root cause does not
+        account for (not the root instance, nor on its host, rack or service) move to an
+        incident of their own, which is diagnosed from them alone and splits again the same
+        way when several instances remain.
+        """
+        s = self._s
+        root = inc.root_cause.rsplit(":", 1)[0]
+        moved: list[AlertRecord] = []
+        for aid in inc.alert_ids:
+            a = s.alerts.get(aid)
+            if a is None:
+                continue
+            kind, _, ident = a.target.rpartition("-")
+            if not (kind == "inst" and ident.isdigit()):
+                continue
+            i = int(ident)
+            if (i < obs.inst_used.size and obs.inst_used[i] and not obs.inst_ready[i]
+                    and not self._explains(root, a.target, obs)):
+                moved.append(a)
+        if not moved:
+            return
+        ids = {a.alert_id for a in moved}
+        inc.alert_ids = [i for i in inc.alert_ids if i not in ids]
+        kept = {s.alerts[i].target for i in inc.alert_ids if i in s.alerts}
+        inc.components -= {a.target for a in moved} - kept
+        s.routed.update(ids)
+        names = ", ".join(sorted({a.target for a in moved}))
+        self._log_incident(inc, inc.phase, f"alerts on {names} moved to an incident of their own")
+        self._new_incident(sorted(ids), moved, obs)
 
     def _next_hypothesis(self, inc: Incident) -> bool:
         """After a runbook ran out, act on the runner-up diagnosis if it is plausible.

@@ -82,6 +82,10 @@ Let ``f`` be a :class:`~sim.events.FaultRecord` with onset ``t0`` (its ``t_s``, 
   among the candidates of the incident that contains ``f``'s first attributed alert (its
   last record with candidates; ``root_cause`` alone if none has any); None when there is no
   such incident (``incident_id`` is None then) or the true cause is not among them.
+* An incident *contains* the alerts its latest record lists. The engine's records list
+  every alert so far, so that is all of them, except alerts it moved to an incident of
+  their own (instances down for another cause than the incident's); those belong to the
+  new incident only.
 
 Per run (:func:`compute_kpis`)
 ------------------------------
@@ -259,7 +263,7 @@ def _incidents(records: Sequence[Event]) -> dict[int, _Incident]:
                 cands = (r.root_cause,)
         resolved_s = next((r.t_s for r in recs if r.phase == "resolved"), math.inf)
         out[iid] = _Incident(
-            alert_ids=frozenset(a for r in recs for a in r.alert_ids),
+            alert_ids=frozenset(recs[-1].alert_ids),
             escalated=any(r.phase == "escalated" for r in recs),
             resolved=any(r.phase == "resolved" for r in recs),
             candidates=cands,

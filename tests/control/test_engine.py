@@ -269,3 +269,31 @@ def test_a_leak_on_a_two_replica_service_gets_surge_capacity_before_its_restart(
     outcome = next(o for o in fault_outcomes(events) if o.fault_id == leak)
     assert outcome.auto_recovered
     assert int((twin.state.inst_used & (twin.state.inst_service == cache)).sum()) == 2
+
+
+def test_replicas_that_crash_together_are_each_restarted() -> None:
+    """Both cache replicas crash at once: one incident per replica, both restarted.
+
+    Their alerts correlate into one incident whose diagnoses tie; before, its runbook
+    restarted one replica and the incident resolved with the other still down.
+    """
+    engine, twin = _engine(SafetyConfig())
+    cache = twin.topo.service_names.index("cache")
+    members = [int(i) for i, used in enumerate(twin.state.inst_used)
+               if used and twin.state.inst_service[i] == cache]
+    _run(engine, twin, 60)
+    faults = [strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+              for i in members]
+    _run(engine, twin, 600)
+    events = twin.events()
+    restarted = {r.target for r in events if isinstance(r, ActionRecord)
+                 and r.kind == "restart_instance" and r.phase == "succeeded"}
+    assert restarted == {f"inst-{i}" for i in members}
+    assert twin.state.inst_ready[members].all()
+    resolved = {r.incident_id for r in events
+                if isinstance(r, IncidentRecord) and r.phase == "resolved"}
+    assert len(resolved) == 2
+    outcomes = {o.fault_id: o for o in fault_outcomes(events)}
+    for fid in faults:
+        assert outcomes[fid].auto_recovered and outcomes[fid].rca_rank == 1
+    assert len({outcomes[fid].incident_id for fid in faults}) == 2
