@@ -481,9 +481,38 @@ class HealingEngine:
         if inc.phase == "opened":
             inc.phase = "mitigating"
             self._log_incident(inc, "mitigating", f"runbook step {inc.step}")
-        for action in step.resolve(component, obs):
+        for action in (a for c in (component, *self._co_roots(inc, obs))
+                       for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
+
+    def _co_roots(self, inc: Incident, obs: Observation) -> list[str]:
+        """Other instances of the root cause's service that tie with it for the diagnosis.
+
+        When every replica of a service fails at once the probes raise one alert for the
+        service, and the diagnosis ranks each replica equally; the runbook then acts on all
+        of them, not on the first of the tie alone. Only for the first diagnosis (a
+        runner-up is a different explanation, not a tie), and only replicas still used.
+        """
+        if inc.hypothesis != 0 or len(inc.candidates) < 2:
+            return []
+        top, conf = inc.candidates[0]
+        component, _, fault_class = top.rpartition(":")
+        kind, _, ident = component.rpartition("-")
+        if kind != "inst" or not ident.isdigit() or int(ident) >= obs.inst_used.size:
+            return []
+        svc = int(obs.inst_service[int(ident)])
+        out = []
+        for label, c in inc.candidates[1:]:
+            other, _, cls = label.rpartition(":")
+            okind, _, oident = other.rpartition("-")
+            if (abs(c - conf) > 1e-9 * max(conf, 1.0) or cls != fault_class or okind != "inst"
+                    or not oident.isdigit() or int(oident) >= obs.inst_used.size):
+                continue
+            i = int(oident)
+            if obs.inst_used[i] and int(obs.inst_service[i]) == svc:
+                out.append(other)
+        return out
 
     def _split_unexplained(self, inc: Incident, obs: Observation) -> None:
         """Before the first step, give instances down for a cause of their own an incident.
@@ -517,6 +546,10 @@ class HealingEngine:
         kept = {s.alerts[i].target for i in inc.alert_ids if i in s.alerts}
         inc.components -= {a.target for a in moved} - kept
         s.routed.update(ids)
+        remaining = [s.alerts[i] for i in inc.alert_ids if i in s.alerts]
+        if remaining:
+            inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
+                              for c in rank_root_causes(remaining, obs)]
         names = ", ".join(sorted({a.target for a in moved}))
         self._log_incident(inc, inc.phase, f"alerts on {names} moved to an incident of their own")
         self._new_incident(sorted(ids), moved, obs)
@@ -584,7 +617,7 @@ class HealingEngine:
             return self._good_share() >= self.config.slo_target
         kind, _, ident = component.rpartition("-")
         if kind in ("inst", "host") and ident.isdigit():
-            own = self._instances_of({component}, obs)
+            own = self._instances_of({component, *self._co_roots(inc, obs)}, obs)
             if any(obs.inst_used[i] and not obs.inst_ready[i] for i in own):
                 return False
         touched = self._instances_of(inc.components | {component}, obs)

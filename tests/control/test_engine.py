@@ -297,3 +297,26 @@ def test_replicas_that_crash_together_are_each_restarted() -> None:
     for fid in faults:
         assert outcomes[fid].auto_recovered and outcomes[fid].rca_rank == 1
     assert len({outcomes[fid].incident_id for fid in faults}) == 2
+
+
+def test_every_replica_of_a_service_down_at_once_is_restarted() -> None:
+    """All four database replicas crash together: all four are restarted.
+
+    The probes raise service-level alerts and the diagnosis ties the four replicas; the
+    runbook acts on every replica of the tie, not on the first alone.
+    """
+    engine, twin = _engine(SafetyConfig())
+    db = twin.topo.service_names.index("database")
+    members = [int(i) for i, used in enumerate(twin.state.inst_used)
+               if used and twin.state.inst_service[i] == db]
+    assert len(members) == 4
+    _run(engine, twin, 60)
+    for i in members:
+        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+    _run(engine, twin, 600)
+    events = twin.events()
+    restarted = sorted(r.target for r in events if isinstance(r, ActionRecord)
+                       and r.kind == "restart_instance" and r.phase == "succeeded")
+    assert restarted == sorted(f"inst-{i}" for i in members)
+    assert twin.state.inst_ready[members].all()
+    assert all(o.auto_recovered for o in fault_outcomes(events))
