@@ -254,7 +254,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             experiment_id,
             run_name=schema.tracking.run_name or f"detect-{schema.dataset}",
             params=tracking.flatten(dataclasses.asdict(schema)),
-            tags={"git_revision": tracking.git_revision(), "dataset": schema.dataset},
+            tags={"dataset": schema.dataset}, entry_point="detect",
         )
     try:
         log_metric = None

@@ -226,8 +226,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                                    if k != "defaults"})
         params.update({f"model.{s}": str(p) for s, p in models.items()})
         run_id = tracking.start_run(client, exp, run_name=schema.tracking.run_name or "evaluate",
-                                    params=params, tags={"kind": "evaluate",
-                                                         "git_revision": tracking.git_revision()})
+                                    params=params, tags={}, entry_point="evaluate")
         metrics: dict[str, float] = {}
         for r in rows:
             prefix = f"{r['scenario']}.{r['agent']}"

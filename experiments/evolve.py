@@ -97,20 +97,25 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         run_id = tracking.start_run(
             client, exp, run_name=schema.tracking.run_name or f"evolve-{schema.mode}-"
             f"seed{schema.seed}", params=tracking.flatten(dataclasses.asdict(schema)),
-            tags={"git_revision": tracking.git_revision(), "entry_point": "evolve"},
+            tags={}, entry_point="evolve",
         )
     try:
         wall0 = time.perf_counter()
         bar = tqdm(total=params.max_generations, unit="gen", file=sys.stderr,
                    desc=f"{schema.mode} seed={schema.seed}", mininterval=1.0)
 
+        last_step = [0]
+
         def on_generation(gen: Generation) -> None:
             bar.update(1)
             bar.set_postfix(best=f"{gen.best_fitness:.4f}", evals=gen.evaluations)
+            last_step[0] = max(last_step[0], gen.gen)
             if client is not None and run_id is not None:
                 ts = int(time.time() * 1000)
-                for key in ("best_fitness", "mean_fitness", "hypervolume", "evaluations"):
-                    client.log_metric(run_id, key, float(getattr(gen, key)), ts, gen.gen)
+                curve = {k: getattr(gen, k)
+                         for k in ("best_fitness", "mean_fitness", "hypervolume", "evaluations")}
+                for key, value in tracking.finite_metrics(curve).items():
+                    client.log_metric(run_id, key, value, ts, gen.gen)
 
         result = run_search(evaluator, params, schema.mode, schema.seed, checkpoint=ckpt,
                             resume=schema.resume, on_generation=on_generation)
@@ -120,7 +125,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         _write(out_dir, space, evaluator, result, line)
         if client is not None and run_id is not None:
             metrics = {k: v for k, v in line.items() if isinstance(v, int | float)}
-            tracking.finish_run(client, run_id, metrics, out_dir)
+            # One step past the curve: MLflow shows a metric at its highest step, and the
+            # final best (after the closing race) is what the run reports.
+            tracking.finish_run(client, run_id, metrics, out_dir, step=last_step[0] + 1)
         line["mlflow_run_id"] = run_id
     except BaseException:
         if client is not None and run_id is not None:

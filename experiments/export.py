@@ -12,6 +12,7 @@ object; the exit status is 1 when any action differs.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -100,10 +101,12 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
         client = tracking.client_for(s.tracking.tracking_uri)
         exp = tracking.ensure_experiment(client, s.tracking.experiment)
+        params = tracking.flatten({k: v for k, v in dataclasses.asdict(s).items()
+                                   if k != "defaults"})
+        params.update({"model": str(model_path), "out": str(out)})
         run_id = tracking.start_run(
             client, exp, run_name=s.tracking.run_name or f"export-{s.scenario}",
-            params={"model": str(model_path), "scenario": s.scenario, "out": str(out)},
-            tags={"kind": "export", "git_revision": tracking.git_revision()},
+            params=params, tags={}, entry_point="export",
         )
         mlflow.set_tracking_uri(tracking.resolve_tracking_uri(s.tracking.tracking_uri))
         with mlflow.start_run(run_id=run_id):
@@ -113,6 +116,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             mlflow.log_artifact(str(out / "metadata.json"))
             mlflow.log_metrics({"parity_agree": agree,
                                 "parity_total": float(len(observations))})
+        if agree != len(observations):
+            tracking.fail_run(client, run_id)  # an export that disagrees is not a result
     line = {
         "export": str(out.resolve()), "scenario": s.scenario, "model": str(model_path),
         "parity_observations": len(observations), "parity_agree": agree,

@@ -98,14 +98,17 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         run_id = tracking.start_run(
             client, exp, run_name=schema.tracking.run_name or f"optimize-{schema.mode}-"
             f"seed{schema.seed}", params=tracking.flatten(dataclasses.asdict(schema)),
-            tags={"git_revision": tracking.git_revision(), "entry_point": "optimize"},
+            tags={}, entry_point="optimize",
         )
 
+    last_step = [0]
+
     def log_step(step: int, metrics: dict[str, float]) -> None:
+        last_step[0] = max(last_step[0], step)
         if client is not None and run_id is not None:
             ts = int(time.time() * 1000)
-            for k, v in metrics.items():
-                client.log_metric(run_id, k, float(v), ts, step)
+            for k, v in tracking.finite_metrics(metrics).items():
+                client.log_metric(run_id, k, v, ts, step)
 
     try:
         wall0 = time.perf_counter()
@@ -117,7 +120,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         (out_dir / "result.json").write_text(jsonout.dumps(line) + "\n", encoding="utf-8")
         if client is not None and run_id is not None:
             metrics = {k: v for k, v in line.items() if isinstance(v, int | float)}
-            tracking.finish_run(client, run_id, metrics, out_dir)
+            # One step past the curve: MLflow shows a metric at its highest step.
+            tracking.finish_run(client, run_id, metrics, out_dir, step=last_step[0] + 1)
         line["mlflow_run_id"] = run_id
     except BaseException:
         if client is not None and run_id is not None:

@@ -58,7 +58,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         run_id = tracking.start_run(
             client, experiment_id, run_name=_run_name(schema),
             params=tracking.flatten(dataclasses.asdict(schema)),
-            tags=_tags(schema),
+            tags=_tags(schema), entry_point="run",
         )
     try:
         wall0 = time.perf_counter()
@@ -90,14 +90,11 @@ def _run_name(schema: RunSchema) -> str:
 def _tags(schema: RunSchema) -> dict[str, str]:
     hydra_cfg = HydraConfig.get()
     tags = {
-        "git_revision": tracking.git_revision(),
         "scenario": schema.scenario.name,
         "agent": schema.agent.name,
         "seed": str(schema.seed),
         "hydra_output_dir": str(hydra_cfg.runtime.output_dir),
     }
-    if tags["git_revision"] != "unknown":
-        tags["mlflow.source.git.commit"] = tags["git_revision"].removesuffix("-dirty")
     if hydra_cfg.mode == RunMode.MULTIRUN:
         tags["hydra_sweep_dir"] = str(hydra_cfg.sweep.dir)
         tags["hydra_job_num"] = str(hydra_cfg.job.num)

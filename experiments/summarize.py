@@ -58,7 +58,11 @@ class RunKpis:
 def from_mlflow(
     experiment: str, tracking_uri: str | None = None, filter_string: str = "",
 ) -> list[RunKpis]:
-    """The finished runs of ``experiment`` (and matching ``filter_string``), oldest first.
+    """The finished healing runs of ``experiment`` (and matching ``filter_string``), oldest first.
+
+    Only runs of ``python -m experiments.run`` (tag ``entry_point=run``; a run logged before
+    that tag existed counts when it has no entry-point tag and a ``scenario.name`` param):
+    the other entry points share the default experiment and log other metrics.
 
     Raises:
         ConfigError: no such experiment in the tracking store.
@@ -85,7 +89,14 @@ def from_mlflow(
         token = page.token
         if not token:
             break
-    return [RunKpis(dict(r.data.params), dict(r.data.metrics)) for r in runs]
+    return [RunKpis(dict(r.data.params), dict(r.data.metrics)) for r in runs if _healing_run(r)]
+
+
+def _healing_run(run: Any) -> bool:
+    tags, params = run.data.tags, run.data.params
+    if "entry_point" in tags:
+        return bool(tags["entry_point"] == "run")
+    return "kind" not in tags and "scenario.name" in params
 
 
 def from_sweep(sweep_dir: str | Path) -> list[RunKpis]:

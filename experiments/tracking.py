@@ -2,6 +2,12 @@
 
 Everything goes through an explicit :class:`mlflow.MlflowClient` and run id, never MLflow's
 global active run, so parallel jobs that share a worker process cannot nest runs.
+
+Every run carries the same tags whatever made it: ``entry_point`` (``run``, ``train``,
+``evaluate``, ``export``, ``evolve``, ``optimize``, ``detect``), ``git_revision`` (with
+``-dirty`` for uncommitted or untracked changes) and MLflow's own ``mlflow.source.name`` and
+``mlflow.source.git.commit``. A run ends FINISHED or FAILED: an exception, Ctrl-C or a
+SIGTERM (``timeout``, a scheduler's kill) marks it FAILED; only SIGKILL leaves it RUNNING.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ import contextlib
 import functools
 import math
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,13 +91,14 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 def git_revision(path: str | Path | None = None) -> str:
     """Commit of the git checkout holding ``path`` (this package by default), or ``unknown``.
 
-    A checkout with uncommitted changes gets ``-dirty`` appended.
+    A checkout with uncommitted changes, or with files git does not ignore and does not
+    track (a new module not yet added), gets ``-dirty`` appended.
     """
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     rev = _git(where, "rev-parse", "HEAD")
     if not rev:
         return "unknown"
-    return f"{rev}-dirty" if _git(where, "status", "--porcelain", "--untracked-files=no") else rev
+    return f"{rev}-dirty" if _git(where, "status", "--porcelain") else rev
 
 
 def _git(where: Path, *args: str) -> str:
@@ -124,12 +133,30 @@ def finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+ENTRY_POINTS = ("run", "train", "evaluate", "export", "evolve", "optimize", "detect")
+
+
 def start_run(
     client: MlflowClient, experiment_id: str, run_name: str, params: Mapping[str, str],
-    tags: Mapping[str, str],
+    tags: Mapping[str, str], *, entry_point: str,
 ) -> str:
-    """Create a run with its params and tags; returns its id."""
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    """Create a run with its params and tags plus the common ones; returns its id.
+
+    Also turns a SIGTERM into ``SystemExit(143)`` in this process (main thread only), so the
+    caller's ``except BaseException`` marks the run FAILED instead of leaving it RUNNING.
+
+    Raises:
+        ValueError: ``entry_point`` is not one of :data:`ENTRY_POINTS`.
+    """
+    if entry_point not in ENTRY_POINTS:
+        raise ValueError(f"entry_point must be one of {ENTRY_POINTS}, got {entry_point!r}")
+    revision = tags.get("git_revision") or git_revision()
+    common = {"entry_point": entry_point, "git_revision": revision,
+              "mlflow.source.name": f"experiments.{entry_point}"}
+    if revision != "unknown":
+        common["mlflow.source.git.commit"] = revision.removesuffix("-dirty")
+    _terminate_raises()
+    run = client.create_run(experiment_id, run_name=run_name, tags={**common, **tags})
     run_id = str(run.info.run_id)
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), _BATCH):
@@ -139,17 +166,34 @@ def start_run(
 
 def finish_run(
     client: MlflowClient, run_id: str, metrics: Mapping[str, Any], artifact_dir: str | Path,
-    tags: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None, step: int = 0,
 ) -> None:
-    """Log finite ``metrics``, everything under ``artifact_dir`` and ``tags``; mark FINISHED."""
+    """Log finite ``metrics``, everything under ``artifact_dir`` and ``tags``; mark FINISHED.
+
+    ``step``: the metrics' step. A run that logged a curve under the same keys passes one
+    past its last step, since MLflow shows a metric's value at its highest step.
+    """
     now_ms = int(time.time() * 1000)
-    items = [Metric(k, v, now_ms, 0) for k, v in finite_metrics(metrics).items()]
+    items = [Metric(k, v, now_ms, step) for k, v in finite_metrics(metrics).items()]
     for i in range(0, len(items), _BATCH):
         client.log_batch(run_id, metrics=items[i : i + _BATCH])
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_artifacts(run_id, str(artifact_dir))
     client.set_terminated(run_id, status="FINISHED")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _terminate_raises() -> None:
+    """Make SIGTERM raise SystemExit here, unless someone else already handles it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def fail_run(client: MlflowClient, run_id: str) -> None:

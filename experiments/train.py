@@ -209,14 +209,13 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             run_name=s.tracking.run_name or f"train-{s.scenario.name}-{s.agent.name}-seed{s.seed}",
             params=params_flat,
             tags={
-                "git_revision": tracking.git_revision(),
                 "scenario": s.scenario.name,
                 "agent": s.agent.name,
                 "seed": str(s.seed),
-                "kind": "train",
                 "resumed_from_step": str(resumed_from),
                 "resumed_from_run": str(state.get("mlflow_run_id") or ""),
             },
+            entry_point="train",
         )
     bar = tqdm(
         total=s.total_timesteps,

@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -58,7 +63,9 @@ def test_single_run_lands_one_mlflow_run_and_ends_with_json(sandbox: Sandbox) ->
     assert run.data.params["cluster.hosts"] == "20"
     assert run.data.params["scenario.name"] == "service_crash"
     assert run.data.params["safety.max_capacity_share"] == "0.25"
-    assert run.data.tags["git_revision"]
+    assert run.data.tags["git_revision"] and run.data.tags["entry_point"] == "run"
+    assert run.data.tags["mlflow.source.name"] == "experiments.run"
+    assert run.data.tags["git_revision"].startswith(run.data.tags["mlflow.source.git.commit"])
     for key in ("availability", "faults", "actions"):
         assert math.isclose(run.data.metrics[key], line[key]), key
     for key, value in line.items():
@@ -149,3 +156,31 @@ def test_summarize_without_a_store_is_one_line_and_creates_none(sandbox: Sandbox
         f"error: tracking-uri: no MLflow store at {sandbox.tracking_uri}"
     ]
     assert not (sandbox.root / "mlruns").exists()
+
+
+def test_a_run_killed_with_sigterm_ends_failed_not_running(sandbox: Sandbox) -> None:
+    """``timeout`` or a scheduler sends SIGTERM: the run is marked FAILED, never left RUNNING."""
+    (sandbox.root / "mlruns").mkdir()
+    client = MlflowClient(sandbox.tracking_uri)
+    exp_id = client.create_experiment("novacron")  # the store exists before the run starts
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "cluster.hosts=20", "scenario.hours=24",
+         f"hydra.run.dir={sandbox.root / 'outputs'}"],
+        cwd=sandbox.root, env=sandbox.env(), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180.0
+        runs: list[Any] = []
+        while time.monotonic() < deadline and not runs and proc.poll() is None:
+            time.sleep(1.0)
+            runs = client.search_runs([exp_id])
+        assert proc.poll() is None, f"the run ended by itself with status {proc.returncode}"
+        assert runs and runs[0].info.status == "RUNNING"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = client.get_run(runs[0].info.run_id)
+    assert run.info.status == "FAILED"

@@ -91,3 +91,32 @@ def test_by_kind_refuses_mlflow_and_names_a_corrupt_log(
         by_fault_kind(tmp_path)
     with pytest.raises(ConfigError, match=r"no job folder with events\.jsonl"):
         by_fault_kind(tmp_path / "0")
+
+
+def test_from_mlflow_reads_only_the_healing_runs(tmp_path: Path) -> None:
+    """Only ``experiments.run`` runs (or untagged ones with a scenario) are summarised.
+
+    Training, search and evaluation runs share the default experiment.
+    """
+    from mlflow import MlflowClient
+
+    from experiments import tracking
+    from experiments.summarize import from_mlflow
+
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    client = MlflowClient(uri)
+    exp = tracking.ensure_experiment(client, "novacron")
+    params = {"scenario.name": "calm", "agent.name": "rules", "seed": "0"}
+    for entry_point, metric in (("run", 0.999), ("evolve", 0.5), ("train", 0.25)):
+        run_id = tracking.start_run(client, exp, f"{entry_point}-0", params, {},
+                                    entry_point=entry_point)
+        (tmp_path / "artifacts").mkdir(exist_ok=True)
+        tracking.finish_run(client, run_id, {"availability": metric}, tmp_path / "artifacts")
+    legacy = client.create_run(exp, run_name="before-tags")
+    client.log_param(legacy.info.run_id, "scenario.name", "calm")
+    client.log_metric(legacy.info.run_id, "availability", 0.998)
+    client.set_terminated(legacy.info.run_id, "FINISHED")
+    runs = from_mlflow("novacron", uri)
+    assert sorted(r.kpis["availability"] for r in runs) == [0.998, 0.999]
+    with pytest.raises(ValueError, match="entry_point must be one of"):
+        tracking.start_run(client, exp, "x", {}, {}, entry_point="notebook")
