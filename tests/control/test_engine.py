@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from control.engine import HealingEngine
@@ -30,6 +31,12 @@ def _engine(safety: SafetyConfig, seed: int = 0) -> tuple[HealingEngine, Twin]:
     twin = build_twin(spec)
     operator = SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 11))
     return HealingEngine(twin, safety, operator), twin
+
+
+def _replicas(twin: Twin, service: str) -> list[int]:
+    """The slots of ``service``'s instances."""
+    svc = twin.topo.service_names.index(service)
+    return [int(i) for i in np.flatnonzero(twin.state.inst_used & (twin.state.inst_service == svc))]
 
 
 def _run(engine: HealingEngine, twin: Twin, seconds: int) -> None:
@@ -247,9 +254,7 @@ def test_a_leak_on_a_two_replica_service_gets_surge_capacity_before_its_restart(
     incident without a human, and scales the surge replicas back in.
     """
     engine, twin = _engine(SafetyConfig())
-    cache = twin.topo.service_names.index("cache")
-    members = [int(i) for i, used in enumerate(twin.state.inst_used)
-               if used and twin.state.inst_service[i] == cache]
+    members = _replicas(twin, "cache")
     assert len(members) == 2
     _run(engine, twin, 60)
     leak = strike(twin, FaultKind.MEMORY_LEAK, members[0], twin.rng_for("script", 1))
@@ -268,7 +273,7 @@ def test_a_leak_on_a_two_replica_service_gets_surge_capacity_before_its_restart(
     assert not [r for r in events if isinstance(r, StateChange) and r.cause == "oom_kill"]
     outcome = next(o for o in fault_outcomes(events) if o.fault_id == leak)
     assert outcome.auto_recovered
-    assert int((twin.state.inst_used & (twin.state.inst_service == cache)).sum()) == 2
+    assert len(_replicas(twin, "cache")) == 2
 
 
 def test_replicas_that_crash_together_are_each_restarted() -> None:
@@ -278,9 +283,7 @@ def test_replicas_that_crash_together_are_each_restarted() -> None:
     restarted one replica and the incident resolved with the other still down.
     """
     engine, twin = _engine(SafetyConfig())
-    cache = twin.topo.service_names.index("cache")
-    members = [int(i) for i, used in enumerate(twin.state.inst_used)
-               if used and twin.state.inst_service[i] == cache]
+    members = _replicas(twin, "cache")
     _run(engine, twin, 60)
     faults = [strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
               for i in members]
@@ -306,9 +309,7 @@ def test_every_replica_of_a_service_down_at_once_is_restarted() -> None:
     runbook acts on every replica of the tie, not on the first alone.
     """
     engine, twin = _engine(SafetyConfig())
-    db = twin.topo.service_names.index("database")
-    members = [int(i) for i, used in enumerate(twin.state.inst_used)
-               if used and twin.state.inst_service[i] == db]
+    members = _replicas(twin, "database")
     assert len(members) == 4
     _run(engine, twin, 60)
     for i in members:
