@@ -78,7 +78,7 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         if exp is not None:
             return str(exp.experiment_id)
         try:
-            return str(client.create_experiment(name))
+            return str(client.create_experiment(name, artifact_location=_artifact_root(client)))
         except MlflowException:
             exp = client.get_experiment_by_name(name)
             if exp is None:
@@ -86,6 +86,20 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
             return str(exp.experiment_id)
     except Exception as err:
         raise ConfigError(f"tracking: {_first_line(str(err))}") from None
+
+
+def _artifact_root(client: MlflowClient) -> str | None:
+    """For a SQLite store, ``artifacts/`` beside its database file; MLflow's default otherwise.
+
+    MLflow's default artifact root for a database store is ``./mlruns`` under the working
+    directory of whichever process creates the experiment, so a store named elsewhere
+    (``MLFLOW_TRACKING_URI=sqlite:////data/mlflow.db``) would get its artifacts scattered
+    over the folders runs happened to start in.
+    """
+    uri = str(getattr(client, "tracking_uri", "") or "")
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
 
 
 def git_revision(path: str | Path | None = None) -> str:

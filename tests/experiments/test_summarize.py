@@ -110,8 +110,8 @@ def test_from_mlflow_reads_only_the_healing_runs(tmp_path: Path) -> None:
     for entry_point, metric in (("run", 0.999), ("evolve", 0.5), ("train", 0.25)):
         run_id = tracking.start_run(client, exp, f"{entry_point}-0", params, {},
                                     entry_point=entry_point)
-        (tmp_path / "artifacts").mkdir(exist_ok=True)
-        tracking.finish_run(client, run_id, {"availability": metric}, tmp_path / "artifacts")
+        (tmp_path / "out").mkdir(exist_ok=True)
+        tracking.finish_run(client, run_id, {"availability": metric}, tmp_path / "out")
     legacy = client.create_run(exp, run_name="before-tags")
     client.log_param(legacy.info.run_id, "scenario.name", "calm")
     client.log_metric(legacy.info.run_id, "availability", 0.998)

@@ -1,4 +1,4 @@
-"""MLflow helpers that need no tracking store."""
+"""MLflow helpers: names, revisions and where a store keeps its artifacts."""
 
 from __future__ import annotations
 
@@ -54,3 +54,20 @@ def test_git_revision_of_a_checkout_is_its_head(tmp_path: Path) -> None:
     assert git_revision(tmp_path) == head
     (tmp_path / "f.txt").write_text("b")
     assert git_revision(tmp_path) == f"{head}-dirty"
+
+
+def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever folder a run starts in, artifacts go beside the store's database file."""
+    from mlflow import MlflowClient
+
+    from experiments.tracking import ensure_experiment
+
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(f"sqlite:///{(tmp_path / 'store' / 'mlflow.db').as_posix()}")
+    exp = client.get_experiment(ensure_experiment(client, "novacron"))
+    assert exp.artifact_location == (tmp_path / "store" / "artifacts").as_uri()
+    assert not (elsewhere / "mlruns").exists()
