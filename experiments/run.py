@@ -24,7 +24,6 @@ from typing import Any
 import hydra
 import matplotlib
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -88,16 +87,11 @@ def _run_name(schema: RunSchema) -> str:
 
 
 def _tags(schema: RunSchema) -> dict[str, str]:
-    hydra_cfg = HydraConfig.get()
     tags = {
         "scenario": schema.scenario.name,
         "agent": schema.agent.name,
         "seed": str(schema.seed),
-        "hydra_output_dir": str(hydra_cfg.runtime.output_dir),
     }
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        tags["hydra_sweep_dir"] = str(hydra_cfg.sweep.dir)
-        tags["hydra_job_num"] = str(hydra_cfg.job.num)
     return tags
 
 

@@ -5,9 +5,11 @@ global active run, so parallel jobs that share a worker process cannot nest runs
 
 Every run carries the same tags whatever made it: ``entry_point`` (``run``, ``train``,
 ``evaluate``, ``export``, ``evolve``, ``optimize``, ``detect``), ``git_revision`` (with
-``-dirty`` for uncommitted or untracked changes) and MLflow's own ``mlflow.source.name`` and
-``mlflow.source.git.commit``. A run ends FINISHED or FAILED: an exception, Ctrl-C or a
-SIGTERM (``timeout``, a scheduler's kill) marks it FAILED; only SIGKILL leaves it RUNNING.
+``-dirty`` for uncommitted or untracked changes), MLflow's own ``mlflow.source.name`` and
+``mlflow.source.git.commit``, and from Hydra ``hydra_output_dir`` (plus ``hydra_sweep_dir``
+and ``hydra_job_num`` in a multirun, to pick one sweep's runs). A run ends FINISHED or
+FAILED: an exception, Ctrl-C or a SIGTERM (``timeout``, a scheduler's kill) marks it FAILED;
+only SIGKILL leaves it RUNNING.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ def start_run(
               "mlflow.source.name": f"experiments.{entry_point}"}
     if revision != "unknown":
         common["mlflow.source.git.commit"] = revision.removesuffix("-dirty")
+    common.update(_hydra_tags())
     _terminate_raises()
     run = client.create_run(experiment_id, run_name=run_name, tags={**common, **tags})
     run_id = str(run.info.run_id)
@@ -195,6 +198,21 @@ def finish_run(
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_artifacts(run_id, str(artifact_dir))
     client.set_terminated(run_id, status="FINISHED")
+
+
+def _hydra_tags() -> dict[str, str]:
+    """The Hydra job's output folder, and its sweep folder and job number in a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    cfg = HydraConfig.get()
+    tags = {"hydra_output_dir": str(cfg.runtime.output_dir)}
+    if cfg.mode == RunMode.MULTIRUN:
+        tags["hydra_sweep_dir"] = str(cfg.sweep.dir)
+        tags["hydra_job_num"] = str(cfg.job.num)
+    return tags
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -67,6 +67,12 @@ def test_train_resumes_after_being_killed(tmp_path: Path) -> None:
     assert line["trained_steps_this_run"] == 800 - saved
     assert (run_dir / "model.zip").is_file() and line["mlflow_run_id"]
     assert 0.0 < line["eval_availability"] <= 1.0
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(_env(tmp_path)["MLFLOW_TRACKING_URI"]).get_run(
+        line["mlflow_run_id"]).data.tags
+    assert tags["entry_point"] == "train" and tags["hydra_output_dir"] == str(tmp_path / "hydra")
+    assert tags["resumed_from_step"] == str(saved)
 
 
 @pytest.mark.slow
