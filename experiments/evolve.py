@@ -124,7 +124,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         line = _summary(schema, space, spec, evaluator, result, search_wall_s)
         _write(out_dir, space, evaluator, result, line)
         if client is not None and run_id is not None:
-            metrics = {k: v for k, v in line.items() if isinstance(v, int | float)}
+            params_too = ("seed", "eval_seed")  # logged as params already
+            metrics = {k: v for k, v in line.items()
+                       if isinstance(v, int | float) and k not in params_too}
             # One step past the curve: MLflow shows a metric at its highest step, and the
             # final best (after the closing race) is what the run reports.
             tracking.finish_run(client, run_id, metrics, out_dir, step=last_step[0] + 1)

@@ -119,7 +119,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         line["wall_s"] = round(time.perf_counter() - wall0, 2)
         (out_dir / "result.json").write_text(jsonout.dumps(line) + "\n", encoding="utf-8")
         if client is not None and run_id is not None:
-            metrics = {k: v for k, v in line.items() if isinstance(v, int | float)}
+            params_too = ("seed", "objectives", "iterations", "batch_size")  # params already
+            metrics = {k: v for k, v in line.items()
+                       if isinstance(v, int | float) and k not in params_too}
             # One step past the curve: MLflow shows a metric at its highest step.
             tracking.finish_run(client, run_id, metrics, out_dir, step=last_step[0] + 1)
         line["mlflow_run_id"] = run_id
