@@ -15,6 +15,7 @@ only SIGKILL leaves it RUNNING.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import math
 import os
@@ -22,7 +23,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,35 @@ def client_for(uri: str | None) -> MlflowClient:
 @functools.lru_cache(maxsize=8)
 def _client(resolved: str) -> MlflowClient:
     try:
-        return MlflowClient(tracking_uri=resolved)
+        with _store_lock(resolved):
+            client = MlflowClient(tracking_uri=resolved)
+            client.search_experiments(max_results=1)  # creates or migrates the store's tables
+        return client
     except Exception as err:
         raise ConfigError(f"tracking.tracking_uri: cannot use {resolved!r}: "
                           f"{_first_line(str(err))}") from None
+
+
+@contextlib.contextmanager
+def _store_lock(resolved: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store while it is opened.
+
+    MLflow creates and migrates a SQLite store's tables on first use; processes that open a
+    new store at the same moment (the jobs of a parallel sweep on a fresh checkout) run the
+    migrations over each other and fail ("table metrics already exists"). The lock
+    serialises the opening; other URIs need none.
+    """
+    if not resolved.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(resolved.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:

@@ -71,3 +71,31 @@ def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(
     exp = client.get_experiment(ensure_experiment(client, "novacron"))
     assert exp.artifact_location == (tmp_path / "store" / "artifacts").as_uri()
     assert not (elsewhere / "mlruns").exists()
+
+
+def test_processes_opening_a_new_store_together_all_get_it(tmp_path: Path) -> None:
+    """Three processes that open a fresh SQLite store at the same moment all get it.
+
+    A parallel sweep's jobs do that on a new checkout; without the lock MLflow's table
+    migrations collide and the jobs fail.
+    """
+    import sys
+    import time
+
+    uri = f"sqlite:///{(tmp_path / 'new' / 'mlflow.db').as_posix()}"
+    code = (
+        "import sys, time\n"
+        "from experiments import tracking\n"
+        "start = float(sys.argv[2])\n"
+        "while time.time() < start: pass\n"
+        "client = tracking.client_for(sys.argv[1])\n"
+        "print(tracking.ensure_experiment(client, 'novacron'))\n"
+    )
+    start = str(time.time() + 8.0)
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, start], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-300:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1
