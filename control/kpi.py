@@ -678,7 +678,8 @@ def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, float | list[flo
     in [0, 1]; every other KPI is non-negative), since a skewed sample of a bounded quantity
     would otherwise give bounds it cannot take. NaN values (a rate with no denominator in
     that run) are left out of a key's statistics.
-    With one finite value the interval is [mean, mean]; with none, mean and bounds are NaN.
+    With one finite value there is no interval: its bounds are NaN, as the mean is with none.
+    Identical values (standard error 0) give [mean, mean].
 
     Args:
         runs: One KPI mapping per run, e.g. from :func:`compute_kpis`.
@@ -704,7 +705,7 @@ def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, float | list[flo
                 values.append(float(v))
         mean = float(np.mean(values)) if values else NAN
         if len(values) < 2:
-            ci = [mean, mean]
+            ci = [NAN, NAN]  # one value gives no interval; [x, x] would claim certainty
         else:
             sem = float(stats.sem(values))
             if sem == 0.0 or not math.isfinite(sem):

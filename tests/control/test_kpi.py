@@ -469,10 +469,16 @@ def test_aggregate_clips_intervals_to_the_kpi_range() -> None:
     assert out["mttr_s_ci95"][1] > 100.0
 
 
-def test_aggregate_of_one_run_has_a_point_interval() -> None:
-    """A single run gives [mean, mean]; a key that is NaN everywhere stays NaN."""
+def test_aggregate_of_one_run_has_no_interval() -> None:
+    """A single value gives its mean and no interval (NaN bounds, null in JSON), not [x, x].
+
+    A key that is NaN everywhere stays NaN; identical values give a point interval.
+    """
+    out = aggregate([{"a": 2.5, "b": float("nan")}, {"b": 1.0}])
+    assert out["a"] == 2.5 and all(math.isnan(x) for x in out["a_ci95"])
+    assert out["b"] == 1.0 and all(math.isnan(x) for x in out["b_ci95"])
+    assert aggregate([{"c": 3.0}, {"c": 3.0}])["c_ci95"] == [3.0, 3.0]
     out = aggregate([{"a": 2.5, "b": float("nan")}])
-    assert out["a"] == 2.5 and out["a_ci95"] == [2.5, 2.5]
     b = out["b"]
     assert isinstance(b, float) and math.isnan(b)
 
