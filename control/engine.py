@@ -115,6 +115,8 @@ class _Pending:
     blocked_reason: str = ""
     retry_until_s: float = 0.0
     """Retry while blocked until this time, whatever the step's deadline (0: the deadline)."""
+    surge_requests: int = 0
+    """Scale-outs queued to make room for this action (see ``HealingEngine._make_room``)."""
 
 
 @dataclass(slots=True)
@@ -709,8 +711,9 @@ class HealingEngine:
                       for q in (*self._s.pending, *queued))
         growing = growing or any(f.action.kind == "scale_out" and f.action.target == target
                                  for f in self.gate.in_flight())
-        if growing:
-            return []
+        if growing or p.surge_requests >= size:
+            return []  # one at a time; and never more tries than replicas (a plant refusing)
+        p.surge_requests += 1
         have = int((obs.inst_used & (obs.inst_service == svc)).sum())
         return [_Pending(
             Action("scale_out", target), p.incident_id,

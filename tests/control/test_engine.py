@@ -321,3 +321,22 @@ def test_every_replica_of_a_service_down_at_once_is_restarted() -> None:
     assert restarted == sorted(f"inst-{i}" for i in members)
     assert twin.state.inst_ready[members].all()
     assert all(o.auto_recovered for o in fault_outcomes(events))
+
+
+def test_surge_capacity_the_plant_refuses_is_asked_for_a_bounded_number_of_times(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plant that refuses the surge capacity is asked a few times, not every second.
+
+    With no host room for another cache replica, the engine stops after a few refused
+    scale-outs while the restart waits (without the cap: 510 refusals in 20 minutes).
+    """
+    engine, twin = _engine(SafetyConfig())
+    members = _replicas(twin, "cache")
+    monkeypatch.setattr(type(twin), "scale_out_host", lambda self, service: -1)
+    _run(engine, twin, 60)
+    strike(twin, FaultKind.MEMORY_LEAK, members[0], twin.rng_for("script", 1))
+    _run(engine, twin, 1200)
+    asked = [r for r in twin.events() if isinstance(r, DecisionRecord)
+             and r.action == "scale_out" and r.target == "svc-cache"]
+    assert asked and all(r.verdict == "rejected" for r in asked)
+    assert len(asked) <= 8
