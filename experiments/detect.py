@@ -253,7 +253,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             client,
             experiment_id,
             run_name=schema.tracking.run_name or f"detect-{schema.dataset}",
-            params=tracking.flatten(dataclasses.asdict(schema)),
+            params={**tracking.flatten(dataclasses.asdict(schema)),
+                    "data_root": str(_root(schema))},  # the folder read, default resolved
             tags={"dataset": schema.dataset}, entry_point="detect",
         )
     try:

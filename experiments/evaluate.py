@@ -225,8 +225,11 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         params = tracking.flatten({k: v for k, v in dataclasses.asdict(schema).items()
                                    if k != "defaults"})
         params.update({f"model.{s}": str(p) for s, p in models.items()})
-        run_id = tracking.start_run(client, exp, run_name=schema.tracking.run_name or "evaluate",
-                                    params=params, tags={}, entry_point="evaluate")
+        name = schema.tracking.run_name or (
+            f"evaluate-{'+'.join(schema.scenarios)}-{'+'.join(schema.agents)}"
+            f"-{schema.seeds}seeds")
+        run_id = tracking.start_run(client, exp, run_name=name[:250], params=params, tags={},
+                                    entry_point="evaluate")
         metrics: dict[str, float] = {}
         for r in rows:
             prefix = f"{r['scenario']}.{r['agent']}"
