@@ -11,14 +11,9 @@ import sys
 import time
 from typing import Any
 
-import pytest
 from mlflow import MlflowClient
 
 from tests.experiments.sandbox import TINY, Sandbox
-
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
-)
 
 REQUIRED = (
     "mttd_s", "mttr_s", "mttm_s", "healing_success_rate", "auto_resolution_rate",
