@@ -42,6 +42,13 @@ class ExportedPolicy:
         self._input = session.get_inputs()[0].name
         self._has_mask = "admissible" in {o.name for o in session.get_outputs()}
 
+    def outputs(self, observation: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the model (``q_values``, ``action``, ``admissible``) by name."""
+        batch, _ = self._batch(observation)
+        names = [o.name for o in self._session.get_outputs()]
+        values = self._session.run(names, {self._input: batch})
+        return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+
     def q_values(self, observation: np.ndarray) -> np.ndarray:
         """Q-values, shape (batch, actions), of one observation or a batch."""
         batch, _ = self._batch(observation)

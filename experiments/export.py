@@ -13,6 +13,7 @@ object; the exit status is 1 when any action differs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -106,12 +107,15 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         params.update({"model": str(model_path), "out": str(out)})
         run_id = tracking.start_run(
             client, exp, run_name=s.tracking.run_name or f"export-{s.scenario}",
-            params=params, tags={}, entry_point="export",
+            params=params, tags=_training_run(model_path), entry_point="export",
         )
         mlflow.set_tracking_uri(tracking.resolve_tracking_uri(s.tracking.tracking_uri))
+        example = observations[:2]
+        signature = mlflow.models.infer_signature(example, runtime.outputs(example))
         with mlflow.start_run(run_id=run_id):
             mlflow.onnx.log_model(onnx.load(str(out / "policy.onnx")), name="policy",
-                                  input_example=observations[:2], save_as_external_data=False,
+                                  input_example=example, signature=signature,
+                                  save_as_external_data=False,
                                   onnx_execution_providers=["CPUExecutionProvider"])
             mlflow.log_artifact(str(out / "metadata.json"))
             mlflow.log_metrics({"parity_agree": agree,
@@ -129,6 +133,20 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     if agree != len(observations):
         sys.exit(1)
     return line
+
+
+def _training_run(model_path: Path) -> dict[str, str]:
+    """``trained_by_run``: the MLflow run of the training that wrote the model, if known.
+
+    ``python -m experiments.train`` writes ``result.json`` (with its run id) beside
+    ``model.zip``; a model from elsewhere, or trained with tracking off, has none.
+    """
+    result = model_path.parent / "result.json"
+    try:
+        run = json.loads(result.read_text(encoding="utf-8")).get("mlflow_run_id")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"trained_by_run": str(run)} if run else {}
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from agents.base import evaluate
 from agents.dqn import DqnPolicy, MaskedDQN, make_dqn
-from experiments import tracking
+from experiments import jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
     TrainSchema,
@@ -266,7 +266,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             **{k.replace("/", "_"): v for k, v in run.last_eval.items()},
             "mlflow_run_id": run_id,
         }
-        (run_dir / "result.json").write_text(json.dumps(line) + "\n", encoding="utf-8")
+        (run_dir / "result.json").write_text(jsonout.dumps(line) + "\n", encoding="utf-8")
         if client is not None and run_id is not None:
             curve_path = run_dir / "learning_curve.csv"
             curve_path.write_text(
@@ -285,7 +285,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         env.close()
-    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.write(jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     return line
 

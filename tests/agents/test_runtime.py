@@ -62,6 +62,10 @@ def test_exported_actions_match_in_memory_on_10000_observations(exported) -> Non
     np.testing.assert_allclose(policy.q_values(obs[:50]),
                                model.q_net(__import__("torch").as_tensor(obs[:50]))
                                .detach().numpy(), rtol=1e-5, atol=1e-5)
+    outputs = policy.outputs(obs[:50])
+    assert set(outputs) == {"q_values", "action", "admissible"}
+    np.testing.assert_array_equal(outputs["action"].reshape(-1), in_memory[:50])
+    np.testing.assert_array_equal(outputs["q_values"], policy.q_values(obs[:50]))
 
 
 def test_metadata_describes_layout_actions_and_versions(exported) -> None:

@@ -165,3 +165,17 @@ def test_config_checks_name_their_keys() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             check(EvaluateSchema(**{**ev.__dict__, field: value}))
+
+
+def test_an_export_names_the_training_run_of_its_model(tmp_path: Path) -> None:
+    """The training's ``result.json`` beside ``model.zip`` gives the export its source run."""
+    from experiments.export import _training_run
+
+    model = tmp_path / "model.zip"
+    assert _training_run(model) == {}
+    (tmp_path / "result.json").write_text('{"mlflow_run_id": "abc123"}')
+    assert _training_run(model) == {"trained_by_run": "abc123"}
+    (tmp_path / "result.json").write_text('{"mlflow_run_id": null}')
+    assert _training_run(model) == {}
+    (tmp_path / "result.json").write_text("not json")
+    assert _training_run(model) == {}
