@@ -82,6 +82,14 @@ SURGE_WATCH_S = 4 * 3600.0
 hours and keep ramping after the first scale-out has cleared the alert)."""
 
 
+def _slot(component: str, obs: Observation) -> int | None:
+    """The instance slot ``inst-<i>`` names, if it is one of the observation's; else None."""
+    kind, _, ident = component.rpartition("-")
+    if kind != "inst" or not ident.isdigit() or int(ident) >= obs.inst_used.size:
+        return None
+    return int(ident)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Timing and thresholds of the healing loop."""
@@ -500,19 +508,16 @@ class HealingEngine:
             return []
         top, conf = inc.candidates[0]
         component, _, fault_class = top.rpartition(":")
-        kind, _, ident = component.rpartition("-")
-        if kind != "inst" or not ident.isdigit() or int(ident) >= obs.inst_used.size:
+        root = _slot(component, obs)
+        if root is None:
             return []
-        svc = int(obs.inst_service[int(ident)])
+        svc = int(obs.inst_service[root])
         out = []
         for label, c in inc.candidates[1:]:
             other, _, cls = label.rpartition(":")
-            okind, _, oident = other.rpartition("-")
-            if (abs(c - conf) > 1e-9 * max(conf, 1.0) or cls != fault_class or okind != "inst"
-                    or not oident.isdigit() or int(oident) >= obs.inst_used.size):
-                continue
-            i = int(oident)
-            if obs.inst_used[i] and int(obs.inst_service[i]) == svc:
+            i = _slot(other, obs)
+            if (i is not None and cls == fault_class and abs(c - conf) <= 1e-9 * max(conf, 1.0)
+                    and obs.inst_used[i] and int(obs.inst_service[i]) == svc):
                 out.append(other)
         return out
 
@@ -534,11 +539,8 @@ class HealingEngine:
             a = s.alerts.get(aid)
             if a is None:
                 continue
-            kind, _, ident = a.target.rpartition("-")
-            if not (kind == "inst" and ident.isdigit()):
-                continue
-            i = int(ident)
-            if (i < obs.inst_used.size and obs.inst_used[i] and not obs.inst_ready[i]
+            i = _slot(a.target, obs)
+            if (i is not None and obs.inst_used[i] and not obs.inst_ready[i]
                     and not self._explains(root, a.target, obs)):
                 moved.append(a)
         if not moved:

@@ -380,7 +380,7 @@ class SafetyGate:
 
     def _blast_radius(self, target: _Target, spec: ActionSpec, obs: Observation) -> str:
         cfg = self.config
-        disruptive = [f for f in self._in_flight.values() if f.disruptive and f.instances]
+        disruptive = self._disruptive_in_flight()
         new_insts: tuple[tuple[int, int], ...] = ()
         if spec.disruptive:
             new_insts = _footprint(target, obs)
@@ -420,6 +420,10 @@ class SafetyGate:
                 )
         return ""
 
+    def _disruptive_in_flight(self) -> list[InFlight]:
+        """In-flight disruptive actions that took serving instances away."""
+        return [f for f in self._in_flight.values() if f.disruptive and f.instances]
+
     def capacity_needed(self, action: Action, obs: Observation) -> tuple[int, int] | None:
         """The service size at which an instance action would pass the blast-radius limit.
 
@@ -438,7 +442,7 @@ class SafetyGate:
                 or target.scope != "instance" or cfg.max_capacity_share <= 0.0):
             return None
         new_insts = _footprint(target, obs)
-        disruptive = [f for f in self._in_flight.values() if f.disruptive and f.instances]
+        disruptive = self._disruptive_in_flight()
         if not new_insts or len(disruptive) >= cfg.max_disruptive_in_flight:
             return None
         svc = new_insts[0][1]

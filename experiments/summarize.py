@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 
 from control.kpi import aggregate, fault_outcomes, lost_requests_by_kind, to_markdown
 from experiments import tracking
-from experiments.jsonout import json_safe
+from experiments.jsonout import dumps
 from sim.errors import ConfigError
 from sim.events import EventLog
 
@@ -216,12 +216,12 @@ def report(source: str, runs: Sequence[RunKpis], by: Sequence[str],
     """The printed summary: Markdown table(s), then the JSON object as the last line."""
     groups = summarize(runs, by)
     line: dict[str, Any] = {"source": source, "by": list(by), "runs": len(runs),
-                            "groups": json_safe(groups)}
+                            "groups": groups}
     text = markdown(groups, by)
     if kinds is not None:
-        line["by_kind"] = json_safe(list(kinds))
+        line["by_kind"] = list(kinds)
         text += "\n" + kind_markdown(kinds)
-    return text + json.dumps(line)
+    return text + dumps(line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

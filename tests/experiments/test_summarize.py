@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.summarize import RunKpis, by_fault_kind, json_safe, main, report, summarize
+from experiments.jsonout import json_safe
+from experiments.summarize import RunKpis, by_fault_kind, main, report, summarize
 from sim.errors import ConfigError
 from sim.events import EventLog
 
