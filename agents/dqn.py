@@ -25,11 +25,16 @@ import numpy as np
 import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import NStepReplayBuffer
+from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch.nn import functional as F
 
+from envs.selfheal import SelfHealEnv
 from envs.spaces import SymptomRules, admissible_mask, n_services_of, symptom_rules
 from sim.errors import ConfigError
 
@@ -134,10 +139,9 @@ class AdmissibleActions(torch.nn.Module):
 
     def __init__(self, rules: SymptomRules) -> None:
         super().__init__()
-        sign = np.where(rules.greater, 1.0, -1.0).astype(np.float32)
         self.register_buffer("feature", torch.as_tensor(rules.feature))
-        self.register_buffer("sign", torch.as_tensor(sign))
-        self.register_buffer("signed_threshold", torch.as_tensor(rules.threshold * sign))
+        self.register_buffer("sign", torch.as_tensor(rules.sign))
+        self.register_buffer("signed_threshold", torch.as_tensor(rules.signed_threshold))
         self.register_buffer("symptom", torch.as_tensor(rules.symptom))
         self.register_buffer("requires", torch.as_tensor(rules.requires))
         self.register_buffer("free", torch.as_tensor(~rules.has_symptom))
@@ -203,18 +207,63 @@ class MaskedDqnPolicy(DQNPolicy):
         return MaskedQNetwork(**net_args, action_mask=self.action_mask).to(self.device)
 
     def set_training_mode(self, mode: bool) -> None:
-        """Switch train / eval mode, walking the modules only when the mode changes.
+        """Switch the Q-network between train and eval mode, as stable-baselines3 does, cheaply.
 
-        stable-baselines3 calls this before every action and every update; each call walks
-        all of the Q-network's sub-modules (about a tenth of a training step) to set the one
-        flag they share, so a policy already in ``mode`` is left as it is. The target network
-        stays in eval mode as stable-baselines3 leaves it.
+        stable-baselines3 calls this before every batch of actions and every update, and
+        ``Module.train`` walks the Q-network's sub-modules each time (about a tenth of a
+        training step). Here a policy already in ``mode`` is left as it is, and a switch sets
+        the ``training`` flag of the same modules ``Module.train`` would (the Q-network's,
+        listed once: its structure is fixed) without the walk. The target network stays in
+        eval mode as stable-baselines3 leaves it.
         """
-        if self.training != mode or self.q_net.training != mode:
-            super().set_training_mode(mode)
+        if self.training == mode and self.q_net.training == mode:
+            return
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode must be a bool, got {mode!r}")
+        modules: tuple[torch.nn.Module, ...] | None = self.__dict__.get("_q_net_modules")
+        if modules is None:
+            modules = tuple(self.q_net.modules())
+            self.__dict__["_q_net_modules"] = modules
+        for module in modules:
+            module.__dict__["training"] = mode
+        self.__dict__["training"] = mode
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "action_mask": self.action_mask}
+
+
+class SelfHealVecEnv(DummyVecEnv):
+    """``DummyVecEnv`` without its per-step deep copies, for :class:`envs.selfheal.SelfHealEnv`.
+
+    ``DummyVecEnv`` deep-copies its observation buffer and its list of info dicts on every
+    step, in case an env hands out the same objects again; that is about 60 µs of a
+    training step of about 1 ms. ``SelfHealEnv`` returns a new info dict (and mask) every
+    step, so the list is copied shallowly and the observation buffer with ``ndarray.copy``:
+    what the caller receives is the same, and is not touched again by the vector env.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        if not isinstance(env.unwrapped, SelfHealEnv):
+            raise TypeError(f"SelfHealVecEnv wraps a SelfHealEnv, got {env.unwrapped!r}")
+        super().__init__([lambda: env])
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """``DummyVecEnv.step_wait`` returning fresh copies without ``copy.deepcopy``."""
+        for i, env in enumerate(self.envs):
+            obs, self.buf_rews[i], terminated, truncated, info = env.step(self.actions[i])
+            self.buf_dones[i] = terminated or truncated
+            info["TimeLimit.truncated"] = truncated and not terminated
+            if self.buf_dones[i]:
+                info["terminal_observation"] = obs
+                obs, self.reset_infos[i] = env.reset()
+            self.buf_infos[i] = info
+            self._save_obs(i, obs)
+        return (self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones),
+                list(self.buf_infos))
+
+    def _obs_from_buf(self) -> np.ndarray:
+        (buf,) = self.buf_obs.values()  # a Box space: one buffer
+        return buf.copy()
 
 
 class MaskedDQN(DQN):
@@ -235,6 +284,15 @@ class MaskedDQN(DQN):
         self.double_q = double_q
         super().__init__(*args, **kwargs)
         self.set_logger(Logger(folder=None, output_formats=[]))
+
+    @staticmethod
+    def _wrap_env(env: Any, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        """stable-baselines3's wrapping, with :class:`SelfHealVecEnv` for a single SelfHealEnv."""
+        if not isinstance(env, VecEnv) and isinstance(getattr(env, "unwrapped", None), SelfHealEnv):
+            if monitor_wrapper and not is_wrapped(env, Monitor):
+                env = Monitor(env)
+            env = SelfHealVecEnv(env)
+        return DQN._wrap_env(env, verbose, monitor_wrapper)
 
     def _setup_model(self) -> None:
         # A loaded model brings its n-step buffer class and kwargs; stable-baselines3 then warns

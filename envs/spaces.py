@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -629,6 +629,16 @@ class SymptomRules:
     requires: np.ndarray
     has_symptom: np.ndarray
 
+    sign: np.ndarray = field(init=False, repr=False)
+    signed_threshold: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Condition k holds iff x * sign[k] > signed_threshold[k]: exact, since multiplying
+        # by -1 only flips the sign bit. One comparison instead of two and a select.
+        sign = np.where(self.greater, 1.0, -1.0).astype(np.float32)
+        object.__setattr__(self, "sign", sign)
+        object.__setattr__(self, "signed_threshold", (self.threshold * sign).astype(np.float32))
+
 
 def n_services_of(obs_dim: int) -> int:
     """Number of services of an observation vector of length ``obs_dim``.
@@ -715,7 +725,7 @@ def symptom_rules(n_services: int) -> SymptomRules:
 def admissible_mask(observations: np.ndarray, rules: SymptomRules) -> np.ndarray:
     """Admissible actions (bool, ``(..., actions)``) of encoded observations under ``rules``."""
     x = np.asarray(observations, dtype=np.float32)[..., rules.feature]
-    held = np.where(rules.greater, x > rules.threshold, x < rules.threshold)
+    held = x * rules.sign > rules.signed_threshold
     any_symptom = (held.astype(np.float32) @ rules.symptom) > 0.5
     unmet = ((~held).astype(np.float32) @ rules.requires) > 0.5
     return (any_symptom | ~rules.has_symptom) & ~unmet

@@ -154,3 +154,66 @@ def test_masked_dqn_greedy_path_equals_the_policy_predict() -> None:
         assert "observation shape" in str(err)
     else:
         raise AssertionError("a wrong observation shape must be refused")
+
+
+def test_selfheal_vec_env_trains_as_stable_baselines3s_dummy_vec_env() -> None:
+    """Same weights as with SB3's own DummyVecEnv; returned arrays and infos are not shared."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.dqn import SelfHealVecEnv
+
+    params = DqnParams(learning_starts=100, target_update_interval=50)
+
+    def weights(wrap: bool) -> tuple[list[np.ndarray], str]:
+        env = gym.make(ENV_IDS["mixed"], hosts=HOSTS, max_episode_steps=150)
+        given = DummyVecEnv([lambda: Monitor(env)]) if wrap else env
+        model = make_dqn(given, params, seed=4)
+        model.learn(400)  # crosses two truncations
+        return [p.detach().clone().numpy() for p in model.q_net.parameters()], type(
+            model.env
+        ).__name__
+
+    lean, lean_kind = weights(False)
+    plain, plain_kind = weights(True)
+    assert (lean_kind, plain_kind) == ("SelfHealVecEnv", "DummyVecEnv")
+    for x, y in zip(lean, plain, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+    vec = SelfHealVecEnv(gym.make(ENV_IDS["mixed"], hosts=HOSTS, max_episode_steps=3))
+    vec.seed(0)
+    first = vec.reset()
+    seen = []
+    for _ in range(4):
+        obs, _, dones, infos = vec.step(np.zeros(1, dtype=np.int64))
+        seen.append((obs, infos))
+    assert dones.tolist() == [False] and seen[2][1][0]["TimeLimit.truncated"]
+    assert "terminal_observation" in seen[2][1][0]
+    snapshot = seen[1][0].copy()
+    seen[3][0][:] = -1.0  # the caller's array is its own
+    seen[3][1][0]["action_mask"][:] = False
+    np.testing.assert_array_equal(seen[1][0], snapshot)
+    assert first is not seen[0][0] and seen[0][1][0] is not seen[1][1][0]
+    try:
+        SelfHealVecEnv(gym.make("CartPole-v1"))
+    except TypeError as err:
+        assert "SelfHealEnv" in str(err)
+    else:
+        raise AssertionError("a foreign env must be refused")
+
+
+def test_training_mode_switch_sets_every_q_net_module() -> None:
+    """The cheap switch leaves every module's flag where ``Module.train`` would."""
+    env = gym.make(ENV_IDS["mixed"], hosts=4, max_episode_steps=50)
+    model = make_dqn(env, DqnParams(), seed=0)
+    for mode in (True, False, True, False):
+        model.policy.set_training_mode(mode)
+        assert model.policy.training is mode
+        assert all(m.training is mode for m in model.q_net.modules())
+        assert not any(m.training for m in model.q_net_target.modules())
+    try:
+        model.policy.set_training_mode(1)  # type: ignore[arg-type]
+    except ValueError as err:
+        assert "bool" in str(err)
+    else:
+        raise AssertionError("a non-bool mode must be refused")

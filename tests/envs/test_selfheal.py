@@ -368,3 +368,15 @@ def test_symptom_mask_admits_what_the_observation_calls_for() -> None:
     assert expected[:, 0].all() and 0 < expected.mean() < 1
     got = AdmissibleActions(rules)(torch.as_tensor(batch)).numpy()
     np.testing.assert_array_equal(got, expected)
+    # The definition itself, condition by condition, including values right at a threshold.
+    at = np.repeat(batch[:50], 2, axis=0)
+    at[::2, rules.feature] = rules.threshold
+    at[1::2, rules.feature] = np.nextafter(rules.threshold, np.float32(np.inf))
+    for x in (batch, at):
+        held = np.where(rules.greater, x[:, rules.feature] > rules.threshold,
+                        x[:, rules.feature] < rules.threshold)
+        unmet = (~held[:, :, None] & (rules.requires[None] > 0)).any(axis=1)
+        some = (held[:, :, None] & (rules.symptom[None] > 0)).any(axis=1)
+        np.testing.assert_array_equal(
+            admissible_mask(x, rules), (some | ~rules.has_symptom) & ~unmet
+        )
