@@ -16,7 +16,12 @@ Let ``f`` be a :class:`~sim.events.FaultRecord` with onset ``t0`` (its ``t_s``, 
   cleared at 350 s is not blamed for an alert on the same instance an hour later.
 * **Attributed alerts**: :class:`~sim.events.AlertRecord` s whose ``target`` is a component
   of ``f`` and whose ``t_s`` lies in the active period. An alert can be attributed to several
-  overlapping faults.
+  overlapping faults, with one exception: a *cluster-wide* fault (target ``cluster``: a load
+  surge, whose components are every service) does not take an alert whose target is also a
+  component of a fault with a later onset that is active at the alert. A surge lasts hours
+  and touches every service, so without this a crash, bad deploy or CVE advisory on any
+  service during it would count as the surge's detection (and harm), as the loss
+  attribution (:func:`lost_requests_by_kind`) already charges a window to the latest onset.
 * **Detection** ``td``: the time of the first attributed alert; None if there is none.
 * **Impairment evidence**, the earliest of which is ``t_imp``:
 
@@ -27,7 +32,8 @@ Let ``f`` be a :class:`~sim.events.FaultRecord` with onset ``t0`` (its ``t_s``, 
     harm still "needed healing", and counts with ``t_imp = td``);
   - an unhealthy SLO window (``good / requests < slo_target``) ending in
     ``(t0, t0 + deadline_s]`` and starting before ``t_clear``, with ``t_imp`` = max(window
-    start, ``t0``). Faults that harm at once do so within minutes, so a later dip is taken as
+    start, ``t0``); for a cluster-wide fault, the first such window in which no fault with a
+    later onset is active. Faults that harm at once do so within minutes, so a later dip is taken as
     someone else's; a load_surge, whose demand may ramp for hours, takes dips up to
     ``t_clear`` instead. Latent kinds (memory_leak, disk_degradation, fan_failure,
     security_vulnerability) take hours to do harm, so no SLO dip is taken as theirs; their
@@ -234,11 +240,30 @@ class _Index:
                 self.alerts[r.target].append(r)
             elif isinstance(r, ActionRecord) and r.phase == "succeeded":
                 self.done_actions[r.target].append(r)
+        self.comps: dict[int, set[str]] = {
+            f.fault_id: set(f.affected) | {f.target} | self.comps_of_fault.get(f.fault_id, set())
+            for f in self.faults
+        }
         bad = [w for w in self.windows if not _healthy(w, slo_target)]
         self.bad_start = [w.t_s - w.window_s for w in bad]
         self.bad_end = [w.t_s for w in bad]
         self.coverage_end_s = max((w.t_s for w in self.windows), default=-math.inf)
         self.incidents = _incidents(records)
+
+
+def _claimed_by_later(f: FaultRecord, ix: _Index, start_s: float, end_s: float,
+                      target: str | None) -> bool:
+    """Whether a fault with a later onset than ``f`` is active in ``[start_s, end_s]``.
+
+    Active: onset at or before ``end_s``, not cleared before ``start_s``. With ``target``,
+    that fault must also have it among its components (rules in the module doc).
+    """
+    return any(
+        g.t_s > f.t_s and g.t_s <= end_s and ix.cleared_s.get(g.fault_id, math.inf) >= start_s
+        and (target is None or target in ix.comps[g.fault_id])
+        for g in ix.faults
+        if g.fault_id != f.fault_id
+    )
 
 
 def _healthy(window: SloWindow, slo_target: float) -> bool:
@@ -351,11 +376,13 @@ class _Health:
 
 def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> FaultOutcome:
     fid, t0 = f.fault_id, f.t_s
-    comps = set(f.affected) | {f.target} | ix.comps_of_fault.get(fid, set())
+    comps = ix.comps[fid]
     t_clear = ix.cleared_s.get(fid, math.inf)
+    wide = f.target == "cluster"
 
     alerts = sorted(
-        (a for c in comps for a in ix.alerts.get(c, ()) if t0 <= a.t_s <= t_clear),
+        (a for c in comps for a in ix.alerts.get(c, ()) if t0 <= a.t_s <= t_clear
+         and not (wide and _claimed_by_later(f, ix, a.t_s, a.t_s, a.target))),
         key=lambda a: (a.t_s, a.seq),
     )
     td = alerts[0].t_s if alerts else None
@@ -375,6 +402,11 @@ def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> Fa
     if f.kind not in LATENT_KINDS:
         last_end = t_clear if f.kind in SLOW_ONSET_KINDS else t0 + deadline_s
         i = bisect.bisect_right(ix.bad_end, t0)
+        if wide:  # the first dip no later-onset fault shares
+            while (i < len(ix.bad_end) and ix.bad_start[i] < t_clear
+                   and ix.bad_end[i] <= last_end
+                   and _claimed_by_later(f, ix, ix.bad_start[i], ix.bad_end[i], None)):
+                i += 1
         if i < len(ix.bad_end) and ix.bad_start[i] < t_clear and ix.bad_end[i] <= last_end:
             evidence.append(max(ix.bad_start[i], t0))
     t_imp = min(evidence) if evidence else None

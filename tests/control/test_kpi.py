@@ -334,6 +334,36 @@ def test_load_surge_recovers_when_the_slo_holds_again() -> None:
     assert o.needed_healing and o.impaired_s == 120.0 and o.recovered_s == 240.0
 
 
+def test_a_surge_leaves_alerts_and_dips_of_a_later_fault_on_its_services_to_that_fault() -> None:
+    """A bad deploy during a surge: its alert and dip are the deploy's, not the surge's.
+
+    The surge (cluster-wide, every service a component) is absorbed until a deploy breaks
+    svc-api at 1,000 s; the deploy's alert and its dip in (1020, 1080] belong to it alone.
+    Once the deploy is rolled back (cleared at 1,200 s) an alert on the same service and a
+    dip in (1500, 1560] are the surge's again; without them the surge needed no healing.
+    """
+    surge = ("cluster", "svc-api", "svc-db")
+
+    def log(*late: Event) -> list[Event]:
+        return _log(fault(100.0, 0, "load_surge", "cluster", surge),
+                    fault(1000.0, 1, "bad_config", "svc-api", ("svc-api",)),
+                    alert(1010.0, 1, "svc-api"), cleared(1200.0, 1),
+                    *late, *windows(3600.0, bad_ends=(1080.0,) + ((1560.0,) if late else ())))
+
+    absorbed, deploy = fault_outcomes(log())
+    assert not absorbed.needed_healing and absorbed.detected_s is None
+    assert deploy.needed_healing and deploy.detected_s == 1010.0
+    harmed, _ = fault_outcomes(log(alert(1530.0, 2, "svc-api")))
+    assert harmed.needed_healing and harmed.detected_s == 1530.0 and harmed.impaired_s == 1500.0
+    assert harmed.alert_ids == (2,)
+    # A fault with an earlier onset keeps sharing alerts as before (only later ones claim).
+    before = _log(fault(50.0, 1, "bad_config", "svc-api", ("svc-api",)),
+                  fault(100.0, 0, "load_surge", "cluster", surge), alert(130.0, 1, "svc-api"),
+                  *windows(900.0))
+    deploy_first, surge_second = fault_outcomes(before)
+    assert deploy_first.detected_s == 130.0 and surge_second.detected_s == 130.0
+
+
 def test_slo_dip_long_after_onset_is_someone_elses() -> None:
     """A noisy neighbour with a dip 30 min after onset did not need healing; one at once did."""
     late = _log(fault(100.0, 0, "noisy_neighbour", "host-2", ("host-2",)),
