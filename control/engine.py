@@ -35,6 +35,8 @@ from control.safety import (
     SafetyConfig,
     SafetyGate,
     SimulatedOperator,
+    log_command,
+    restore_gate,
     rollback_action,
 )
 from sim.actions import Action
@@ -44,6 +46,7 @@ from sim.events import (
     AlertRecord,
     ApprovalRecord,
     DecisionRecord,
+    Event,
     IncidentRecord,
     SloWindow,
 )
@@ -192,7 +195,9 @@ class HealingEngine:
         self.operator = operator
         self.detection = detection or DetectionStage(default_detectors())
         self.prediction = prediction
+        earlier = restore_gate(self.gate, plant)
         self._s = _State(seen_seq=plant.log.next_seq)
+        self._take_over(earlier)
 
     # ------------------------------------------------------------------ public
     @property
@@ -201,12 +206,57 @@ class HealingEngine:
         return self._s.incidents
 
     def emergency_stop(self, reason: str = "operator request") -> None:
-        """Halt every action from now on; in-flight ones finish, nothing new starts."""
+        """Halt every action from now on; in-flight ones finish, nothing new starts.
+
+        The stop is logged, so an engine started again on the same log stays stopped.
+        """
         self.gate.emergency_stop(self.plant.now_s, reason)
+        log_command(self.plant, "emergency_stop", reason)
 
     def resume(self) -> None:
-        """Lift an emergency stop."""
+        """Lift an emergency stop (logged), and take up what it interrupted.
+
+        The stop dropped the actions it blocked; an open incident whose current runbook step
+        ran none of its actions runs that step again at its next advance, instead of
+        waiting out the step's deadline for actions that never started.
+        """
+        if self.gate.stopped:
+            log_command(self.plant, "resume")
+            s = self._s
+            for inc in s.incidents.values():
+                if (inc.phase in ("opened", "mitigating") and inc.step > 0
+                        and not inc.step_action_ids and not inc.waiting_for
+                        and not any(p.incident_id == inc.incident_id for p in s.pending)):
+                    inc.step -= 1
         self.gate.resume()
+
+    def _take_over(self, earlier: Sequence[Event]) -> None:
+        """Start after the incidents an earlier engine left in the log.
+
+        Incident ids continue after the largest one logged, so a restarted engine's incidents
+        never share an id with its predecessor's. An incident the predecessor left open
+        (opened or mitigating) is escalated: its runbook position, pending actions and
+        verification did not survive the restart, so a human is told to confirm its outcome.
+        Its symptoms, if they persist, raise fresh alerts and an incident of this engine.
+        """
+        latest: dict[int, IncidentRecord] = {}
+        for r in earlier:
+            if isinstance(r, IncidentRecord):
+                latest[r.incident_id] = r
+        if not latest:
+            return
+        self._s.next_incident = max(latest) + 1
+        log = self.plant.log
+        for iid in sorted(latest):
+            r = latest[iid]
+            if r.phase in ("opened", "mitigating"):
+                log.add(IncidentRecord(
+                    log.next_seq, self.plant.now_s, iid, "escalated", r.priority, r.root_cause,
+                    r.alert_ids, r.candidates,
+                    "controller restarted with this incident open: its runbook state was lost; "
+                    "on-call human asked to confirm the outcome",
+                ))
+        self._s.seen_seq = log.next_seq
 
     def step(self) -> None:
         """One control step at the plant's current time."""

@@ -9,6 +9,7 @@ from sim.events import (
     ActionRecord,
     AlertRecord,
     ApprovalRecord,
+    ControlRecord,
     DecisionRecord,
     Event,
     FaultRecord,
@@ -99,8 +100,9 @@ def _fmt_t(t_s: float) -> str:
 def incident_records(events: Sequence[Event], incident_id: int) -> list[Event]:
     """Records that belong to one incident, in log order.
 
-    Its lifecycle, alerts, decisions and approvals, and the actions and state changes of the
-    components it covers.
+    Its lifecycle, alerts, decisions and approvals, the actions and state changes of the
+    components it covers, and operator commands (emergency stop, resume) while it was open,
+    including a stop already in force when it opened.
     """
     lifecycle = [
         r for r in events if isinstance(r, IncidentRecord) and r.incident_id == incident_id
@@ -119,7 +121,12 @@ def incident_records(events: Sequence[Event], incident_id: int) -> list[Event]:
     end = lifecycle[-1].t_s
     changes = [r for r in events if isinstance(r, StateChange) and r.target in targets
                and start - 600.0 <= r.t_s <= end]
-    return sorted([*lifecycle, *alerts, *decisions, *actions, *changes], key=lambda r: r.seq)
+    commands = [r for r in events if isinstance(r, ControlRecord) and r.t_s <= end]
+    before = [r for r in commands if r.t_s < start][-1:]  # a stop already in force counts
+    controls = [r for r in before if r.command == "emergency_stop"]
+    controls += [r for r in commands if r.t_s >= start]
+    return sorted([*lifecycle, *alerts, *decisions, *actions, *changes, *controls],
+                  key=lambda r: r.seq)
 
 
 def postmortem(events: Sequence[Event], incident_id: int) -> str:
@@ -212,6 +219,8 @@ def _describe(r: Event) -> str:
         return f"approval {r.phase}: {r.action} on {r.target} ({r.operator})"
     if isinstance(r, ActionRecord):
         return f"action {r.kind} on {r.target} {r.phase}"
+    if isinstance(r, ControlRecord):
+        return f"operator: {r.command.replace('_', ' ')}" + (f" ({r.reason})" if r.reason else "")
     if isinstance(r, StateChange):
         return f"{r.target} {r.state}"
     return r.type

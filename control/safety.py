@@ -57,7 +57,8 @@ from sim.actions import (
     resolve_target,
 )
 from sim.errors import ConfigError
-from sim.events import ActionRecord, Event
+from sim.events import ActionRecord, ControlRecord, Event
+from sim.plant import Plant
 from sim.telemetry import Observation
 
 VerdictKind = Literal["allowed", "blocked", "needs_approval", "dry_run"]
@@ -531,6 +532,38 @@ class SafetyGate:
         if not self.config.rollback_enabled or not should_roll_back(before_kpi, after_kpi):
             return None
         return rollback_action(action)
+
+
+def log_command(plant: Plant, command: str, reason: str = "") -> None:
+    """Append an operator's ``emergency_stop`` or ``resume`` to the plant's log."""
+    if command not in ("emergency_stop", "resume"):
+        raise ValueError(f"unknown control command {command!r}")
+    log = plant.log
+    log.add(ControlRecord(log.next_seq, plant.now_s, command, reason))
+
+
+def restore_gate(gate: SafetyGate, plant: Plant) -> list[Event]:
+    """Bring a new controller's gate up to date with what the plant's log says happened.
+
+    A controller started again on a plant that kept its log (a live controller restarted on
+    its workdir) would otherwise begin with an empty book: actions the previous process
+    started and the plant still runs would not count against the blast radius, a target
+    acted on a minute ago would have no cooldown, and an emergency stop the operator pulled
+    would be forgotten. Here every action record is replayed (:meth:`SafetyGate.sync`, so
+    unfinished ones are in flight again, with their start times) and the last
+    :class:`~sim.events.ControlRecord` decides whether the stop is in force. On a new log
+    this changes nothing.
+
+    Returns:
+        The log's records, for the controller's own recovery.
+    """
+    events = list(plant.events(0))
+    acted = any(isinstance(r, ActionRecord) for r in events)
+    gate.sync(events, plant.observe() if acted else None)
+    last = next((r for r in reversed(events) if isinstance(r, ControlRecord)), None)
+    if last is not None and last.command == "emergency_stop":
+        gate.emergency_stop(last.t_s, last.reason)
+    return events
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from control.detection import (
     ThresholdRule,
 )
 from control.engine import EngineConfig, HealingEngine
-from control.safety import SafetyConfig, SafetyGate
+from control.safety import SafetyConfig, SafetyGate, log_command, restore_gate
 from sim.actions import Action
 from sim.events import DecisionRecord
 from sim.plant import Plant
@@ -147,14 +147,18 @@ class PolicyController:
         self.plant = plant
         self.policy = policy
         self.gate = SafetyGate(safety)
+        restore_gate(self.gate, plant)  # a restart keeps in-flight actions, cooldowns, a stop
         self._seen = plant.log.next_seq
 
     def emergency_stop(self, reason: str = "operator request") -> None:
-        """Halt every action from now on."""
+        """Halt every action from now on (logged, so it survives a restart)."""
         self.gate.emergency_stop(self.plant.now_s, reason)
+        log_command(self.plant, "emergency_stop", reason)
 
     def resume(self) -> None:
-        """Lift an emergency stop."""
+        """Lift an emergency stop (logged)."""
+        if self.gate.stopped:
+            log_command(self.plant, "resume")
         self.gate.resume()
 
     def step(self) -> None:

@@ -161,6 +161,18 @@ class PredictionRecord(Event):
     lead_s: float = float("nan")
 
 
+@dataclass(frozen=True, slots=True)
+class ControlRecord(Event):
+    """An operator's command to the control plane: ``emergency_stop`` or ``resume``.
+
+    The log keeps it, so a controller started again on the same log comes back stopped if
+    it was stopped (:func:`control.safety.restore_gate`).
+    """
+
+    command: str
+    reason: str = ""
+
+
 _TYPE_NAMES: dict[type, str] = {
     FaultRecord: "fault",
     StateChange: "state",
@@ -172,6 +184,7 @@ _TYPE_NAMES: dict[type, str] = {
     ApprovalRecord: "approval",
     SloWindow: "slo",
     PredictionRecord: "prediction",
+    ControlRecord: "control",
 }
 
 

@@ -17,6 +17,7 @@ from sim.actions import ACTION_SPECS
 from sim.events import (
     ActionRecord,
     AlertRecord,
+    ControlRecord,
     DecisionRecord,
     FaultRecord,
     IncidentRecord,
@@ -340,3 +341,81 @@ def test_surge_capacity_the_plant_refuses_is_asked_for_a_bounded_number_of_times
              and r.action == "scale_out" and r.target == "svc-cache"]
     assert asked and all(r.verdict == "rejected" for r in asked)
     assert len(asked) <= 8
+
+
+def test_a_restarted_engine_continues_ids_escalates_orphans_and_keeps_the_gates_book() -> None:
+    """A second engine on the same plant (a controller restart) picks up where the log says.
+
+    The first engine opens an incident for a crash and starts a restart, then goes away. The
+    second one escalates that orphaned incident (its runbook state is gone), numbers its own
+    incidents after it, counts the restart still running against its gate (no second restart
+    of the same instance), and heals the next crash under incident id 1.
+    """
+    safety = SafetyConfig()
+    first, twin = _engine(safety)
+    _run(first, twin, 60)
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    _run(first, twin, 3)
+    assert [i.phase for i in first.incidents.values()] == ["mitigating"]
+    running = [f for f in first.gate.in_flight() if f.action.target == "inst-5"]
+    assert running
+    second = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 12)))
+    assert [f.action_id for f in second.gate.in_flight()] == [f.action_id for f in running]
+    verdict = second.gate.check(running[0].action, twin.observe(), twin.now_s)
+    assert verdict.kind == "blocked"
+    closing = [r for r in twin.events() if isinstance(r, IncidentRecord) and r.incident_id == 0]
+    assert closing[-1].phase == "escalated" and "restarted" in closing[-1].note
+    _run(second, twin, 300)
+    strike(twin, FaultKind.SERVICE_CRASH, 7, twin.rng_for("script", 2))
+    _run(second, twin, 300)
+    later = [r for r in twin.events() if isinstance(r, IncidentRecord) and r.incident_id != 0]
+    assert {r.incident_id for r in later} == {1}
+    assert later[0].root_cause == "inst-7:service_crash" and later[-1].phase == "resolved"
+    assert "restarted" in postmortem(twin.events(), 0)
+    # A third engine finds nothing open and no stop: it neither escalates nor blocks.
+    third = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 13)))
+    assert not third.gate.stopped
+    assert sum(isinstance(r, IncidentRecord) and r.phase == "escalated"
+               for r in twin.events()) == 1
+
+
+def test_an_emergency_stop_survives_a_restart_until_it_is_lifted() -> None:
+    """The stop is in the log; engines started on it stay stopped until someone resumes."""
+    safety = SafetyConfig()
+    engine, twin = _engine(safety)
+    _run(engine, twin, 30)
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    engine.emergency_stop("maintenance window")
+    _run(engine, twin, 5)
+    restarted = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 12)))
+    assert restarted.gate.stopped
+    _run(restarted, twin, 60)
+    started = [r for r in twin.events() if isinstance(r, ActionRecord) and r.phase == "started"]
+    assert not started
+    restarted.resume()
+    again = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 13)))
+    assert not again.gate.stopped
+    commands = [(r.command, r.reason) for r in twin.events() if isinstance(r, ControlRecord)]
+    assert commands == [("emergency_stop", "maintenance window"), ("resume", "")]
+    _run(again, twin, 200)
+    assert any(isinstance(r, ActionRecord) and r.kind == "restart_instance"
+               and r.target == "inst-5" and r.phase == "succeeded" for r in twin.events())
+    opened = next(r.incident_id for r in twin.events() if isinstance(r, IncidentRecord))
+    assert "operator: emergency stop (maintenance window)" in postmortem(twin.events(), opened)
+
+
+def test_resume_runs_again_the_step_the_stop_interrupted() -> None:
+    """A restart blocked by the stop is issued right after resume, not at the step deadline."""
+    engine, twin = _engine(SafetyConfig())
+    _run(engine, twin, 30)
+    engine.emergency_stop("drill")
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    _run(engine, twin, 20)
+    assert not [r for r in twin.events() if isinstance(r, ActionRecord)]
+    resumed_at = twin.now_s
+    engine.resume()
+    _run(engine, twin, 10)
+    started = [r for r in twin.events() if isinstance(r, ActionRecord) and r.phase == "started"
+               and r.kind == "restart_instance" and r.target == "inst-5"]
+    assert started and started[0].t_s - resumed_at <= 2.0
+    assert len({r.incident_id for r in twin.events() if isinstance(r, IncidentRecord)}) == 1

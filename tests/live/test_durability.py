@@ -9,6 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from live.procs import alive, kill
 from live.store import Store
-from sim.events import ActionRecord, IncidentRecord
+from sim.events import ActionRecord, ControlRecord, DecisionRecord, IncidentRecord
 from tests.live.conftest import port_block
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +90,24 @@ def serve(tmp_path: Path) -> Iterator[object]:
         assert not any(alive(p) for p in pids)
 
 
+def _api(ready: dict[str, object], method: str, path: str,
+         body: dict[str, object] | None = None) -> dict[str, object]:
+    """One authorised call to the control plane's API (retried while it starts listening)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{ready['url']}{path}", data=data, method=method, headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+    for attempt in range(100):
+        try:
+            with opener.open(req, timeout=10) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+        except urllib.error.URLError as err:
+            if not isinstance(err.reason, ConnectionRefusedError) or attempt == 99:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
 def test_kill_9_mid_action_keeps_incident_and_runs_the_action_once(serve: object) -> None:
     """SIGKILL while a restart runs; after restart the records are intact and it ran once."""
     start, workdir = serve  # type: ignore[misc]
@@ -126,3 +146,52 @@ def test_kill_9_mid_action_keeps_incident_and_runs_the_action_once(serve: object
     phases = [r.phase for r in after if isinstance(r, ActionRecord) and r.action_id == aid]
     assert phases == ["requested", "started", "succeeded"], (phases, [
         (r.type, r.t_s) for r in after[len(before):]][:40])
+    # The incident the killed controller left open is escalated by the new one (its runbook
+    # state died with the process), and the new controller's incidents take new ids.
+    open_before = {r.incident_id for r in incidents} - {
+        r.incident_id for r in incidents if r.phase in ("resolved", "escalated")}
+    closed = {r.incident_id for r in after[len(before):] if isinstance(r, IncidentRecord)
+              and r.phase == "escalated" and "restarted" in r.note}
+    assert open_before and closed == open_before
+    reopened = [r for r in after[len(before):] if isinstance(r, IncidentRecord)
+                and r.phase == "opened" and r.incident_id <= max(r.incident_id
+                                                                 for r in incidents)]
+    assert not reopened
+
+
+def test_an_emergency_stop_holds_across_a_kill_9_until_enabled(serve: object) -> None:
+    """Stopped, killed, started again: the stop holds until the operator enables again.
+
+    While it holds a dead replica is not restarted; after ``/autonomous/enable`` it is.
+    """
+    start, workdir = serve  # type: ignore[misc]
+    db = workdir / "state.db"
+    ctl, ready = start()
+    assert _api(ready, "POST", "/autonomous/emergency-stop", {"reason": "drill"})[
+        "emergency_stopped"] is True
+    ctl.kill()
+    ctl.wait()
+    ctl2, ready2 = start()
+    assert _api(ready2, "GET", "/autonomous/status")["emergency_stopped"] is True
+    (pid0,) = _rows(db, "SELECT pid FROM slots WHERE slot = 0")[0]
+    os.kill(int(pid0), signal.SIGKILL)
+
+    def refused() -> bool:
+        return any(isinstance(r, DecisionRecord) and r.target == "inst-0" and not r.executed
+                   and "emergency" in r.reason.lower() for r in Store(db).events())
+
+    _wait(refused, 15.0, "the stopped controller to refuse the restart")
+    assert not any(isinstance(r, ActionRecord) and r.kind == "restart_instance"
+                   for r in Store(db).events())
+    _api(ready2, "POST", "/autonomous/enable")
+
+    def restarted() -> bool:
+        return any(isinstance(r, ActionRecord) and r.kind == "restart_instance"
+                   and r.target == "inst-0" and r.phase == "succeeded"
+                   for r in Store(db).events())
+
+    _wait(restarted, 20.0, "the restart after enable")
+    commands = [(r.command, r.reason) for r in Store(db).events() if isinstance(r, ControlRecord)]
+    assert commands == [("emergency_stop", "drill"), ("resume", "")]
+    ctl2.send_signal(signal.SIGTERM)
+    ctl2.wait(timeout=30)
