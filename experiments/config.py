@@ -39,6 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 from control.engine import EngineConfig
 from control.run import AGENTS, OperatorSpec, RunSpec
 from control.safety import SafetyConfig
+from experiments import joblog
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS, make_config
 
@@ -136,6 +137,7 @@ def register_configs() -> None:
     option here without a YAML file.
     """
     cs = ConfigStore.instance()
+    joblog.register()
     cs.store(name="base_config", node=RunSchema)
     cs.store(group="cluster", name="base_cluster", node=ClusterSchema)
     cs.store(group="safety", name="base_safety", node=SafetySchema)

@@ -41,7 +41,7 @@ from agents.detectors import DetectorInputError
 from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
 from agents.failure_predictor import PRECISIONS
 from agents.smd_scoring import SmdDataError
-from experiments import jsonout, tracking
+from experiments import joblog, jsonout, tracking
 from experiments.config import TrackingSchema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,6 +83,9 @@ class TwinDataSchema:
 class DetectSchema:
     """Top level of ``python -m experiments.detect``."""
 
+    defaults: list[Any] = field(
+        default_factory=lambda: ["_self_", {"override hydra/job_logging": joblog.OPTION}]
+    )
     dataset: str = "nab"
     data_root: str | None = None
     score_published: str | None = None
@@ -99,6 +102,7 @@ class DetectSchema:
     )
 
 
+joblog.register()
 ConfigStore.instance().store(name="detect_config", node=DetectSchema)
 
 
@@ -241,6 +245,7 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=None, config_name="detect_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, run, log to MLflow, print one JSON line."""
+    joblog.log_config("experiments.detect", cfg)
     schema = OmegaConf.to_object(cfg)
     if not isinstance(schema, DetectSchema):
         raise DetectConfigError("the composed config is not a DetectSchema")
@@ -268,6 +273,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         result = run_detect(schema, log_metric)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "result.json").write_text(jsonout.dumps(result, indent=1) + "\n")
+        joblog.log_result("experiments.detect", result)
         if client is not None and run_id is not None:
             tracking.finish_run(client, run_id, summary_metrics(result), out_dir)
     except BaseException:

@@ -33,7 +33,7 @@ from scipy import stats
 from tqdm import tqdm
 
 from agents.base import NoopPolicy, Policy, RandomPolicy, RulePolicy, run_episode
-from experiments import jsonout, tracking
+from experiments import joblog, jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
     EvaluateSchema,
@@ -164,6 +164,7 @@ def table(rows: list[dict[str, Any]], metric: str, baseline: str) -> str:
 @hydra.main(version_base="1.3", config_path=None, config_name="evaluate_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Run every agent on every scenario and seed; report and log the comparison."""
+    joblog.log_config("experiments.evaluate", cfg)
     schema: EvaluateSchema = to_object(cfg, EvaluateSchema)
     check(schema)
     torch.set_num_threads(1)
@@ -253,6 +254,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         "models": {s: str(p) for s, p in models.items()},
         "out_dir": str(out_dir.resolve()), "mlflow_run_id": run_id, "wall_s": round(wall_s, 1),
     }
+    joblog.log_result("experiments.evaluate", line)
     sys.stdout.write(md + "\n" + jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     return line

@@ -38,7 +38,7 @@ from agents.evolution import (
     random_search,
     run_search,
 )
-from experiments import jsonout, tracking
+from experiments import joblog, jsonout, tracking
 from experiments.config import (
     CONFIG_ERRORS,
     StartupAbort,
@@ -76,6 +76,7 @@ def _validate(s: EvolveSchema) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evolve")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, search, confirm, log."""
+    joblog.log_config("experiments.evolve", cfg)
     try:
         schema: EvolveSchema = to_object(cfg, EvolveSchema)
         _validate(schema)
@@ -123,6 +124,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         search_wall_s = time.perf_counter() - wall0
         line = _summary(schema, space, spec, evaluator, result, search_wall_s)
         _write(out_dir, space, evaluator, result, line)
+        joblog.log_result("experiments.evolve", line)
         if client is not None and run_id is not None:
             params_too = ("seed", "eval_seed")  # logged as params already
             metrics = {k: v for k, v in line.items()

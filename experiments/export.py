@@ -29,7 +29,7 @@ from agents.dqn import DqnPolicy
 from agents.export import export_dqn
 from agents.runtime import load_policy
 from envs import env_id
-from experiments import jsonout, tracking
+from experiments import joblog, jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import ExportSchema, make_env, register_eval_export_configs, to_object
 from sim.errors import ConfigError
@@ -63,6 +63,7 @@ def record_observations(
 @hydra.main(version_base="1.3", config_path=None, config_name="export_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Export, check parity, log."""
+    joblog.log_config("experiments.export", cfg)
     s: ExportSchema = to_object(cfg, ExportSchema)
     if s.scenario not in SCENARIOS:
         raise ConfigError(f"scenario: unknown {s.scenario!r}; known: {sorted(SCENARIOS)}")
@@ -128,6 +129,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         "parity": agree / len(observations), "onnx_sha256": runtime.metadata["sha256"],
         "mlflow_run_id": run_id, "wall_s": round(time.perf_counter() - wall0, 2),
     }
+    joblog.log_result("experiments.export", line)
     sys.stdout.write(jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     if agree != len(observations):

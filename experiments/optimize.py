@@ -34,7 +34,7 @@ from agents.bayesopt import BayesOpt, Param, SearchSpace
 from agents.evolution import FRESH_SEED_BASE, HV_REF_POINT, hypervolume, objective_matrix
 from agents.tuner import OnlineTuner
 from control.optimise import replica_rules, run_tuner
-from experiments import jsonout, tracking
+from experiments import joblog, jsonout, tracking
 from experiments.config import (
     CONFIG_ERRORS,
     StartupAbort,
@@ -75,6 +75,7 @@ def _score(space: GenomeSpace, spec: EvalSpec, seed: int, values: dict[str, floa
 @hydra.main(version_base="1.3", config_path="../conf", config_name="optimize")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, run BO or the tuner, log."""
+    joblog.log_config("experiments.optimize", cfg)
     torch.set_num_threads(1)
     try:
         schema: OptimizeSchema = to_object(cfg, OptimizeSchema)
@@ -118,6 +119,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             line = _run_tuner(schema, out_dir)
         line["wall_s"] = round(time.perf_counter() - wall0, 2)
         (out_dir / "result.json").write_text(jsonout.dumps(line) + "\n", encoding="utf-8")
+        joblog.log_result("experiments.optimize", line)
         if client is not None and run_id is not None:
             params_too = ("seed", "objectives", "iterations", "batch_size")  # params already
             metrics = {k: v for k, v in line.items()

@@ -20,6 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.dqn import DqnParams
 from envs import env_id
+from experiments import joblog
 from experiments.config import ScenarioSchema, TrackingSchema
 from sim.config import TwinConfig
 from sim.errors import ConfigError
@@ -77,6 +78,7 @@ class TrainSchema:
             {"scenario": "service_crash"},
             {"agent": "dqn"},
             {"tracking": "mlflow"},
+            {"override hydra/job_logging": joblog.OPTION},
         ]
     )
     scenario: ScenarioSchema = MISSING
@@ -96,6 +98,7 @@ class TrainSchema:
 def register_rl_configs() -> None:
     """Store the schemas and options in Hydra's ConfigStore."""
     cs = ConfigStore.instance()
+    joblog.register()
     cs.store(name="train_config", node=TrainSchema)
     for name in SCENARIOS:
         cs.store(group="scenario", name=name, node=ScenarioSchema(name=name))
@@ -242,7 +245,8 @@ class EvaluateSchema:
     ``seed_base + seeds - 1``, the same for every agent, so agents face the same faults.
     """
 
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"tracking": "mlflow"}])
+    defaults: list[Any] = field(default_factory=lambda: [
+        "_self_", {"tracking": "mlflow"}, {"override hydra/job_logging": joblog.OPTION}])
     tracking: TrackingSchema = MISSING
     agents: list[str] = field(default_factory=lambda: ["noop", "random", "rules", "dqn"])
     scenarios: list[str] = field(
@@ -269,7 +273,8 @@ class ExportSchema:
     ``parity_epsilon``, so off-policy states are covered too) and compares the actions.
     """
 
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"tracking": "mlflow"}])
+    defaults: list[Any] = field(default_factory=lambda: [
+        "_self_", {"tracking": "mlflow"}, {"override hydra/job_logging": joblog.OPTION}])
     tracking: TrackingSchema = MISSING
     model: str = "runs/service_crash-dqn-seed0/model.zip"
     out: str = ""
@@ -284,6 +289,7 @@ class ExportSchema:
 def register_eval_export_configs() -> None:
     """Store the evaluate and export schemas (and the tracking options) in the ConfigStore."""
     cs = ConfigStore.instance()
+    joblog.register()
     cs.store(name="evaluate_config", node=EvaluateSchema)
     cs.store(name="export_config", node=ExportSchema)
     cs.store(group="tracking", name="mlflow", node=TrackingSchema)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from control.kpi import to_markdown
 from control.run import RunResult, RunSpec, run
-from experiments import plots, tracking
+from experiments import joblog, plots, tracking
 from experiments.config import (
     RunSchema,
     register_configs,
@@ -46,6 +46,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """One job: validate, open the MLflow run, simulate, write and log the artifacts."""
+    joblog.log_config("experiments.run", cfg)
     schema = to_schema(cfg)
     spec = to_run_spec(schema)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -67,6 +68,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         wall_s = time.perf_counter() - wall0
         line = _result_line(result, run_id, wall_s)
         write_artifacts(result, out_dir, line)
+        joblog.log_result("experiments.run", line)
         if client is not None and run_id is not None:
             tracking.finish_run(client, run_id, result.kpis, out_dir,
                                 tags={"wall_s": f"{wall_s:.3f}", "digest": line["digest"]})

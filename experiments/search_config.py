@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.evolution import GAParams
+from experiments import joblog
 from experiments.config import TrackingSchema, _reject_unknown_keys
 from sim.architecture import EvalSpec
 from sim.errors import ConfigError
@@ -123,6 +124,7 @@ class OptimizeSchema:
 def register_search_configs() -> None:
     """Store the schemas and their named options in Hydra's ConfigStore."""
     cs = ConfigStore.instance()
+    joblog.register()
     cs.store(name="base_evolve", node=EvolveSchema)
     cs.store(name="base_optimize", node=OptimizeSchema)
     cs.store(group="ga", name="default", node=GASchema())

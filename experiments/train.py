@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from agents.base import evaluate
 from agents.dqn import DqnPolicy, MaskedDQN, make_dqn
-from experiments import jsonout, tracking
+from experiments import joblog, jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
     TrainSchema,
@@ -172,6 +172,7 @@ def _load_checkpoint(run_dir: Path, env: Any, seed: int) -> tuple[DQN, dict[str,
 @hydra.main(version_base="1.3", config_path=None, config_name="train_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Train, checkpoint, evaluate, log; returns the result line."""
+    joblog.log_config("experiments.train", cfg)
     schema: TrainSchema = to_object(cfg, TrainSchema)
     check_train(schema)
     params = dqn_params(schema.agent)
@@ -285,6 +286,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         env.close()
+    joblog.log_result("experiments.train", line)
     sys.stdout.write(jsonout.dumps(line) + "\n")
     sys.stdout.flush()
     return line

@@ -78,6 +78,12 @@ def test_single_run_lands_one_mlflow_run_and_ends_with_json(sandbox: Sandbox) ->
     assert hashlib.sha256(events).hexdigest() == line["digest"]
     kpis = json.loads((out / "kpis.json").read_text())
     assert kpis["availability"] == line["availability"]
+    # The job log holds the composed config and the result; the console stays clean.
+    log = (out / "run.log").read_text()
+    assert "[experiments.run][INFO] - config:" in log and "hosts: 20" in log
+    assert "[experiments.run][INFO] - result: " in log and line["digest"] in log
+    assert "run.log" in names
+    assert "[INFO]" not in done.stdout and "[INFO]" not in done.stderr
 
 
 def test_tracking_off_writes_artifacts_but_no_mlflow_run(sandbox: Sandbox) -> None:
