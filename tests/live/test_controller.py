@@ -11,7 +11,7 @@ from live.lb import LbSpec, render_config
 from live.loadgen import run_load
 from live.plant import FleetSpec
 from sim.actions import Action
-from sim.events import DecisionRecord
+from sim.events import ControlRecord, DecisionRecord
 from sim.telemetry import Observation
 
 
@@ -109,3 +109,20 @@ def test_encoded_policy_refuses_a_non_integer_prediction() -> None:
     twin = build_twin(RunSpec(scenario="service_crash", hosts=4, seed=0))
     with pytest.raises(ValueError, match="one integer action"):
         EncodedPolicy(Bad(), _encode, _decode)(twin.observe())
+
+
+def test_a_restarted_policy_controller_keeps_the_stop_and_the_gates_book() -> None:
+    """A PolicyController started on a log with a stop and a running action honours both."""
+    twin = build_twin(RunSpec(scenario="calm", hosts=10, seed=1))
+    safety = live_safety(actuate=True)
+    ctrl = PolicyController(twin, restart_dead, safety)
+    twin.apply(Action("restart_instance", "inst-0"))  # an operator's, still running
+    ctrl.step()
+    ctrl.emergency_stop("drill")
+    again = PolicyController(twin, restart_dead, safety)
+    assert again.gate.stopped
+    assert [f.action.target for f in again.gate.in_flight()] == ["inst-0"]
+    again.resume()
+    assert not PolicyController(twin, restart_dead, safety).gate.stopped
+    commands = [(r.command, r.reason) for r in twin.log if isinstance(r, ControlRecord)]
+    assert commands == [("emergency_stop", "drill"), ("resume", "")]
