@@ -1,12 +1,14 @@
 """Real faults on a real fleet: detection, time to restore, healing success, request success.
 
     python benchmarks/live_healing.py [--faults 100] [--replicas 4] [--rate 100] [--seed 0]
+        [--mix service_crash=0.4,service_hang=0.35,memory_leak=0.25]
 
 Starts ``--replicas`` replica processes behind HAProxy on loopback, drives them with the
 rule-based engine (``live.controller.live_engine``, actuation on) every 0.1 s, sends a
 bounded load of ``--rate`` requests per second through HAProxy from a separate process
 (``python -m live.loadgen``), and injects ``--faults`` faults of mixed kinds, one every
-``--interval-s`` into a healthy replica (kind and target drawn from a seeded generator).
+``--interval-s`` into a healthy replica (kind by ``--mix`` weight and target drawn from a
+seeded generator; ``slow_response`` and ``error_responses`` may be added to the mix).
 KPIs come from the event log through ``control.kpi`` exactly as in simulation (recovery held
 for 1 s, healing deadline 30 s). Prints one JSON object.
 """
@@ -29,12 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from control.kpi import compute_kpis, fault_outcomes  # noqa: E402
-from live.chaos import ChaosInjector  # noqa: E402
+from live.chaos import FAULT_KINDS, ChaosInjector  # noqa: E402
 from live.controller import control_loop, live_engine  # noqa: E402
 from live.plant import FleetSpec, LivePlant  # noqa: E402
 from sim.events import IncidentRecord  # noqa: E402
 
 MIX = {"service_crash": 0.4, "service_hang": 0.35, "memory_leak": 0.25}
+INSTANCE_KINDS = tuple(k for k in FAULT_KINDS if k != "bad_config")
+"""Chaos kinds that strike one replica (``--mix`` draws among these)."""
 QUIET_S = 1.0
 """A replica gets its next fault no sooner than this after its last one was cleared, and not
 while an incident about it is still open: the engine resolves an incident only once every
@@ -69,9 +73,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lb-port", type=int, default=18300)
     ap.add_argument("--events-out", default="", help="write the event log here (JSON Lines)")
+    ap.add_argument("--mix", default=",".join(f"{k}={w}" for k, w in MIX.items()),
+                    help="fault kinds and weights, KIND=WEIGHT,... (kinds of live.chaos that "
+                         "strike one replica)")
     args = ap.parse_args()
     if args.faults < 1 or args.replicas < 2 or args.interval_s <= 0:
         ap.error("need --faults >= 1, --replicas >= 2 and --interval-s > 0")
+    try:
+        mix = {k.strip(): float(w) for k, w in (p.split("=", 1) for p in args.mix.split(","))}
+    except ValueError:
+        ap.error(f"--mix must read KIND=WEIGHT,..., got {args.mix!r}")
+    wrong = sorted(set(mix) - set(INSTANCE_KINDS))
+    if wrong:
+        ap.error(f"--mix: {wrong} are not replica fault kinds; known: {list(INSTANCE_KINDS)}")
 
     workdir = Path(tempfile.mkdtemp(prefix="live_healing_"))
     spec = FleetSpec(replicas=args.replicas, max_replicas=args.replicas + 2,
@@ -82,7 +96,7 @@ def main() -> None:
     try:
         plant.start()
         engine = live_engine(plant, actuate=True)
-        chaos = ChaosInjector(plant, MIX, seed=args.seed)
+        chaos = ChaosInjector(plant, mix, seed=args.seed)
         duration_s = args.faults * args.interval_s + 15.0
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         load = subprocess.Popen(
@@ -138,6 +152,7 @@ def main() -> None:
             "faults": len(mine), "detected": len(d), "recovered": len(r),
             "auto_recovered": sum(o.auto_recovered for o in mine),
             "detect_p95_s": _pct(d, 95), "restore_p95_s": _pct(r, 95),
+            "rca_top1_faults": sum(o.rca_rank == 1 for o in mine),
         }
     result = {
         "benchmark": "live_healing",
@@ -160,6 +175,7 @@ def main() -> None:
         "availability_lb_windows": kpis["availability"],
         "mttd_s": kpis["mttd_s"],
         "mttr_s": kpis["mttr_s"],
+        "rca_top1": kpis["rca_top1"],
         "actions": kpis["actions"],
         "incidents": kpis["incidents"],
         "by_kind": by_kind,

@@ -28,7 +28,7 @@ import numpy as np
 from control.detection import DetectionStage, default_detectors
 from control.incidents import Impact, Incident, priority
 from control.prediction import PredictionStage
-from control.rca import AlertGroup, correlate, rank_root_causes
+from control.rca import SLOW_P99_S, SLOW_RESPONSE, AlertGroup, correlate, rank_root_causes
 from control.runbooks import RUNBOOKS, Runbook
 from control.safety import (
     ApprovalTicket,
@@ -56,6 +56,7 @@ from sim.telemetry import INSTANCE_FEATURES, Observation
 _CPU_UTIL = INSTANCE_FEATURES.index("cpu_util")
 _RPS = INSTANCE_FEATURES.index("rps")
 _ERR = INSTANCE_FEATURES.index("error_rate")
+_P99 = INSTANCE_FEATURES.index("p99_latency_s")
 HEALTHY_ERROR_RATE = 0.01
 CONFIDENT = 0.7
 EVIDENCE_WAIT_S = 3.0
@@ -661,8 +662,9 @@ class HealingEngine:
         instance (or every instance still placed on the root-cause host) is ready again, and
         the request-weighted error rate of the ready instances of the touched services is
         under ``HEALTHY_ERROR_RATE``. Instances another incident took out of rotation (a
-        failed-over rack) do not hold this one open. A cluster-wide cause (a load surge)
-        needs the SLO met.
+        failed-over rack) do not hold this one open. An instance diagnosed slow on its own
+        (``slow_response``) must also answer within ``SLOW_P99_S`` again. A cluster-wide
+        cause (a load surge) needs the SLO met.
         """
         if not inc.step_action_ids or not set(inc.step_action_ids) <= self._s.succeeded:
             return False
@@ -673,6 +675,10 @@ class HealingEngine:
         if kind in ("inst", "host") and ident.isdigit():
             own = self._instances_of({component, *self._co_roots(inc, obs)}, obs)
             if any(obs.inst_used[i] and not obs.inst_ready[i] for i in own):
+                return False
+            if inc.root_cause.endswith(":" + SLOW_RESPONSE) and any(
+                obs.inst_used[i] and obs.inst[i, _P99] >= SLOW_P99_S for i in own
+            ):
                 return False
         touched = self._instances_of(inc.components | {component}, obs)
         services = {int(obs.inst_service[i]) for i in touched if obs.inst_used[i]}

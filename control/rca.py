@@ -58,6 +58,19 @@ FAILURE_SOURCES = frozenset({"probe", "event"})
 
 _PROBE_DOWN = frozenset({"live", "ready", "vm_up"})
 
+SLOW_RESPONSE = "slow_response"
+ERROR_RESPONSES = "error_responses"
+SERVICE_HANG = "service_hang"
+"""Root-cause classes of one instance misbehaving on its own (slow, failing requests, or
+hung: not answering while its process still holds memory) while the rest of its service is
+well, on a plant without host telemetry (the live fleet; named as its chaos kinds). The
+twin's hosts report their sensors, and there slowness and errors are traced to a host,
+link, disk, configuration or load instead, and a stopped process to a crash, VM or leak;
+the twin injects no such fault, so these are not :class:`sim.faults.FaultKind` members."""
+
+NO_SENSOR_TEMP_C = 1.0
+"""A plant whose hosts all report a temperature at or below this reports no host sensors."""
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -65,7 +78,8 @@ class Candidate:
 
     Attributes:
         component: the component at fault, named like a fault record's target.
-        fault_class: a :class:`sim.faults.FaultKind` value.
+        fault_class: a :class:`sim.faults.FaultKind` value, or on a plant without host
+            telemetry :data:`SLOW_RESPONSE` / :data:`ERROR_RESPONSES`.
         confidence: share of the evidence, in [0, 1]; a ranking's confidences sum to 1.
         evidence: supporting alert ids and short facts, strongest first.
     """
@@ -274,9 +288,9 @@ class _Hypotheses:
         self.scores: dict[tuple[str, str], dict[str, float]] = {}
         self.evidence: dict[tuple[str, str], list[int | str]] = {}
 
-    def add(self, component: str, kind: FaultKind, score: float, rule: str,
+    def add(self, component: str, kind: FaultKind | str, score: float, rule: str,
             *evidence: int | str) -> None:
-        key = (component, kind.value)
+        key = (component, kind.value if isinstance(kind, FaultKind) else kind)
         rules = self.scores.setdefault(key, {})
         rules[rule] = max(rules.get(rule, 0.0), score)
         ev = self.evidence.setdefault(key, [])
@@ -382,6 +396,7 @@ def rank_root_causes(
     _security(facts, hyp, topo)
     _hardware(facts, hyp, host, fan_nominal)
     defective = _errors(facts, hyp, topo, inst, host, obs)
+    _degraded_instances(facts, hyp, inst, host, obs)
     _load(facts, hyp, topo, host, inst, bool(partitioned or down_hosts or stopped), defective)
 
     if not hyp.scores:
@@ -594,6 +609,51 @@ def _errors(
             hyp.scale(f"svc-{name}", FaultKind.BAD_CONFIG, 0.5,
                       f"callee {'/'.join(sorted(deeper))} fails too")
     return set(failing)
+
+
+def _degraded_instances(
+    facts: _Facts, hyp: _Hypotheses, inst: np.ndarray, host: np.ndarray, obs: Observation
+) -> None:
+    """On a plant without host sensors, an alerted instance slow or failing alone is at fault.
+
+    Applies only when no host reports a temperature (:data:`NO_SENSOR_TEMP_C`): with host
+    telemetry the hardware, link and load rules explain such symptoms, so the twin's
+    diagnoses never change here. An instance counts when an alert names it for tail
+    latency (``slow_response``) or errors (``error_responses``) and at most half of its
+    service's live instances show the same symptom (more is a service-wide cause, e.g. a
+    bad configuration or load). A probe alert on an instance that stopped answering while
+    its process still holds memory below the limit is a hang (``service_hang``), ranked
+    above the crash the instance-down rule proposes (an exited process holds none).
+    """
+    if host.shape[0] and float(host[:, _H["temp_c"]].max()) > NO_SENSOR_TEMP_C:
+        return
+    for a in facts.alerts:
+        i = component_index(a.target)
+        if (alert_metric(a) in _PROBE_DOWN and a.target.startswith("inst-")
+                and 0 <= i < inst.shape[0] and inst[i, _I["up"]] < 0.5
+                and inst[i, _I["vm_up"]] > 0.5
+                and 0.0 < inst[i, _I["mem_util"]] < MEMORY_EXHAUSTED):
+            hyp.add(a.target, SERVICE_HANG, 10.0, "hung process", a.alert_id,
+                    f"{a.target} answers nothing; its process still holds "
+                    f"{inst[i, _I['mem_util']]:.0%} of its memory limit")
+            hyp.scale(a.target, FaultKind.SERVICE_CRASH, 0.2, "its process has not exited")
+    live = obs.inst_used & obs.inst_live & (inst[:, _I["up"]] > 0.5)
+    symptoms = (
+        (SLOW_RESPONSE, ("latency_s", "p99_latency_s"),
+         inst[:, _I["p99_latency_s"]] >= SLOW_P99_S),
+        (ERROR_RESPONSES, ("error_rate",), inst[:, _I["error_rate"]] > ERROR_ELEVATED),
+    )
+    for kind, metrics, showing in symptoms:
+        for a in facts.with_metric(*metrics):
+            i = component_index(a.target)
+            if not (a.target.startswith("inst-") and 0 <= i < live.size and live[i]):
+                continue
+            members = live & (obs.inst_service == obs.inst_service[i])
+            n_showing = int((showing & members).sum())
+            if int(members.sum()) >= 2 and n_showing * 2 <= int(members.sum()):
+                hyp.add(a.target, kind, 6.0, "degraded instance", a.alert_id,
+                        f"{alert_metric(a)} on {a.target} alone: {n_showing} of "
+                        f"{int(members.sum())} instances of its service affected")
 
 
 def _saturated(inst: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from control.rca import ERROR_RESPONSES, SERVICE_HANG, SLOW_RESPONSE
 from sim.actions import ACTION_SPECS, Action
 from sim.faults import FaultKind
 from sim.telemetry import INSTANCE_FEATURES, Observation
@@ -121,6 +122,29 @@ RUNBOOKS: dict[str, Runbook] = {
                 _step(("restart_instance", itself), deadline_s=120.0),
                 _step(("cold_migrate", itself), deadline_s=240.0),
                 _step(("scale_out", service_of), deadline_s=240.0),
+            ),
+        ),
+        # One instance slow, failing or hung alone on a plant without host telemetry (live): a
+        # fresh process, twice, as a passing cause may outlast the first; then a human.
+        Runbook(
+            SLOW_RESPONSE,
+            (
+                _step(("restart_instance", itself), deadline_s=60.0),
+                _step(("restart_instance", itself), deadline_s=60.0),
+            ),
+        ),
+        Runbook(
+            SERVICE_HANG,
+            (
+                _step(("restart_instance", itself), deadline_s=60.0),
+                _step(("restart_instance", itself), deadline_s=60.0),
+            ),
+        ),
+        Runbook(
+            ERROR_RESPONSES,
+            (
+                _step(("restart_instance", itself), deadline_s=60.0),
+                _step(("restart_instance", itself), deadline_s=60.0),
             ),
         ),
         Runbook(

@@ -315,3 +315,38 @@ def test_an_advisory_opens_its_own_group(obs: Observation) -> None:
     assert [g.alert_ids for g in groups] == [(0,), (1,)]
     assert rank_root_causes(groups[1].members(alerts), obs)[0].label == (
         "svc-frontend:security_vulnerability")
+
+
+def test_one_instance_slow_or_failing_alone_without_host_sensors_is_its_own_fault(
+    obs: Observation,
+) -> None:
+    """No host telemetry (a live fleet): one slow or erroring replica is the suspect itself.
+
+    With host sensors (the twin) the same evidence is not read that way, and a symptom on
+    most of a service's replicas is the service's.
+    """
+    api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
+    i = int(api[0])
+    sensorless = dataclasses.replace(obs, host=obs.host.copy())
+    sensorless.host[:, H["temp_c"]] = 0.0
+    slow = with_inst(sensorless, [i], "p99_latency_s", 1.5)
+    cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "p99_latency_s", 1.5)], slow)
+    assert cands[0].label == f"inst-{i}:slow_response" and cands[0].confidence > 0.7
+    failing = with_inst(sensorless, [i], "error_rate", 0.5)
+    cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "error_rate", 0.5)], failing)
+    assert cands[0].label == f"inst-{i}:error_responses" and cands[0].confidence > 0.7
+    with_sensors = with_inst(obs, [i], "p99_latency_s", 1.5)
+    cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "p99_latency_s", 1.5)], with_sensors)
+    assert not any(c.fault_class == "slow_response" for c in cands)
+    most = with_inst(sensorless, api[: len(api) // 2 + 1].tolist(), "p99_latency_s", 1.5)
+    cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "p99_latency_s", 1.5)], most)
+    assert not any(c.fault_class == "slow_response" for c in cands)
+    # Not answering, process still holding memory: hung (with sensors: the usual crash).
+    for plant_obs, expected in ((sensorless, "service_hang"), (obs, "service_crash")):
+        hung = with_inst(with_inst(plant_obs, [i], "up", 0.0), [i], "mem_util", 0.08)
+        hung = dataclasses.replace(hung, inst_live=hung.inst_live.copy(),
+                                   inst_ready=hung.inst_ready.copy())
+        hung.inst_live[i] = hung.inst_ready[i] = False
+        cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "live", 0.0, source="probe")],
+                                 hung)
+        assert cands[0].label == f"inst-{i}:{expected}" and cands[0].confidence > 0.7

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
+
+import pytest
 
 from control.kpi import fault_outcomes
 from live.chaos import inject
@@ -20,7 +23,7 @@ from live.plant import LivePlant
 from live.procs import alive
 from live.runtime import Runtime
 from sim.actions import Action
-from sim.events import ActionRecord, DecisionRecord, FaultCleared
+from sim.events import ActionRecord, DecisionRecord, FaultCleared, IncidentRecord
 from sim.telemetry import Observation
 
 Factory = Callable[..., LivePlant]
@@ -54,6 +57,46 @@ def test_engine_heals_a_crash_under_load(fleet_factory: Factory) -> None:
     assert out.detected_s is not None and out.detected_s - out.t0_s <= 1.0
     assert out.recovered_s is not None and out.auto_recovered
     assert run_load(plant.lb_url + "/", 40.0, 1.0).success == 1.0
+
+
+@pytest.mark.parametrize("kind", ["slow_response", "error_responses", "service_hang"])
+def test_one_replica_slow_or_failing_alone_is_diagnosed_and_restarted(
+    fleet_factory: Factory, kind: str
+) -> None:
+    """One replica 1.5 s late, failing half its requests, or hung; the others fine: restarted.
+
+    The fleet reports no host sensors, so the RCA names that replica and its symptom (top-1
+    right; a hung process still holds memory, which tells it from a crash), and the
+    runbook's restart (after a surge replica where the blast radius asks for one) clears
+    it; the incident resolves and the SLO holds again.
+    """
+    plant = fleet_factory(3)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.5, 0.1)
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            run_load(plant.lb_url + "/", 30.0, 0.5)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        rec = inject(plant, kind, "inst-1")
+        _run_until(plant, engine, lambda: any(
+            isinstance(r, IncidentRecord) and r.phase == "resolved"
+            for r in plant.log.since(rec.seq)), 60.0)
+        control_loop(plant, engine, 1.5, 0.1)
+    finally:
+        stop.set()
+        loader.join(timeout=10)
+    events = plant.log.since(rec.seq)
+    assert any(isinstance(r, FaultCleared) and r.fault_id == rec.fault_id for r in events)
+    restarts = [r for r in events if isinstance(r, ActionRecord)
+                and r.kind == "restart_instance" and r.phase == "succeeded"]
+    assert [r.target for r in restarts] == ["inst-1"]
+    (out,) = fault_outcomes(plant.log.since(0), hold_s=0.5, deadline_s=30.0)
+    assert out.rca_rank == 1 and out.auto_recovered
 
 
 def test_dry_run_changes_no_process(fleet_factory: Factory) -> None:
