@@ -126,26 +126,9 @@ RUNBOOKS: dict[str, Runbook] = {
         ),
         # One instance slow, failing or hung alone on a plant without host telemetry (live): a
         # fresh process, twice, as a passing cause may outlast the first; then a human.
-        Runbook(
-            SLOW_RESPONSE,
-            (
-                _step(("restart_instance", itself), deadline_s=60.0),
-                _step(("restart_instance", itself), deadline_s=60.0),
-            ),
-        ),
-        Runbook(
-            SERVICE_HANG,
-            (
-                _step(("restart_instance", itself), deadline_s=60.0),
-                _step(("restart_instance", itself), deadline_s=60.0),
-            ),
-        ),
-        Runbook(
-            ERROR_RESPONSES,
-            (
-                _step(("restart_instance", itself), deadline_s=60.0),
-                _step(("restart_instance", itself), deadline_s=60.0),
-            ),
+        *(
+            Runbook(kind, (_step(("restart_instance", itself), deadline_s=60.0),) * 2)
+            for kind in (SLOW_RESPONSE, ERROR_RESPONSES, SERVICE_HANG)
         ),
         Runbook(
             FaultKind.MEMORY_LEAK.value,
