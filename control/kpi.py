@@ -251,18 +251,17 @@ class _Index:
         self.incidents = _incidents(records)
 
 
-def _claimed_by_later(f: FaultRecord, ix: _Index, start_s: float, end_s: float,
-                      target: str | None) -> bool:
-    """Whether a fault with a later onset than ``f`` is active in ``[start_s, end_s]``.
+def _claimed_by_later(later: Sequence[FaultRecord], ix: _Index, start_s: float,
+                      end_s: float, target: str | None) -> bool:
+    """Whether one of ``later`` (faults with a later onset) is active in ``[start_s, end_s]``.
 
     Active: onset at or before ``end_s``, not cleared before ``start_s``. With ``target``,
     that fault must also have it among its components (rules in the module doc).
     """
     return any(
-        g.t_s > f.t_s and g.t_s <= end_s and ix.cleared_s.get(g.fault_id, math.inf) >= start_s
+        g.t_s <= end_s and ix.cleared_s.get(g.fault_id, math.inf) >= start_s
         and (target is None or target in ix.comps[g.fault_id])
-        for g in ix.faults
-        if g.fault_id != f.fault_id
+        for g in later
     )
 
 
@@ -379,10 +378,11 @@ def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> Fa
     comps = ix.comps[fid]
     t_clear = ix.cleared_s.get(fid, math.inf)
     wide = f.target == "cluster"
+    later = [g for g in ix.faults if g.t_s > t0] if wide else []
 
     alerts = sorted(
         (a for c in comps for a in ix.alerts.get(c, ()) if t0 <= a.t_s <= t_clear
-         and not (wide and _claimed_by_later(f, ix, a.t_s, a.t_s, a.target))),
+         and not (later and _claimed_by_later(later, ix, a.t_s, a.t_s, a.target))),
         key=lambda a: (a.t_s, a.seq),
     )
     td = alerts[0].t_s if alerts else None
@@ -405,7 +405,7 @@ def _outcome(f: FaultRecord, ix: _Index, hold_s: float, deadline_s: float) -> Fa
         if wide:  # the first dip no later-onset fault shares
             while (i < len(ix.bad_end) and ix.bad_start[i] < t_clear
                    and ix.bad_end[i] <= last_end
-                   and _claimed_by_later(f, ix, ix.bad_start[i], ix.bad_end[i], None)):
+                   and _claimed_by_later(later, ix, ix.bad_start[i], ix.bad_end[i], None)):
                 i += 1
         if i < len(ix.bad_end) and ix.bad_start[i] < t_clear and ix.bad_end[i] <= last_end:
             evidence.append(max(ix.bad_start[i], t0))

@@ -79,7 +79,7 @@ class Candidate:
     Attributes:
         component: the component at fault, named like a fault record's target.
         fault_class: a :class:`sim.faults.FaultKind` value, or on a plant without host
-            telemetry :data:`SLOW_RESPONSE` / :data:`ERROR_RESPONSES`.
+            telemetry :data:`SLOW_RESPONSE` / :data:`ERROR_RESPONSES` / :data:`SERVICE_HANG`.
         confidence: share of the evidence, in [0, 1]; a ranking's confidences sum to 1.
         evidence: supporting alert ids and short facts, strongest first.
     """
@@ -649,11 +649,11 @@ def _degraded_instances(
             if not (a.target.startswith("inst-") and 0 <= i < live.size and live[i]):
                 continue
             members = live & (obs.inst_service == obs.inst_service[i])
-            n_showing = int((showing & members).sum())
-            if int(members.sum()) >= 2 and n_showing * 2 <= int(members.sum()):
+            n_members, n_showing = int(members.sum()), int((showing & members).sum())
+            if n_members >= 2 and n_showing * 2 <= n_members:
                 hyp.add(a.target, kind, 6.0, "degraded instance", a.alert_id,
                         f"{alert_metric(a)} on {a.target} alone: {n_showing} of "
-                        f"{int(members.sum())} instances of its service affected")
+                        f"{n_members} instances of its service affected")
 
 
 def _saturated(inst: np.ndarray) -> np.ndarray:

@@ -82,10 +82,10 @@ def _store_lock(resolved: str) -> Iterator[None]:
     migrations over each other and fail ("table metrics already exists"). The lock
     serialises the opening; other URIs need none.
     """
-    if not resolved.startswith("sqlite:///"):
+    db = _sqlite_file(resolved)
+    if db is None:
         yield
         return
-    db = Path(resolved.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -125,9 +125,13 @@ def _artifact_root(client: MlflowClient) -> str | None:
     over the folders runs happened to start in.
     """
     uri = str(getattr(client, "tracking_uri", "") or "")
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
+    db = _sqlite_file(uri)
+    return None if db is None else (db.resolve().parent / "artifacts").as_uri()
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file a ``sqlite:///`` tracking URI names; None for other stores."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def git_revision(path: str | Path | None = None) -> str:
