@@ -15,6 +15,7 @@ next action, the target network values it). The mask is computed from the observ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -29,11 +30,15 @@ from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import TrainFreq
+from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch.nn import functional as F
+from tqdm import tqdm
 
+from agents.demonstrations import Demonstrations, DemoParams
 from envs.selfheal import SelfHealEnv
 from envs.spaces import SymptomRules, admissible_mask, n_services_of, symptom_rules
 from sim.errors import ConfigError
@@ -282,8 +287,125 @@ class MaskedDQN(DQN):
 
     def __init__(self, *args: Any, double_q: bool = True, **kwargs: Any) -> None:
         self.double_q = double_q
+        self._demos: dict[str, torch.Tensor] | None = None
+        self._demo_params = DemoParams()
+        self._demo_rng = np.random.default_rng(0)
         super().__init__(*args, **kwargs)
         self.set_logger(Logger(folder=None, output_formats=[]))
+
+    def _excluded_save_params(self) -> list[str]:
+        # demonstrations are training data, rebuilt by the caller (deterministically) on resume
+        return [*super()._excluded_save_params(), "_demos", "_demo_params", "_demo_rng"]
+
+    def set_demonstrations(
+        self, demos: Demonstrations, params: DemoParams, seed: int = 0
+    ) -> None:
+        """Keep ``demos`` beside the replay buffer: every update adds a batch of them.
+
+        Each update then also takes ``params.batch_size`` demonstrator transitions, with
+        their n-step TD loss (the same target as the replay batch's) plus ``params.weight``
+        times the large-margin loss (:mod:`agents.demonstrations`). Batches are drawn with a
+        generator seeded by ``seed``.
+
+        Raises:
+            ValueError: the observations do not fit the model's space, an action is out of
+                range, or (with the action mask) a demonstrated action is not admissible in
+                its observation, so the masked learner could never take it.
+        """
+        shape = self.observation_space.shape
+        assert shape is not None
+        if demos.observations.shape[1:] != shape:
+            raise ValueError(f"demonstration observations have shape "
+                             f"{demos.observations.shape[1:]}, the model expects {shape}")
+        n_actions = int(self.action_space.n)  # type: ignore[attr-defined]
+        if demos.actions.min() < 0 or demos.actions.max() >= n_actions:
+            raise ValueError(f"demonstrated actions must lie in [0, {n_actions})")
+        rules = self._rules()
+        if rules is not None:
+            ok = admissible_mask(demos.observations, rules)[np.arange(len(demos)), demos.actions]
+            if not ok.all():
+                raise ValueError(f"{int((~ok).sum())} of {len(demos)} demonstrated actions are "
+                                 "not admissible in their observation")
+        as_t = functools.partial(torch.as_tensor, device=self.device)
+        self._demos = {
+            "observations": as_t(demos.observations, dtype=torch.float32),
+            "actions": as_t(demos.actions, dtype=torch.int64).reshape(-1, 1),
+            "returns": as_t(demos.returns, dtype=torch.float32).reshape(-1, 1),
+            "next_observations": as_t(demos.next_observations, dtype=torch.float32),
+            "dones": as_t(demos.dones, dtype=torch.float32).reshape(-1, 1),
+            "discounts": as_t(demos.discounts, dtype=torch.float32).reshape(-1, 1),
+        }
+        self._demo_params = params
+        self._demo_rng = np.random.default_rng(seed)
+
+    def _td_target(self, next_obs: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor,
+                   discounts: torch.Tensor | float) -> torch.Tensor:
+        """``r + (1 - done) * discount * Q_target(s', a*)``, ``a*`` admissible (Double DQN)."""
+        q_net: QNetwork = self.q_net
+        with torch.no_grad():
+            target_q = self.q_net_target(next_obs)
+            chooser = q_net(next_obs) if self.double_q else target_q
+            mask = q_net.mask(next_obs) if isinstance(q_net, MaskedQNetwork) else None
+            best = masked_argmax(chooser, mask).reshape(-1, 1)
+            next_q = torch.gather(target_q, dim=1, index=best)
+            return rewards + (1 - dones) * discounts * next_q
+
+    def _demo_loss(self) -> torch.Tensor:
+        """TD loss plus ``weight`` x large-margin loss on a batch of demonstrations."""
+        d = self._demos
+        assert d is not None
+        p = self._demo_params
+        idx = torch.as_tensor(
+            self._demo_rng.integers(len(d["actions"]), size=p.batch_size), device=self.device
+        )
+        obs, act = d["observations"][idx], d["actions"][idx]
+        target = self._td_target(d["next_observations"][idx], d["returns"][idx],
+                                 d["dones"][idx], d["discounts"][idx])
+        q_all = self.q_net(obs)
+        q_demo = torch.gather(q_all, dim=1, index=act)
+        margins = torch.full_like(q_all, p.margin).scatter_(1, act, 0.0)
+        augmented = q_all + margins
+        q_net = self.q_net
+        mask = q_net.mask(obs) if isinstance(q_net, MaskedQNetwork) else None
+        if mask is not None:
+            augmented = torch.where(mask, augmented, torch.full_like(augmented, -torch.inf))
+        large_margin = (augmented.max(dim=1, keepdim=True).values - q_demo).mean()
+        return F.smooth_l1_loss(q_demo, target) + p.weight * large_margin
+
+    def pretrain(self, steps: int, *, progress: bool = False) -> list[float]:
+        """``steps`` gradient steps on the demonstrations alone, before any env step.
+
+        The target network is copied every ``target_update_interval / train_freq``
+        gradient steps, the rate at which training copies it. Returns the losses.
+
+        Raises:
+            ValueError: no demonstrations were set, or ``steps`` < 0.
+        """
+        if self._demos is None:
+            raise ValueError("pretrain needs demonstrations (set_demonstrations)")
+        if steps < 0:
+            raise ValueError(f"pretrain steps must be >= 0, got {steps}")
+        self.policy.set_training_mode(True)
+        every = max(1, self.target_update_interval // max(1, self._train_freq_steps()))
+        losses = []
+        for i in tqdm(range(steps), desc="pretrain on demonstrations", unit="step",
+                      disable=not progress, mininterval=1.0):
+            loss = self._demo_loss()
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            if (i + 1) % every == 0:
+                polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+        self.policy.set_training_mode(False)
+        return losses
+
+    def _train_freq_steps(self) -> int:
+        freq = self.train_freq  # a TrainFreq once the model is set up
+        assert isinstance(freq, TrainFreq)
+        return int(freq.frequency)
 
     @staticmethod
     def _wrap_env(env: Any, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -377,16 +499,11 @@ class MaskedDQN(DQN):
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             discounts = data.discounts if data.discounts is not None else self.gamma
-            with torch.no_grad():
-                nxt = data.next_observations
-                target_q = self.q_net_target(nxt)
-                chooser = q_net(nxt) if self.double_q else target_q
-                mask = q_net.mask(nxt) if isinstance(q_net, MaskedQNetwork) else None
-                best = masked_argmax(chooser, mask).reshape(-1, 1)
-                next_q = torch.gather(target_q, dim=1, index=best)
-                target = data.rewards + (1 - data.dones) * discounts * next_q
+            target = self._td_target(data.next_observations, data.rewards, data.dones, discounts)
             current = torch.gather(q_net(data.observations), dim=1, index=data.actions.long())
             loss = F.smooth_l1_loss(current, target)
+            if self._demos is not None:
+                loss = loss + self._demo_loss()
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
             loss.backward()

@@ -1,6 +1,6 @@
 """Compare healing agents on scenarios over seeds, with intervals and significance tests.
 
-    python -m experiments.evaluate                                   # noop, random, rules, dqn
+    python -m experiments.evaluate                      # noop, random, rules, symptoms, dqn
     python -m experiments.evaluate 'scenarios=[service_crash,vm_failure]' seeds=20 hours=12
     python -m experiments.evaluate 'agents=[rules,dqn]' +models.service_crash=exports/sc
 
@@ -32,7 +32,14 @@ from omegaconf import DictConfig
 from scipy import stats
 from tqdm import tqdm
 
-from agents.base import NoopPolicy, Policy, RandomPolicy, RulePolicy, run_episode
+from agents.base import (
+    NoopPolicy,
+    Policy,
+    RandomPolicy,
+    RulePolicy,
+    SymptomPolicy,
+    run_episode,
+)
 from experiments import joblog, jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
@@ -46,7 +53,7 @@ from experiments.stats import t_interval
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS
 
-AGENTS = ("noop", "random", "rules", "dqn")
+AGENTS = ("noop", "random", "rules", "symptoms", "dqn")
 KPIS = ("availability", "time_availability", "slo_violation_minutes", "mttr_s",
         "healing_success_rate", "actions", "action_cost_usd", "episode_return")
 
@@ -190,6 +197,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                     policy = RandomPolicy(n_actions, seed=seed)
                 elif agent == "rules":
                     policy = RulePolicy(functools.partial(_twin_of, env))
+                elif agent == "symptoms":
+                    policy = SymptomPolicy(int(env.observation_space.shape[0]))
                 else:
                     policy = load_dqn(models[scenario])
                 res = run_episode(policy, env, seed)

@@ -18,6 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from agents.demonstrations import DemoParams
 from agents.dqn import DqnParams
 from envs import env_id
 from experiments import joblog
@@ -63,6 +64,30 @@ class DqnSchema:
     double_q: bool = _DQN.double_q
 
 
+DEMONSTRATORS = ("none", "symptoms")
+"""Demonstrators ``experiments.train`` can record.
+
+``symptoms`` is :class:`agents.base.SymptomPolicy`; ``none`` records nothing."""
+
+
+@dataclass
+class DemoSchema:
+    """Demonstrations for the DQN (:mod:`agents.demonstrations`); ``policy=none``: none.
+
+    ``episodes`` episodes of the training env (same scenario, size, length and fault rates,
+    seeds apart from training's and evaluation's) are recorded with the demonstrator, the DQN
+    takes ``pretrain_steps`` gradient steps on them alone, then adds ``batch_size`` of them
+    to every update.
+    """
+
+    policy: str = "none"
+    episodes: int = 20
+    margin: float = 0.8
+    weight: float = 1.0
+    batch_size: int = 32
+    pretrain_steps: int = 5_000
+
+
 @dataclass
 class TrainSchema:
     """Top level of ``python -m experiments.train``.
@@ -85,6 +110,7 @@ class TrainSchema:
     agent: DqnSchema = MISSING
     tracking: TrackingSchema = MISSING
     env: EnvSchema = field(default_factory=EnvSchema)
+    demo: DemoSchema = field(default_factory=DemoSchema)
     seed: int = 0
     total_timesteps: int = 200_000
     checkpoint_freq: int = 10_000
@@ -178,6 +204,26 @@ def check_train(schema: TrainSchema) -> None:
     episode_steps(schema.scenario.hours, schema.env.control_interval_s)
     episode_steps(schema.eval_hours, schema.env.control_interval_s, "eval_hours")
     dqn_params(schema.agent)
+    demo_params(schema.demo)
+
+
+def demo_params(demo: DemoSchema) -> DemoParams | None:
+    """The demonstration settings (None for ``demo.policy=none``), validated.
+
+    Raises:
+        ConfigError: an unknown demonstrator or a bad value, naming its key.
+    """
+    if demo.policy not in DEMONSTRATORS:
+        raise ConfigError(f"demo.policy: unknown demonstrator {demo.policy!r}; "
+                          f"known: {list(DEMONSTRATORS)}")
+    if demo.episodes < 1:
+        raise ConfigError(f"demo.episodes must be >= 1, got {demo.episodes}")
+    try:
+        params = DemoParams(margin=demo.margin, weight=demo.weight, batch_size=demo.batch_size,
+                            pretrain_steps=demo.pretrain_steps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return None if demo.policy == "none" else params
 
 
 def run_dir_of(schema: TrainSchema) -> Path:
@@ -248,7 +294,9 @@ class EvaluateSchema:
     defaults: list[Any] = field(default_factory=lambda: [
         "_self_", {"tracking": "mlflow"}, {"override hydra/job_logging": joblog.OPTION}])
     tracking: TrackingSchema = MISSING
-    agents: list[str] = field(default_factory=lambda: ["noop", "random", "rules", "dqn"])
+    agents: list[str] = field(
+        default_factory=lambda: ["noop", "random", "rules", "symptoms", "dqn"]
+    )
     scenarios: list[str] = field(
         default_factory=lambda: ["service_crash", "performance_degradation"]
     )

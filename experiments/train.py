@@ -3,6 +3,7 @@
     python -m experiments.train agent=dqn scenario=service_crash
     python -m experiments.train scenario=performance_degradation total_timesteps=300000 seed=1
     python -m experiments.train scenario=mixed env.hosts=30 tracking=off run_dir=/tmp/r
+    python -m experiments.train scenario=performance_degradation demo.policy=symptoms
 
 Every ``checkpoint_freq`` steps the model, its replay buffer and the learning curve so far
 are written to ``run_dir`` (atomically); starting the same command again continues from
@@ -11,6 +12,11 @@ there. Every ``eval_freq`` steps the greedy policy runs ``eval_episodes`` episod
 as ``best_model.zip``, as stable-baselines3's EvalCallback does. The learning curve
 (episode returns, evaluations, training speed) goes to MLflow with the flattened config
 as params and the models as artifacts.
+With ``demo.policy=symptoms`` the DQN learns from demonstrations as well
+(:mod:`agents.demonstrations`): ``demo.episodes`` episodes of the training env played by
+:class:`agents.base.SymptomPolicy` are recorded, the network is pre-trained on them for
+``demo.pretrain_steps`` gradient steps, and every update adds a batch of them with a
+large-margin loss; a resumed run records them again (the same seeds give the same ones).
 Standard output ends with one JSON object.
 """
 
@@ -33,13 +39,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from tqdm import tqdm
 
-from agents.base import evaluate
+from agents import demonstrations
+from agents.base import SymptomPolicy, evaluate
 from agents.dqn import DqnPolicy, MaskedDQN, make_dqn
 from experiments import joblog, jsonout, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
     TrainSchema,
     check_train,
+    demo_params,
     dqn_params,
     make_env,
     register_rl_configs,
@@ -52,6 +60,7 @@ REPLAY = "checkpoint_replay.pkl"
 STATE = "checkpoint.json"
 BEST = "best_model.zip"
 EVAL_SEED_BASE = 1_000_000
+DEMO_SEED_BASE = 2_000_000
 
 
 class _Training(BaseCallback):
@@ -153,6 +162,42 @@ class _Run:
         self.flush()
 
 
+def _demonstrate(schema: TrainSchema, model: DQN, *, pretrain: bool) -> dict[str, Any] | None:
+    """Record the demonstrations ``schema.demo`` asks for, hand them to the model, pretrain.
+
+    The same seeds give the same demonstrations, so a resumed run rebuilds them exactly; it
+    does not pretrain again (its network already went through that).
+    """
+    params = demo_params(schema.demo)
+    if params is None:
+        return None
+    if not isinstance(model, MaskedDQN):
+        raise TypeError("demonstrations need a MaskedDQN")
+    s = schema
+    env = make_env(s.scenario.name, s.env.hosts, s.env.control_interval_s, s.scenario.hours,
+                   s.env.fault_rate_scale)
+    assert env.observation_space.shape is not None
+    demonstrator = SymptomPolicy(int(env.observation_space.shape[0]))
+    t0 = time.perf_counter()
+    seeds = [DEMO_SEED_BASE + i for i in range(s.demo.episodes)]
+    demos = demonstrations.collect(demonstrator, env, seeds, model.n_steps, model.gamma,
+                                   progress=True)
+    env.close()
+    model.set_demonstrations(demos, params, seed=s.seed)
+    collect_s = time.perf_counter() - t0
+    losses = model.pretrain(params.pretrain_steps, progress=True) if pretrain else []
+    return {
+        "policy": s.demo.policy,
+        "episodes": demos.episodes,
+        "transitions": len(demos),
+        "actions": int((demos.actions != 0).sum()),
+        "collect_s": round(collect_s, 1),
+        "pretrain_steps": len(losses),
+        "pretrain_s": round(time.perf_counter() - t0 - collect_s, 1),
+        "pretrain_last_loss": round(float(np.mean(losses[-100:])), 5) if losses else None,
+    }
+
+
 def _finite_or_none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
@@ -197,6 +242,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     else:
         model, state = loaded
     resumed_from = int(state.get("num_timesteps", 0))
+    demo_info = _demonstrate(schema, model, pretrain=loaded is None)
 
     client, run_id = None, None
     if s.tracking.enabled:
@@ -264,6 +310,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             "model": str(model_path.resolve()),
             "best_model": str((run_dir / BEST).resolve()),
             "best_eval_return": _finite_or_none(run.best_return),
+            "demonstrations": demo_info,
             **{k.replace("/", "_"): v for k, v in run.last_eval.items()},
             "mlflow_run_id": run_id,
         }

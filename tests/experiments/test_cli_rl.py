@@ -75,6 +75,24 @@ def test_train_resumes_after_being_killed(tmp_path: Path) -> None:
     assert tags["resumed_from_step"] == str(saved)
 
 
+def test_train_with_demonstrations_and_resume(tmp_path: Path) -> None:
+    """``demo.policy=symptoms`` records, pre-trains and reports; a resume does not pre-train."""
+    run_dir = tmp_path / "run"
+    args = [*TINY_TRAIN, "checkpoint_freq=200", f"run_dir={run_dir}", "tracking=off",
+            "demo.policy=symptoms", "demo.episodes=2", "demo.pretrain_steps=40"]
+    first = _run("experiments.train", tmp_path, *args, "total_timesteps=200")
+    assert first.returncode == 0, first.stderr[-2000:]
+    demo = _last_json(first.stdout)["demonstrations"]
+    assert demo["policy"] == "symptoms" and demo["episodes"] == 2
+    assert demo["transitions"] == 2 * 180 and demo["pretrain_steps"] == 40
+    again = _run("experiments.train", tmp_path, *args, "total_timesteps=400")
+    assert again.returncode == 0, again.stderr[-2000:]
+    line = _last_json(again.stdout)
+    assert line["resumed_from"] == 200 and line["timesteps"] == 400
+    assert line["demonstrations"]["transitions"] == demo["transitions"]
+    assert line["demonstrations"]["pretrain_steps"] == 0
+
+
 @pytest.mark.slow
 def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
     """Evaluate rules, no-op and DQN with statistics; export the DQN with full parity."""
@@ -118,6 +136,7 @@ def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
     [
         ("experiments.evaluate", ["agents=[noop,foo]"], "agents: unknown ['foo']"),
         ("experiments.train", ["agent.learning_rate=-1"], "agent.learning_rate"),
+        ("experiments.train", ["demo.policy=oracle"], "demo.policy: unknown demonstrator"),
         ("experiments.export", ["model=missing.zip"], "model: missing.zip does not exist"),
     ],
 )
@@ -135,10 +154,12 @@ def test_config_checks_name_their_keys() -> None:
     from experiments.config import ScenarioSchema, TrackingSchema
     from experiments.evaluate import check
     from experiments.rl_config import (
+        DemoSchema,
         DqnSchema,
         EvaluateSchema,
         TrainSchema,
         check_train,
+        demo_params,
         dqn_params,
     )
     from sim.errors import ConfigError
@@ -155,6 +176,17 @@ def test_config_checks_name_their_keys() -> None:
         bad = TrainSchema(**{**base.__dict__, field: value})
         with pytest.raises(ConfigError, match=message):
             check_train(bad)
+    assert demo_params(base.demo) is None  # no demonstrations by default
+    assert demo_params(DemoSchema(policy="symptoms")) is not None
+    for field, value, message in (
+        ("episodes", 0, "demo.episodes must be >= 1"),
+        ("margin", -0.5, "demo.margin must be"),
+        ("batch_size", 0, "demo.batch_size must be"),
+        ("pretrain_steps", -1, "demo.pretrain_steps must be"),
+    ):
+        demo = DemoSchema(**{**DemoSchema(policy="symptoms").__dict__, field: value})
+        with pytest.raises(ConfigError, match=message):
+            check_train(TrainSchema(**{**base.__dict__, "demo": demo}))
     ev = EvaluateSchema(tracking=TrackingSchema())
     check(ev)
     for field, value, message in (
