@@ -106,8 +106,9 @@ def collect(
 ) -> Demonstrations:
     """Run ``policy`` greedily on ``env`` for one episode per seed and keep its transitions.
 
-    A policy with a ``mask`` attribute (:class:`agents.base.SymptomPolicy`) is given the
-    env's ``info["action_mask"]`` before each step, as :func:`agents.base.run_episode` does.
+    As in :func:`agents.base.run_episode`, the policy's recurrent state passes from step to
+    step, and a policy with a ``mask`` attribute (:class:`agents.base.SymptomPolicy`) is
+    given the env's ``info["action_mask"]`` before each step.
 
     Args:
         policy: The demonstrator (its ``predict`` answers an action index of the env).
@@ -128,12 +129,17 @@ def collect(
                mininterval=1.0)
     for seed in bar:
         obs, info = env.reset(seed=int(seed))
-        observations, actions, rewards = [np.asarray(obs, dtype=np.float32)], [], []
+        observations = [np.asarray(obs, dtype=np.float32)]
+        actions: list[int] = []
+        rewards: list[float] = []
         terminated = truncated = False
+        state: tuple[np.ndarray, ...] | None = None
         while not (terminated or truncated):
             if hasattr(policy, "mask"):
                 policy.mask = info.get("action_mask")
-            action, _ = policy.predict(obs, deterministic=True)
+            action, state = policy.predict(obs, state=state,
+                                           episode_start=np.array([not actions]),
+                                           deterministic=True)
             a = int(np.asarray(action).reshape(-1)[0])
             if not env.action_space.contains(a):
                 raise ValueError(f"demonstrator chose action {a} outside {env.action_space}")

@@ -65,6 +65,23 @@ def test_symptom_policy_takes_the_most_urgent_admissible_kind() -> None:
     policy.mask[switch] = False
     assert int(policy.predict(sick)[0]) == restart_2
     policy.mask = None
+    # by default it holds nothing; with hold_steps, threaded through its state, an action
+    # taken is passed over for that many steps
+    state = None
+    for step in range(3):
+        action, state = policy.predict(sick, state=state, episode_start=np.array([step == 0]))
+        assert int(action) == switch
+    holding = SymptomPolicy(dim, hold_steps=12)
+    state = None
+    taken = []
+    for step in range(15):
+        action, state = holding.predict(sick, state=state, episode_start=np.array([step == 0]))
+        taken.append(int(action))
+    assert taken[0] == switch and taken[12] == switch and switch not in taken[1:12]
+    assert taken[1] == restart_2 and taken[2] != restart_2
+    assert int(holding.predict(sick, state=state, episode_start=np.array([True]))[0]) == switch
+    with pytest.raises(ValueError, match="hold_steps"):
+        SymptomPolicy(dim, hold_steps=-1)
     with pytest.raises(ValueError, match="unknown action kinds"):
         SymptomPolicy(dim, priority=("scale_out", "reboot_the_world"))
 
