@@ -88,23 +88,26 @@ SYMPTOM_PRIORITY: tuple[str, ...] = (
     "scale_out",
     "repair_switch",
     "repair_link",
-    "repair_host",
     "cold_migrate",
     "config_rollback",
     "restart_instance",
-    "replace_fan",
-    "evict_noisy_neighbour",
     "add_memory",
     "rolling_patch",
+    "evict_noisy_neighbour",
+    "replace_fan",
+    "repair_host",
 )
 """Action kinds :class:`SymptomPolicy` takes, most urgent first: capacity under load, then
-what takes many replicas down at once (a rack's switch, a link, a host, replicas stranded on
-a dead VM or host, a bad configuration on every replica) before one replica's restart, then
-hardware wear, memory and patches. Left out: ``scale_in`` (capacity handed back under load
-is the costliest mistake a healing policy makes), ``shed_load`` / ``stop_shedding``
-(refusing requests is itself an outage) and ``clear_cache`` (``add_memory`` answers the
-same symptom without a cold cache). The order was set by reasoning about root causes and
-checked on seeds 100-109 of five scenarios, apart from the evaluation seeds (0-19)."""
+what takes many replicas down at once (a rack's switch, a link, replicas stranded on a dead
+VM or host, a bad configuration on every replica) before one replica's restart, then
+memory, patches and noisy neighbours, and last the repairs whose symptom stays while they
+run (a fan's swap, 15 minutes; a host's repair, hours), so that a stateless policy retrying
+them does not block everything ranked below. Left out: ``scale_in`` (capacity handed back
+under load is the costliest mistake a healing policy makes), ``shed_load`` /
+``stop_shedding`` (refusing requests is itself an outage) and ``clear_cache``
+(``add_memory`` answers the same symptom without a cold cache). The order was set by
+reasoning about root causes and checked on seeds 100-109 of six scenarios, apart from the
+evaluation seeds (0-19)."""
 
 
 class SymptomPolicy:
