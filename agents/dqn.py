@@ -10,6 +10,8 @@ is): exploration, warm-up included, samples uniformly among them, and the greedy
 the target's argmax ignore the others (Double DQN by default: the online network picks the
 next action, the target network values it). The mask is computed from the observation by
 :class:`AdmissibleActions` inside the Q-network, so the exported graph applies the same one.
+Given demonstrations (:meth:`MaskedDQN.set_demonstrations`, :mod:`agents.demonstrations`)
+it pre-trains on them and adds a batch of them, with a large-margin loss, to every update.
 """
 
 from __future__ import annotations
