@@ -161,6 +161,7 @@ class SymptomPolicy:
             dtype=np.int64,
         )
         self._big = big
+        self.obs_dim = int(obs_dim)
         self.mask: np.ndarray | None = None
 
     def predict(
@@ -178,6 +179,9 @@ class SymptomPolicy:
         either, and its state is returned unchanged.
         """
         obs = np.asarray(observation, dtype=np.float32)
+        if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"observation of shape {obs.shape}: expected ({self.obs_dim},) "
+                             f"or (batch, {self.obs_dim})")
         batch = obs.reshape(-1, obs.shape[-1])
         allowed = admissible_mask(batch, self.rules)
         if obs.ndim != 1:
@@ -185,6 +189,9 @@ class SymptomPolicy:
             actions = np.where(keys.min(axis=1) < self._big, keys.argmin(axis=1), 0)
             return actions.astype(np.int64), state
         if self.mask is not None:
+            if np.shape(self.mask) != (self._key.size,):
+                raise ValueError(f"mask of shape {np.shape(self.mask)}: expected "
+                                 f"({self._key.size},), one entry per action")
             allowed &= np.asarray(self.mask, dtype=bool)
         fresh = state is None or (episode_start is not None and bool(np.any(episode_start)))
         if fresh:

@@ -82,6 +82,12 @@ def test_symptom_policy_takes_the_most_urgent_admissible_kind() -> None:
     assert int(holding.predict(sick, state=state, episode_start=np.array([True]))[0]) == switch
     with pytest.raises(ValueError, match="hold_steps"):
         SymptomPolicy(dim, hold_steps=-1)
+    with pytest.raises(ValueError, match="observation of shape"):
+        policy.predict(np.zeros(dim + 1, np.float32))
+    policy.mask = np.ones(3, dtype=bool)
+    with pytest.raises(ValueError, match="mask of shape"):
+        policy.predict(obs)
+    policy.mask = None
     with pytest.raises(ValueError, match="unknown action kinds"):
         SymptomPolicy(dim, priority=("scale_out", "reboot_the_world"))
 
