@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -182,12 +182,9 @@ class SymptomPolicy:
         if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
             raise ValueError(f"observation of shape {obs.shape}: expected ({self.obs_dim},) "
                              f"or (batch, {self.obs_dim})")
-        batch = obs.reshape(-1, obs.shape[-1])
-        allowed = admissible_mask(batch, self.rules)
+        allowed = admissible_mask(obs.reshape(-1, self.obs_dim), self.rules)
         if obs.ndim != 1:
-            keys = np.where(allowed, self._key, self._big)
-            actions = np.where(keys.min(axis=1) < self._big, keys.argmin(axis=1), 0)
-            return actions.astype(np.int64), state
+            return self._choose(allowed), state
         if self.mask is not None:
             if np.shape(self.mask) != (self._key.size,):
                 raise ValueError(f"mask of shape {np.shape(self.mask)}: expected "
@@ -201,12 +198,16 @@ class SymptomPolicy:
             assert state is not None
             last, step = state[0].copy(), int(state[1])
             allowed[0] &= step - last >= self.hold_steps
-        keys = np.where(allowed[0], self._key, self._big)
-        action = int(keys.argmin()) if keys.min() < self._big else 0
+        action = int(self._choose(allowed)[0])
         if action:
             last[action] = step
         new_state = (last, np.asarray(step + 1, dtype=np.int64))
         return np.asarray(action, dtype=np.int64), new_state
+
+    def _choose(self, allowed: np.ndarray) -> np.ndarray:
+        """Per row of ``allowed`` (batch, actions): the allowed action of least key, else 0."""
+        keys = np.where(allowed, self._key, self._big)
+        return np.where(keys.min(axis=1) < self._big, keys.argmin(axis=1), 0).astype(np.int64)
 
 
 class RulePolicy:
@@ -260,31 +261,57 @@ class EpisodeResult:
     kpis: dict[str, float]
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One env step of an episode: the observation acted on, the action and what followed."""
+
+    observation: np.ndarray
+    action: int
+    reward: float
+    next_observation: np.ndarray
+    terminated: bool
+    truncated: bool
+
+
+def play(
+    policy: Policy, env: Any, seed: int, *, deterministic: bool = True
+) -> Iterator[Step]:
+    """Run one episode of ``env`` under ``policy``, reset with ``seed``, step by step.
+
+    The policy's recurrent ``state`` is passed from step to step, with ``episode_start``
+    true on the first; a policy with a ``mask`` attribute (:class:`RandomPolicy`,
+    :class:`SymptomPolicy`) is given the env's ``info["action_mask"]`` before each step.
+    """
+    obs, info = env.reset(seed=seed)
+    state: tuple[np.ndarray, ...] | None = None
+    first, done = True, False
+    while not done:
+        if hasattr(policy, "mask"):
+            policy.mask = info.get("action_mask")
+        action, state = policy.predict(
+            obs, state=state, episode_start=np.array([first]), deterministic=deterministic
+        )
+        a = int(np.asarray(action).reshape(-1)[0])
+        nxt, reward, terminated, truncated, info = env.step(a)
+        yield Step(obs, a, float(reward), nxt, bool(terminated), bool(truncated))
+        obs, first, done = nxt, False, terminated or truncated
+
+
 def run_episode(
     policy: Policy, env: Any, seed: int, *, deterministic: bool = True,
     on_step: Callable[[np.ndarray, int], None] | None = None,
 ) -> EpisodeResult:
     """Run one episode of ``env`` (a Gymnasium env over the twin) under ``policy``.
 
-    The policy's recurrent ``state`` is passed from step to step, with ``episode_start``
-    true on the first. ``on_step`` receives every observation and the action chosen for it.
+    Steps as :func:`play`. ``on_step`` receives every observation and the action chosen
+    for it.
     """
-    obs, info = env.reset(seed=seed)
-    total, steps, done = 0.0, 0, False
-    state: tuple[np.ndarray, ...] | None = None
-    while not done:
-        if isinstance(policy, RandomPolicy | SymptomPolicy):
-            policy.mask = info.get("action_mask")
-        action, state = policy.predict(
-            obs, state=state, episode_start=np.array([steps == 0]), deterministic=deterministic
-        )
-        a = int(np.asarray(action).reshape(-1)[0])
+    total, steps = 0.0, 0
+    for step in play(policy, env, seed, deterministic=deterministic):
         if on_step is not None:
-            on_step(obs, a)
-        obs, reward, terminated, truncated, info = env.step(a)
-        total += float(reward)
+            on_step(step.observation, step.action)
+        total += step.reward
         steps += 1
-        done = terminated or truncated
     twin: Twin = env.unwrapped.twin
     kpis = compute_kpis(twin.log.since(0))
     return EpisodeResult(seed, total, steps, kpis)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from agents.base import Policy
+from agents.base import Policy, play
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +106,8 @@ def collect(
 ) -> Demonstrations:
     """Run ``policy`` greedily on ``env`` for one episode per seed and keep its transitions.
 
-    As in :func:`agents.base.run_episode`, the policy's recurrent state passes from step to
-    step, and a policy with a ``mask`` attribute (:class:`agents.base.SymptomPolicy`) is
-    given the env's ``info["action_mask"]`` before each step.
+    Episodes are played by :func:`agents.base.play` (recurrent state and the env's action
+    mask handed to the policy as in evaluation).
 
     Args:
         policy: The demonstrator (its ``predict`` answers an action index of the env).
@@ -119,7 +118,7 @@ def collect(
         progress: Show a progress bar on stderr.
 
     Raises:
-        ValueError: no seeds, or the env returned an action outside its space.
+        ValueError: no seeds (an action outside the env's space is refused by the env).
     """
     if not seeds:
         raise ValueError("demonstrations need at least one episode (seed)")
@@ -128,30 +127,14 @@ def collect(
     bar = tqdm(seeds, desc="demonstrations", unit="episode", disable=not progress,
                mininterval=1.0)
     for seed in bar:
-        obs, info = env.reset(seed=int(seed))
-        observations = [np.asarray(obs, dtype=np.float32)]
-        actions: list[int] = []
-        rewards: list[float] = []
-        terminated = truncated = False
-        state: tuple[np.ndarray, ...] | None = None
-        while not (terminated or truncated):
-            if hasattr(policy, "mask"):
-                policy.mask = info.get("action_mask")
-            action, state = policy.predict(obs, state=state,
-                                           episode_start=np.array([not actions]),
-                                           deterministic=True)
-            a = int(np.asarray(action).reshape(-1)[0])
-            if not env.action_space.contains(a):
-                raise ValueError(f"demonstrator chose action {a} outside {env.action_space}")
-            obs, reward, terminated, truncated, info = env.step(a)
-            observations.append(np.asarray(obs, dtype=np.float32))
-            actions.append(a)
-            rewards.append(float(reward))
-        all_obs = np.stack(observations)
-        ret, offsets, dones, disc = n_step_targets(np.array(rewards), bool(terminated), n_steps,
-                                                   gamma)
+        steps = list(play(policy, env, int(seed)))
+        all_obs = np.stack([steps[0].observation, *(st.next_observation for st in steps)])
+        all_obs = all_obs.astype(np.float32, copy=False)
+        ret, offsets, dones, disc = n_step_targets(
+            np.array([st.reward for st in steps]), steps[-1].terminated, n_steps, gamma
+        )
         parts["obs"].append(all_obs[:-1])
-        parts["act"].append(np.array(actions, dtype=np.int64))
+        parts["act"].append(np.array([st.action for st in steps], dtype=np.int64))
         parts["ret"].append(ret)
         parts["next"].append(all_obs[offsets])
         parts["done"].append(dones)
