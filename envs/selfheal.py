@@ -90,7 +90,8 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
     ## Action Space
 
     ``Discrete(n)`` over the table of :func:`envs.spaces.action_table`: 0 is the no-op, then
-    for each service restart its worst instance, cold-migrate a stranded instance, add
+    for each service restart its worst instance (one that is down, not ready, erroring or
+    holding memory above half its limit; never a healthy one), cold-migrate a stranded instance, add
     memory to its fullest instance, scale out, scale in, roll back its configuration, patch
     it, clear its cache; then evict a noisy neighbour from the busiest host, replace the
     fan of the hottest host, repair a down host, repair the switch of a cut-off rack, repair
@@ -156,7 +157,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    ``gymnasium.make("NovaCron/SelfHeal-ServiceCrash-v0", hosts=100, max_episode_steps=4320,
+    ``gymnasium.make("NovaCron/SelfHeal-ServiceCrash-v1", hosts=100, max_episode_steps=4320,
     control_interval_s=10.0, safety=SafetyConfig(), reward=RewardWeights())``. Without a
     ``config``, the twin is the scenario's on ``hosts`` hosts with one tick and one
     telemetry sample per control interval, keeping only the latest sample
@@ -164,6 +165,10 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
+    * v1: ``restart_instance`` aims only at a replica a restart may help (down, not ready,
+      erroring or holding memory above half its limit); with none, the entry has no
+      target and is masked out. In v0 it restarted the fullest healthy replica, which a
+      policy could repeat into an outage of its own making.
     * v0: initial version.
     """
 

@@ -258,6 +258,7 @@ _HMIN_SCALE = np.array([1.0, _NOMINAL_FAN_RPM], dtype=np.float32)
 _HMAX_LINK = 4
 _H_UP, _H_CPU = _H["up"], _H["cpu_util"]
 _I_UP, _I_READY, _I_VM_UP, _I_RPS = _I["up"], _I["ready"], _I["vm_up"], _I["rps"]
+_I_ERR, _I_MEM = _I["error_rate"], _I["mem_util"]
 
 
 class EncodeCache:
@@ -409,7 +410,7 @@ def encode_and_mask(
     mask = c.mask.copy()
     stranded = (grouped[:, _I_VM_UP] < 0.5) | ~up_host_inst
     if c.present.size:
-        flags = np.array([up_host_inst, stranded, live]).T
+        flags = np.array([up_host_inst & _restart_worthy(grouped), stranded, live]).T
         mask[c.instance_rows[c.present]] = np.logical_or.reduceat(flags, c.starts, axis=0)
     row = 1 + n_s * len(SERVICE_ACTIONS)
     mask[row] = mask[row + 1] = n_up > 0
@@ -421,13 +422,30 @@ def encode_and_mask(
     return out, mask
 
 
+def _restart_worthy(inst: np.ndarray) -> np.ndarray:
+    """Rows of an instance table that a restart may help.
+
+    Down, not ready, erroring (error rate above ``errors``) or holding memory above
+    ``memory`` of its limit (a leak).
+    """
+    return (
+        (inst[:, _I_UP] < 0.5)
+        | (inst[:, _I_READY] < 0.5)
+        | (inst[:, _I_ERR] > SYMPTOM_THRESHOLDS["errors"])
+        | (inst[:, _I_MEM] > SYMPTOM_THRESHOLDS["memory"])
+    )
+
+
 def _worst_instance(obs: Observation, service: int) -> int:
     """The instance of ``service`` most in need of a restart; -1 if none.
 
-    Among its instances on up hosts: down first, then not ready, then the highest memory use.
+    Among its instances on up hosts that a restart may help (:func:`_restart_worthy`; a
+    healthy replica is never a target): down first, then not ready, then the highest memory
+    use.
     """
     cand = obs.inst_used & (obs.inst_service == service)
     cand &= obs.host[obs.inst_host, _H["up"]] > 0.5
+    cand &= _restart_worthy(obs.inst)
     idx = np.flatnonzero(cand)
     if idx.size == 0:
         return -1
@@ -528,7 +546,8 @@ def action_mask(obs: Observation, layout: Layout, shed_fraction: float = 0.0) ->
     """Which actions have a target now (bool, one per index), from ``obs`` alone.
 
     An entry is masked out when its selector finds no target (no down host for
-    ``repair_host``, no cut-off rack for ``repair_switch``), when ``scale_in`` would go below
+    ``repair_host``, no cut-off rack for ``repair_switch``, no replica of the service that a
+    restart may help for ``restart_instance``), when ``scale_in`` would go below
     two replicas, ``shed_load`` at the 60% maximum, or ``stop_shedding`` while
     ``shed_fraction`` is 0. Whether an unmasked action is
     admissible now is for the safety gate and the plant, which refuse it with a reason. The

@@ -17,11 +17,12 @@ from control.safety import SafetyConfig
 from envs import ENV_IDS, env_id
 from envs.selfheal import RewardWeights, SelfHealEnv
 from envs.spaces import EncodeCache, Layout, decode, encode, encode_and_mask, layout_from
+from sim.actions import Action
 from sim.config import ScriptedFault
 from sim.errors import ConfigError
 from sim.events import ActionRecord
 from sim.scenarios import SCENARIOS, make_config
-from sim.telemetry import INSTANCE_FEATURES
+from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES
 
 HOSTS = 20
 
@@ -52,8 +53,8 @@ def _rollout(env_name: str, seed: int, steps: int = 120) -> tuple[np.ndarray, ..
 def test_one_id_per_scenario_plus_mixed() -> None:
     """Every scenario has its versioned id, Mixed among them, all in Gymnasium's registry."""
     assert set(ENV_IDS) == set(SCENARIOS)
-    assert ENV_IDS["mixed"] == "NovaCron/SelfHeal-Mixed-v0"
-    assert env_id("service_crash") == "NovaCron/SelfHeal-ServiceCrash-v0"
+    assert ENV_IDS["mixed"] == "NovaCron/SelfHeal-Mixed-v1"
+    assert env_id("service_crash") == "NovaCron/SelfHeal-ServiceCrash-v1"
     for name in ENV_IDS.values():
         assert name in gym.registry
 
@@ -180,6 +181,36 @@ def test_restart_of_a_crashed_instance_through_the_table() -> None:
     assert env.twin.observe().inst_ready[3]
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("up", 0.0), ("ready", 0.0), ("error_rate", 0.05), ("mem_util", 0.7)],
+)
+def test_restart_aims_only_at_a_replica_a_restart_may_help(column: str, value: float) -> None:
+    """A healthy service offers no restart target (none decoded, masked out).
+
+    One replica down, not ready, erroring or holding memory above half its limit is the target.
+    """
+    env = SelfHealEnv("calm", hosts=HOSTS)
+    env.reset(seed=0)
+    obs = env.twin.observe()
+    layout = env.layout
+    svc = int(obs.inst_service[3])
+    idx = 1 + svc * 8
+    assert layout.actions[idx].kind == "restart_instance"
+    _, mask = encode_and_mask(obs, layout)
+    assert decode(idx, layout, obs) is None and not mask[idx]
+    inst = obs.inst.copy()
+    inst[3, INSTANCE_FEATURES.index(column)] = value
+    sick = dataclasses.replace(obs, inst=inst)
+    _, mask = encode_and_mask(sick, layout)
+    assert decode(idx, layout, sick).target == "inst-3" and mask[idx]
+    # at the threshold itself a replica still counts as healthy
+    if column in ("error_rate", "mem_util"):
+        inst[3, INSTANCE_FEATURES.index(column)] = 0.02 if column == "error_rate" else 0.5
+        same = dataclasses.replace(obs, inst=inst)
+        assert decode(idx, layout, same) is None and not encode_and_mask(same, layout)[1][idx]
+
+
 def test_encode_is_bounded_and_decode_is_plant_agnostic() -> None:
     """Encode stays in bounds; decode needs only the observation and names real targets."""
     env = SelfHealEnv("mixed", hosts=HOSTS)
@@ -244,11 +275,16 @@ def test_encode_cache_gives_the_uncached_encoding() -> None:
     cache, view_cache = EncodeCache(), EncodeCache()
     layout = env.layout
     api = layout.service_names.index("api")
-    # scale out api, restart one of its replicas and scale in while it is down: the
-    # restarting replica goes, which leaves a free slot among the used ones
-    actions = {5: 1 + api * 8 + 3, 50: 1 + api * 8, 51: 1 + api * 8 + 4}
+    # scale out api, restart one of its (healthy) replicas on the plant directly, since the
+    # table restarts only sick ones, and scale in while it is down: the restarting replica
+    # goes, which leaves a free slot among the used ones
+    actions = {5: 1 + api * 8 + 3, 51: 1 + api * 8 + 4}
     placements, runs = set(), set()
     for t in range(90):
+        if t == 50:
+            obs = env.twin.observe()
+            first = int(np.flatnonzero(obs.inst_used & (obs.inst_service == api))[0])
+            assert env.twin.apply(Action("restart_instance", f"inst-{first}")).accepted
         env.step(actions.get(t, 0))
         obs = env.twin.observe()
         placements.add(obs.inst_used.tobytes())
@@ -283,7 +319,16 @@ def test_encoding_of_a_service_without_instances_and_the_per_service_maxima() ->
         rows = obs.inst[used & (obs.inst_service == s)][:, cols]
         want = np.maximum(rows.max(axis=0), 0.0) if rows.size else np.zeros(3)
         np.testing.assert_array_equal(per[s, [5, 7, 10]], np.minimum(want, [1.0, 1.5, 1.0]))
-        assert mask[1 + s * 8] == (s != gone)
+        assert mask[1 + s * 8 + 2] == (s != gone)  # add_memory: a running replica to grow
+        host_up = obs.host[obs.inst_host, HOST_FEATURES.index("up")] > 0.5
+        mine = used & (obs.inst_service == s) & host_up
+        sick = (
+            (obs.inst[:, INSTANCE_FEATURES.index("up")] < 0.5)
+            | (obs.inst[:, INSTANCE_FEATURES.index("ready")] < 0.5)
+            | (obs.inst[:, INSTANCE_FEATURES.index("error_rate")] > 0.02)
+            | (obs.inst[:, INSTANCE_FEATURES.index("mem_util")] > 0.5)
+        )
+        assert mask[1 + s * 8] == bool((mine & sick).any())
 
 
 def test_the_telemetry_ring_length_does_not_change_an_episode() -> None:
