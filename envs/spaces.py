@@ -410,7 +410,19 @@ def encode_and_mask(
     mask = c.mask.copy()
     stranded = (grouped[:, _I_VM_UP] < 0.5) | ~up_host_inst
     if c.present.size:
-        flags = np.array([up_host_inst & _restart_worthy(grouped), stranded, live]).T
+        # Restart targets (as _restart_worthy, on up hosts): ``dark`` holds the down and
+        # unready ones; erroring or full ones can exist only where a service's maximum (over
+        # all its slots, a superset) reaches the threshold, so a healthy cluster skips that
+        # test.
+        restart = dark
+        if maxes[:, 1].max() >= SYMPTOM_THRESHOLDS["memory"] or (
+            maxes[:, 2].max() >= SYMPTOM_THRESHOLDS["errors"]
+        ):
+            restart = dark | (up_host_inst & (
+                (grouped[:, _I_ERR] > SYMPTOM_THRESHOLDS["errors"])
+                | (grouped[:, _I_MEM] > SYMPTOM_THRESHOLDS["memory"])
+            ))
+        flags = np.array([restart, stranded, live]).T
         mask[c.instance_rows[c.present]] = np.logical_or.reduceat(flags, c.starts, axis=0)
     row = 1 + n_s * len(SERVICE_ACTIONS)
     mask[row] = mask[row + 1] = n_up > 0
@@ -429,8 +441,7 @@ def _restart_worthy(inst: np.ndarray) -> np.ndarray:
     ``memory`` of its limit (a leak).
     """
     return (
-        (inst[:, _I_UP] < 0.5)
-        | (inst[:, _I_READY] < 0.5)
+        ~((inst[:, _I_UP] > 0.5) & (inst[:, _I_READY] > 0.5))
         | (inst[:, _I_ERR] > SYMPTOM_THRESHOLDS["errors"])
         | (inst[:, _I_MEM] > SYMPTOM_THRESHOLDS["memory"])
     )
