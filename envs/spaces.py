@@ -247,6 +247,7 @@ _SUM_COLS = np.array([_I["ready"], _I["up"], _I["vm_up"], _I["cpu_util"], _I["me
 _SUM_TO = np.array([0, 1, 2, 4, 6, 11])
 _MAX_COLS = np.array([_I["cpu_util"], _I["mem_util"], _I["error_rate"]])
 _MAX_TO = np.array([5, 7, 10])
+_MAXI_MEM, _MAXI_ERR = 1, 2  # columns of the per-service maxima (_MAX_COLS)
 _W_COLS = np.array([_I["latency_s"], _I["error_rate"]])
 _W_TO = np.array([8, 9])
 _HMAX_COLS = np.array([_H["cpu_util"], _H["temp_c"], _H["disk_latency_s"], _H["disk_wear"],
@@ -415,8 +416,8 @@ def encode_and_mask(
         # all its slots, a superset) reaches the threshold, so a healthy cluster skips that
         # test.
         restart = dark
-        if maxes[:, 1].max() >= SYMPTOM_THRESHOLDS["memory"] or (
-            maxes[:, 2].max() >= SYMPTOM_THRESHOLDS["errors"]
+        if maxes[:, _MAXI_MEM].max() >= SYMPTOM_THRESHOLDS["memory"] or (
+            maxes[:, _MAXI_ERR].max() >= SYMPTOM_THRESHOLDS["errors"]
         ):
             restart = dark | (up_host_inst & (
                 (grouped[:, _I_ERR] > SYMPTOM_THRESHOLDS["errors"])
