@@ -419,10 +419,7 @@ def encode_and_mask(
         if maxes[:, _MAXI_MEM].max() >= SYMPTOM_THRESHOLDS["memory"] or (
             maxes[:, _MAXI_ERR].max() >= SYMPTOM_THRESHOLDS["errors"]
         ):
-            restart = dark | (up_host_inst & (
-                (grouped[:, _I_ERR] > SYMPTOM_THRESHOLDS["errors"])
-                | (grouped[:, _I_MEM] > SYMPTOM_THRESHOLDS["memory"])
-            ))
+            restart = dark | (up_host_inst & _erroring_or_full(grouped))
         flags = np.array([restart, stranded, live]).T
         mask[c.instance_rows[c.present]] = np.logical_or.reduceat(flags, c.starts, axis=0)
     row = 1 + n_s * len(SERVICE_ACTIONS)
@@ -435,17 +432,22 @@ def encode_and_mask(
     return out, mask
 
 
+def _erroring_or_full(inst: np.ndarray) -> np.ndarray:
+    """Rows of an instance table that are erroring or full.
+
+    Erroring: error rate above ``errors``; full: memory above ``memory`` of its limit (a leak).
+    """
+    return (inst[:, _I_ERR] > SYMPTOM_THRESHOLDS["errors"]) | (
+        inst[:, _I_MEM] > SYMPTOM_THRESHOLDS["memory"]
+    )
+
+
 def _restart_worthy(inst: np.ndarray) -> np.ndarray:
     """Rows of an instance table that a restart may help.
 
-    Down, not ready, erroring (error rate above ``errors``) or holding memory above
-    ``memory`` of its limit (a leak).
+    Down, not ready, or :func:`_erroring_or_full`.
     """
-    return (
-        ~((inst[:, _I_UP] > 0.5) & (inst[:, _I_READY] > 0.5))
-        | (inst[:, _I_ERR] > SYMPTOM_THRESHOLDS["errors"])
-        | (inst[:, _I_MEM] > SYMPTOM_THRESHOLDS["memory"])
-    )
+    return ~((inst[:, _I_UP] > 0.5) & (inst[:, _I_READY] > 0.5)) | _erroring_or_full(inst)
 
 
 def _worst_instance(obs: Observation, service: int) -> int:

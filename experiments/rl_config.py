@@ -64,6 +64,8 @@ class DqnSchema:
     double_q: bool = _DQN.double_q
 
 
+_DEMO = DemoParams()
+
 DEMONSTRATORS = ("none", "symptoms")
 """Demonstrators ``experiments.train`` can record.
 
@@ -82,10 +84,10 @@ class DemoSchema:
 
     policy: str = "none"
     episodes: int = 20
-    margin: float = 0.8
-    weight: float = 1.0
-    batch_size: int = 32
-    pretrain_steps: int = 5_000
+    margin: float = _DEMO.margin
+    weight: float = _DEMO.weight
+    batch_size: int = _DEMO.batch_size
+    pretrain_steps: int = _DEMO.pretrain_steps
 
 
 @dataclass
