@@ -64,6 +64,18 @@ class TelemetryBuffer:
         self.inst[pos] = inst_rows
         self.count += 1
 
+    def next_slot(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Claim the slot of a sample at ``t_s`` and return it to be written in place.
+
+        Returns:
+            Views (host features, hosts) and (instance features, slots) of the slot, which
+            the caller fills completely before the buffer is read again.
+        """
+        pos = self.count % self.size
+        self.times_s[pos] = t_s
+        self.count += 1
+        return self.host[pos], self.inst[pos]
+
     @property
     def last_t_s(self) -> float:
         """Time of the latest sample (NaN before the first)."""

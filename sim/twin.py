@@ -18,6 +18,7 @@ import numpy as np
 import simpy
 from simpy.events import URGENT
 
+from sim import kernels
 from sim.actions import ACTION_SPECS, Action, ActionResult, ResolvedTarget, check
 from sim.actions import _destination as destination_host
 from sim.config import TwinConfig
@@ -39,17 +40,11 @@ from sim.faults import (
     strike,
     wear_out,
 )
-from sim.physics.compute import contention_factor
-from sim.physics.power import fan_power_w, linear_power_w
 from sim.physics.serving import (
-    fluid_backlog,
-    mm1_sojourn_s,
-    mmc_fluid_latency_s,
     path_latency_cdf,
-    timeout_fraction,
 )
-from sim.physics.storage import disk_hazard_per_s, wear_step
-from sim.physics.thermal import rc_step_temp_c, thermal_resistance_k_per_w, throttle_factor
+from sim.physics.storage import disk_hazard_per_s
+from sim.physics.thermal import thermal_resistance_k_per_w
 from sim.state import DISK_DEGRADED, DISK_FAILED, DISK_OK, ClusterState, initial_state
 from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation, TelemetryBuffer
 from sim.topology import Topology, build_topology
@@ -173,11 +168,10 @@ class Twin:
         self._host_tx_s = cfg.topology.packet_bits / host.nic_bps
         self._uplink_tx_s = cfg.topology.packet_bits / cfg.topology.uplink_bps
         self._hops_s = 2.0 * cfg.topology.hop_latency_s * (1.0 + self._cross_rack)
-        if host.power_model == "fan":
-            exponent = host.fan_exponent
-            self._power_w = lambda u, idle, busy: fan_power_w(u, idle, busy, exponent)
-        else:
-            self._power_w = linear_power_w
+        # The power law's exponent (sim.physics.power.fan_power_w), None for the linear law.
+        self._fan_exponent = host.fan_exponent if host.power_model == "fan" else None
+        self._no_upow = np.empty(0)
+        self._thermal_key: tuple[int, float] | None = None
         self._inv_host_mem = 1.0 / host.mem_bytes
         self._inv_nic = 1.0 / host.nic_bps
         # Throttling never takes a host's CPU to zero, so every slot's service rate mu is
@@ -863,6 +857,20 @@ class Twin:
         self._disks_wearing = bool(st.disk_wear_rate_per_s.any())
         self._dirty = False
 
+    def _nominal_thermal(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per host thermal resistance and RC decay over ``dt`` with healthy fans.
+
+        As :func:`~sim.physics.thermal.rc_step_temp_c` computes them from the scalar
+        resistance (numpy's exp), spread over the hosts; kept while ``dt`` is unchanged.
+        """
+        n_h = self.topo.n_hosts
+        if self._thermal_key != (n_h, dt):
+            r, c = self._host.thermal_r_k_per_w, self._host.thermal_c_j_per_k
+            self._nominal_r = np.full(n_h, r)
+            self._nominal_decay = np.full(n_h, np.exp(-dt / (r * c)))
+            self._thermal_key = (n_h, dt)
+        return self._nominal_r, self._nominal_decay
+
     def _tick(self, dt: float) -> None:
         st, topo, host = self.state, self.topo, self._host
         t = self.now_s
@@ -872,87 +880,32 @@ class Twin:
         if self._dirty:
             self._refresh_derived()
         svc, hst = st.inst_service, st.inst_host
-        n_s, n_h = topo.n_services, topo.n_hosts
 
         offered = self.workload.rate_rps(t, dt)
         admitted = offered * (1.0 - st.shed_fraction)
         lam_svc = admitted * topo.visit_ratio * self._svc_load_factor
-        lam = lam_svc.take(svc) * self._i_share
+        # Load, CPU contention, disks, queues, network and per-slot latency: the laws of
+        # sim.physics fused into compiled loops (sim.kernels, bit-identical to them).
         serving = self._serving
-        lam_serving = lam * serving
-
-        # Compute: proportional-share CPU contention and thermal throttling per host.
-        cpu_s = self._i_cpu_s
-        lam_s, s_host = lam.take(self._s_idx), self._s_host
-        demand = np.bincount(s_host, lam_s * self._s_cpu_s, minlength=n_h) + self._background_cores
-        cap = host.cores * st.throttle
-        contention = contention_factor(demand, cap)
-
-        # Storage: an M/M/1 disk per host; I/O wait adds to the service time.
-        iops = np.bincount(s_host, lam_s * self._s_iops, minlength=n_h)
-        st.disk_util = iops / self._iops_cap
-        st.disk_latency_s = mm1_sojourn_s(host.disk_service_s, st.disk_util)
-        mu = 1.0 / (cpu_s / contention.take(hst) + self._i_iops * st.disk_latency_s.take(hst))
-
-        # Serving: fluid M/M/c per instance, exact over the tick. Requests queued longer than
-        # the client timeout are abandoned: the queue holds at most timeout_s of work.
-        workers = st.inst_workers
-        capacity = workers * mu * serving
-        backlog = fluid_backlog(st.inst_backlog, lam_serving, capacity, dt)
-        dropped = np.maximum(backlog - capacity * self._i_timeout_s, 0.0)
-        backlog -= dropped
+        (lam, st.cpu_util, st.disk_util, st.disk_latency_s, capacity, backlog, dropped,
+         st.net_bps, st.uplink_util, neg_timeout, latency) = kernels.serve(
+            lam_svc, svc, self._i_share, serving, self._s_idx, self._s_host, self._s_cpu_s,
+            self._s_iops, self._s_bits, hst, self._i_cpu_s, self._i_iops, st.inst_workers,
+            self._i_timeout_s, st.inst_backlog, self._background_cores, st.throttle,
+            self._iops_cap, topo.host_rack, self._up_per_core, topo.n_racks, float(host.cores),
+            host.disk_service_s, self._host_tx_s, host.nic_bps, self._cross_rack,
+            self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines,
+            self._uplink_tx_s, self._hops_s, dt, self._idle_mmc_exact,
+        )
         st.inst_backlog = backlog
-        if self._idle_mmc_exact:
-            # A slot that serves nothing waits for nothing: its M/M/c latency comes out as
-            # 0 / (c mu) + 0 + 1 / mu = 1 / mu exactly (B = C = 0 at zero load), so the
-            # queueing law runs over the serving slots alone.
-            stationary_s = 1.0 / mu
-            stationary_s[self._s_idx] = mmc_fluid_latency_s(
-                lam_s, mu.take(self._s_idx), self._s_workers, 0.0,
-                server_counts=self._worker_counts,
-            )
-        else:
-            stationary_s = mmc_fluid_latency_s(
-                lam_serving, mu, workers, 0.0, server_counts=self._worker_counts
-            )
-
-        # Network: host links and rack uplinks as M/M/1 packet queues; loss and partitions.
-        st.net_bps = np.bincount(s_host, lam_s * self._s_bits, minlength=n_h) * 2.0
-        rack_bps = np.bincount(topo.host_rack, st.net_bps, minlength=topo.n_racks)
-        uplink_cap = self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines
-        st.uplink_util = rack_bps * self._cross_rack / uplink_cap
-        host_net_s = 2.0 * mm1_sojourn_s(self._host_tx_s, st.net_bps / host.nic_bps)
-        rack_net_s = (2.0 * self._cross_rack) * mm1_sojourn_s(self._uplink_tx_s, st.uplink_util)
-        net_s = (host_net_s + rack_net_s.take(topo.host_rack) + self._hops_s).take(hst)
-
-        # Timeouts of the stationary part (backlog past the timeout was dropped above).
-        stationary_s += net_s
-        latency = stationary_s + backlog / np.maximum(capacity, 1e-9)
-        ok = (
-            (1.0 - timeout_fraction(stationary_s, self._i_timeout_s))
-            * (1.0 - dropped / np.maximum(lam_serving * dt, 1e-9))
-            * self._i_static_ok
+        # Requests slower than the client timeout (exponential latency): numpy's exp.
+        st.inst_error_rate, st.inst_util, svc_lat, svc_ok = kernels.outcome(
+            lam, serving, capacity, dropped, latency, np.exp(neg_timeout), self._i_static_ok,
+            svc, self._r_idx, self._r_svc, lam_svc, self._svc_routable, dt,
+            self._idle_mmc_exact,
         )
         st.inst_rps = lam
         st.inst_latency_s = latency
-        st.inst_error_rate = 1.0 - ok
-        st.inst_util = np.minimum(lam_serving / np.maximum(capacity, 1e-9), 1.0)
-
-        # End-to-end: per class along its path, each visit's sojourn taken as exponential
-        # and the path's sum as the moment-matched gamma.
-        inv_lam = 1.0 / np.maximum(lam_svc, 1e-12)
-        if self._idle_mmc_exact:
-            # Slots the balancer sends nothing carry lam = +0 and a finite latency and
-            # success share (mu is positive), so their terms are +-0: no-ops in the sums.
-            r_idx, r_svc = self._r_idx, self._r_svc
-            lam_r = lam.take(r_idx)
-            lat_sum = np.bincount(r_svc, lam_r * latency.take(r_idx), minlength=n_s)
-            ok_sum = np.bincount(r_svc, lam_r * ok.take(r_idx), minlength=n_s)
-        else:
-            lat_sum = np.bincount(svc, lam * latency, minlength=n_s)
-            ok_sum = np.bincount(svc, lam * ok, minlength=n_s)
-        svc_lat = lat_sum * inv_lam
-        svc_ok = ok_sum * inv_lam * self._svc_routable
         class_lat = topo.path_matrix @ svc_lat
         class_var = topo.path_matrix @ (svc_lat * svc_lat)
         class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))
@@ -971,38 +924,47 @@ class Twin:
         if self._leaking:
             self._advance_leaks(dt, lam, latency)
 
-        # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown.
-        util = np.minimum(demand, cap) * self._up_per_core
-        power = self._power_w(util, host.idle_w, host.busy_w) * st.host_up
-        st.power_w = power
-        st.cpu_util = util
-        self._energy_j += float(power.sum()) * dt
+        # Power and thermal: Fan et al. power curve, exact RC update, throttling, shutdown;
+        # storage wear (sim.kernels.hosts). The power of the fan curve and the RC decay are
+        # numpy's, as in the laws.
+        cpu_util = st.cpu_util
+        upow = self._no_upow
+        if self._fan_exponent is not None:
+            upow = np.minimum(np.maximum(cpu_util, 0.0), 1.0) ** self._fan_exponent
         if self._fans_decaying:
             st.fan_health = np.maximum(0.05, st.fan_health - st.fan_decay_per_s * dt)
             r = thermal_resistance_k_per_w(host.thermal_r_k_per_w, st.fan_health)
+            decay = np.exp(-dt / (r * host.thermal_c_j_per_k))
         else:
-            r = host.thermal_r_k_per_w
-        st.temp_c = rc_step_temp_c(st.temp_c, power, topo.host_inlet_c, r,
-                                   host.thermal_c_j_per_k, dt)
-        st.throttle = throttle_factor(
-            st.temp_c, host.throttle_c, host.shutdown_c, host.throttle_min_factor
+            r, decay = self._nominal_thermal(dt)
+        power, st.temp_c, st.throttle, wear, temp_max, wear_max = kernels.hosts(
+            cpu_util, st.host_up, upow, self._fan_exponent is not None, host.idle_w,
+            host.busy_w, st.temp_c, topo.host_inlet_c, r, decay, host.throttle_c,
+            host.shutdown_c, host.throttle_min_factor, lam, self._s_idx, self._s_host,
+            self._s_write_iops, st.disk_wear, host.disk_endurance_writes,
+            st.disk_wear_rate_per_s, self._disks_wearing, dt,
         )
-        if st.temp_c.max() >= host.shutdown_c:
+        st.power_w = power
+        self._energy_j += float(power.sum()) * dt
+        if temp_max >= host.shutdown_c:
             for h in np.flatnonzero(st.host_up & (st.temp_c >= host.shutdown_c)):
                 self.take_host_down(int(h), self.fault_of.get(f"host-{h}"), "thermal shutdown")
 
-        # Storage wear, degradation and failure (exponential clock on the cumulative hazard).
-        writes = np.bincount(s_host, lam_s * self._s_write_iops, minlength=n_h)
-        wear = wear_step(st.disk_wear, writes, host.disk_endurance_writes, dt)
-        if self._disks_wearing:
-            wear = wear + st.disk_wear_rate_per_s * dt
+        # Disk degradation and failure (exponential clock on the cumulative hazard).
         st.disk_wear = wear
-        wear_max = wear.max()
         if wear_max <= FLAT_HAZARD_WEAR:
-            st.disk_hazard_acc += DISK_BASE_HAZARD_PER_S * dt  # the law's value, exactly
+            # The law's value at zero wear, exactly, added to every disk's hazard in place.
+            change = kernels.disk_hazard_step(
+                st.disk_hazard_acc, DISK_BASE_HAZARD_PER_S * dt, st.disk_fail_threshold,
+                wear, st.disk_state, DISK_FAILED, DISK_OK, DISK_WEAR_OUT, DISK_DEGRADED_WEAR,
+            )
         else:
             st.disk_hazard_acc += disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) * dt
-        if (st.disk_hazard_acc >= st.disk_fail_threshold).any() or wear_max >= DISK_DEGRADED_WEAR:
+            change = kernels.disk_hazard_step(
+                st.disk_hazard_acc, 0.0, st.disk_fail_threshold, wear, st.disk_state,
+                DISK_FAILED, DISK_OK, DISK_WEAR_OUT, DISK_DEGRADED_WEAR,
+            )
+        if change:
             self._disk_transitions()
 
         if t >= self._next_probe_s:
@@ -1068,18 +1030,14 @@ class Twin:
         probes = self.config.probes
         self._next_probe_s = t + probes.interval_s
         st = self.state
-        passed = serving
-        fails = (st.inst_probe_fails + 1) * ~passed
-        passes = (st.inst_probe_passes + 1) * passed
-        st.inst_probe_fails = fails
-        st.inst_probe_passes = passes
         # Unready after failure_threshold consecutive failures, ready after
         # success_threshold consecutive passes.
-        new_ready = st.inst_used & np.where(
-            st.inst_ready, fails < probes.failure_threshold, passes >= probes.success_threshold
+        new_ready, st.inst_probe_fails, st.inst_probe_passes, n_changed = kernels.probes(
+            serving, st.inst_used, st.inst_ready, st.inst_probe_fails, st.inst_probe_passes,
+            probes.failure_threshold, probes.success_threshold,
         )
         st.inst_live = serving
-        if (new_ready != st.inst_ready).any():
+        if n_changed:
             changed = np.flatnonzero(new_ready != st.inst_ready)
             st.inst_ready = new_ready
             for inst in changed:
@@ -1110,21 +1068,16 @@ class Twin:
 
     def _sample(self, t: float) -> None:
         st, host = self.state, self._host
-        hst = st.inst_host
-        in_flight = st.inst_rps * st.inst_latency_s
-        host_rows = (
-            st.cpu_util, 1.0 - st.host_free_mem_bytes * self._inv_host_mem, st.power_w,
-            st.temp_c, st.fan_health * host.fan_rpm, st.disk_util, st.disk_latency_s,
-            st.disk_wear, st.net_bps * self._inv_nic, st.host_link_loss, st.throttle, st.host_up,
+        host_out, inst_out = self.telemetry.next_slot(t)
+        kernels.sample(
+            host_out, inst_out, st.cpu_util, st.host_free_mem_bytes, self._inv_host_mem,
+            st.power_w, st.temp_c, st.fan_health, host.fan_rpm, st.disk_util,
+            st.disk_latency_s, st.disk_wear, st.net_bps, self._inv_nic, st.host_link_loss,
+            st.throttle, st.host_up, st.inst_util, st.inst_mem_bytes, self._i_mem_per_req,
+            st.inst_mem_limit_bytes, st.inst_rps, st.inst_latency_s, P99_OVER_MEAN,
+            st.inst_error_rate, st.inst_backlog, self._i_bits, st.inst_host, st.inst_up,
+            st.inst_ready, st.inst_vm_up,
         )
-        inst_rows = (
-            st.inst_util,
-            (st.inst_mem_bytes + in_flight * self._i_mem_per_req) / st.inst_mem_limit_bytes,
-            st.inst_rps, st.inst_latency_s, st.inst_latency_s * P99_OVER_MEAN, st.inst_error_rate,
-            st.inst_backlog + in_flight, st.inst_rps * self._i_bits, st.disk_latency_s.take(hst),
-            st.temp_c.take(hst), st.inst_up, st.inst_ready, st.inst_vm_up,
-        )
-        self.telemetry.push(t, host_rows, inst_rows)
 
     def _close_window(self, t_end: float) -> None:
         st = self.state
