@@ -21,21 +21,28 @@ the numpy composition of those laws, bit for bit, on random and edge-case inputs
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
+
+Real = float | np.floating[Any]
+"""A float64 or float32 scalar inside a kernel."""
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @numba.njit(inline="always")
-def _maximum(a: float, b: float) -> float:
+def _maximum(a: Real, b: Real) -> Real:
+    """``numpy.maximum(a, b)``: a NaN wins; of two equal values, ``b``."""
     if a > b or a != a:
         return a
     return b
 
 
 @numba.njit(inline="always")
-def _minimum(a: float, b: float) -> float:
+def _minimum(a: Real, b: Real) -> Real:
+    """``numpy.minimum(a, b)``: a NaN wins; of two equal values, ``b``."""
     if a < b or a != a:
         return a
     return b
@@ -198,7 +205,8 @@ def outcome(
     where idle slots are exact no-ops in them (``idle_exact``), else over every slot.
 
     Returns:
-        ``(error_rate, util, svc_latency_s, svc_ok)``.
+        ``(error_rate, util, svc_latency_s, svc_latency_sq, svc_ok_floor)``: the per service
+        mean latency, its square, and the success share floored at ``1e-300`` (for its log).
     """
     n, n_s = lam.shape[0], lam_svc.shape[0]
     ok = np.empty(n)
@@ -224,12 +232,62 @@ def outcome(
             lat_sum[s] += lam[i] * latency[i]
             ok_sum[s] += lam[i] * ok[i]
     svc_lat = np.empty(n_s)
+    svc_sq = np.empty(n_s)
     svc_ok = np.empty(n_s)
     for s in range(n_s):
         inv = 1.0 / _maximum(lam_svc[s], 1e-12)
-        svc_lat[s] = lat_sum[s] * inv
-        svc_ok[s] = ok_sum[s] * inv * (1.0 if routable[s] else 0.0)
-    return err, util, svc_lat, svc_ok
+        lat = lat_sum[s] * inv
+        svc_lat[s] = lat
+        svc_sq[s] = lat * lat
+        svc_ok[s] = _maximum(ok_sum[s] * inv * (1.0 if routable[s] else 0.0), 1e-300)
+    return err, util, svc_lat, svc_sq, svc_ok
+
+
+@_jit
+def gamma_args(
+    mean_s: np.ndarray, var_s2: np.ndarray, slo_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shape and argument of the regularised incomplete gamma of each path's latency.
+
+    :func:`~sim.physics.serving.path_latency_cdf` is ``gammainc(k, x)`` of these
+    (``k = m^2 / v``, ``x = s m / v``, ``m`` and ``v`` floored at ``1e-12`` and ``1e-24``).
+    """
+    n = mean_s.shape[0]
+    k = np.empty(n)
+    x = np.empty(n)
+    for c in range(n):
+        m = _maximum(mean_s[c], 1e-12)
+        v = _maximum(var_s2[c], 1e-24)
+        k[c] = m * m / v
+        x[c] = slo_s[c] * m / v
+    return k, x
+
+
+@_jit
+def class_windows(
+    class_ok: np.ndarray,
+    cdf: np.ndarray,
+    share: np.ndarray,
+    n_req: float,
+    admitted_req: float,
+    window_requests: np.ndarray,
+    window_good: np.ndarray,
+) -> np.ndarray:
+    """Per class good share of one tick; adds its requests and good ones to the SLO window.
+
+    ``window_requests`` and ``window_good`` are updated in place.
+
+    Returns:
+        The good share of each class (successful and within its latency objective).
+    """
+    n = class_ok.shape[0]
+    good = np.empty(n)
+    for c in range(n):
+        g = class_ok[c] * cdf[c]
+        good[c] = g
+        window_requests[c] = window_requests[c] + n_req * share[c]
+        window_good[c] = window_good[c] + admitted_req * share[c] * g
+    return good
 
 
 @_jit
@@ -256,7 +314,7 @@ def hosts(
     wear_rate_per_s: np.ndarray,
     wearing: bool,
     dt: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Real, Real]:
     """Power, temperature, throttling and disk wear of every host over one tick.
 
     Power is :func:`~sim.physics.power.linear_power_w` or, with ``fan_model``,
@@ -277,7 +335,7 @@ def hosts(
     span = busy_w - idle_w
     frac_span = shutdown_c - throttle_c
     keep = 1.0 - min_factor
-    temp_max = 0.0
+    temp_max: Real = 0.0
     for h in range(n_h):
         u = _minimum(_maximum(util[h], 0.0), 1.0)
         p = idle_w + span * (2.0 * u - upow[h]) if fan_model else idle_w + span * u
@@ -293,7 +351,7 @@ def hosts(
     for j in range(s_idx.shape[0]):
         writes[s_host[j]] += lam[s_idx[j]] * s_write_iops[j]
     new_wear = np.empty(n_h)
-    wear_max = 0.0
+    wear_max: Real = 0.0
     for h in range(n_h):
         w = _maximum(wear[h] + writes[h] * dt * 1.0 / endurance_writes, 0.0)
         if wearing:
@@ -306,7 +364,11 @@ def hosts(
 @_jit
 def disk_hazard_step(
     acc: np.ndarray,
-    increment: float,
+    flat: bool,
+    flat_increment: float,
+    wear_pow: np.ndarray,
+    base_hazard_per_s: float,
+    dt: float,
     threshold: np.ndarray,
     wear: np.ndarray,
     state: np.ndarray,
@@ -315,7 +377,11 @@ def disk_hazard_step(
     wear_out: float,
     degraded_wear: float,
 ) -> bool:
-    """Add a flat hazard ``increment`` to every disk's accumulated hazard, in place.
+    """Add one tick's failure hazard to every disk's accumulated hazard, in place.
+
+    The hazard is :func:`~sim.physics.storage.disk_hazard_per_s` times ``dt``, given
+    ``wear_pow = max(wear, 0) ** k`` (numpy's power); with ``flat`` (every disk's wear at the
+    law's flat bottom) it is ``flat_increment``, the law's value at zero wear.
 
     Returns:
         Whether any disk must change state: not yet failed and past its failure threshold
@@ -323,7 +389,10 @@ def disk_hazard_step(
     """
     change = False
     for h in range(acc.shape[0]):
-        a = acc[h] + increment
+        if flat:
+            a = acc[h] + flat_increment
+        else:
+            a = acc[h] + base_hazard_per_s * (1.0 + wear_pow[h]) * dt
         acc[h] = a
         if (state[h] != failed and (a >= threshold[h] or wear[h] >= wear_out)) or (
             state[h] == ok and wear[h] >= degraded_wear
@@ -408,32 +477,93 @@ def sample(
     Rows in the order of ``sim.telemetry.HOST_FEATURES`` and ``INSTANCE_FEATURES``; each
     value is computed in float64 and rounded to float32 once, as numpy's assignment does.
     """
-    for h in range(host_out.shape[1]):
+    # One row at a time: contiguous stores, which the compiler vectorises.
+    n_h, n = host_out.shape[1], inst_out.shape[1]
+    for h in range(n_h):
         host_out[0, h] = cpu_util[h]
+    for h in range(n_h):
         host_out[1, h] = 1.0 - free_mem_bytes[h] * inv_host_mem
+    for h in range(n_h):
         host_out[2, h] = power_w[h]
+    for h in range(n_h):
         host_out[3, h] = temp_c[h]
+    for h in range(n_h):
         host_out[4, h] = fan_health[h] * fan_rpm
+    for h in range(n_h):
         host_out[5, h] = disk_util[h]
+    for h in range(n_h):
         host_out[6, h] = disk_latency_s[h]
+    for h in range(n_h):
         host_out[7, h] = disk_wear[h]
+    for h in range(n_h):
         host_out[8, h] = net_bps[h] * inv_nic_bps
+    for h in range(n_h):
         host_out[9, h] = link_loss[h]
+    for h in range(n_h):
         host_out[10, h] = throttle[h]
+    for h in range(n_h):
         host_out[11, h] = 1.0 if host_up[h] else 0.0
-    for i in range(inst_out.shape[1]):
-        in_flight = rps[i] * latency_s[i]
-        h = inst_host[i]
+    for i in range(n):
         inst_out[0, i] = inst_util[i]
+    for i in range(n):
+        in_flight = rps[i] * latency_s[i]
         inst_out[1, i] = (mem_bytes[i] + in_flight * mem_per_req[i]) / mem_limit_bytes[i]
-        inst_out[2, i] = rps[i]
-        inst_out[3, i] = latency_s[i]
-        inst_out[4, i] = latency_s[i] * p99_over_mean
-        inst_out[5, i] = error_rate[i]
         inst_out[6, i] = backlog[i] + in_flight
+    for i in range(n):
+        inst_out[2, i] = rps[i]
+    for i in range(n):
+        inst_out[3, i] = latency_s[i]
+    for i in range(n):
+        inst_out[4, i] = latency_s[i] * p99_over_mean
+    for i in range(n):
+        inst_out[5, i] = error_rate[i]
+    for i in range(n):
         inst_out[7, i] = rps[i] * bits[i]
-        inst_out[8, i] = disk_latency_s[h]
-        inst_out[9, i] = temp_c[h]
+    for i in range(n):
+        inst_out[8, i] = disk_latency_s[inst_host[i]]
+    for i in range(n):
+        inst_out[9, i] = temp_c[inst_host[i]]
+    for i in range(n):
         inst_out[10, i] = 1.0 if inst_up[i] else 0.0
+    for i in range(n):
         inst_out[11, i] = 1.0 if inst_ready[i] else 0.0
+    for i in range(n):
         inst_out[12, i] = 1.0 if vm_up[i] else 0.0
+
+
+@_jit
+def leaks(
+    idx: np.ndarray,
+    leak_bps: np.ndarray,
+    lam: np.ndarray,
+    latency_s: np.ndarray,
+    mem_bytes: np.ndarray,
+    mem_limit_bytes: np.ndarray,
+    mem_per_req: np.ndarray,
+    dt: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Grow the leaking slots' memory over one tick, in place, and find limit crossings.
+
+    A slot's headroom is its limit less its in-flight requests' memory (Little's law:
+    ``lam * latency`` requests) less its leaked memory at the start of the tick; it crosses
+    when the tick's leak exceeds the headroom.
+
+    Returns:
+        ``(headroom, crossing, n_crossing)`` per leaking slot (``idx``).
+    """
+    n = idx.shape[0]
+    headroom = np.empty(n)
+    crossing = np.empty(n, dtype=np.bool_)
+    count = 0
+    for j in range(n):
+        i = idx[j]
+        in_flight = lam[i] * latency_s[i]
+        mem = mem_bytes[i]
+        room = mem_limit_bytes[i] - in_flight * mem_per_req[i] - mem
+        headroom[j] = room
+        step = leak_bps[j] * dt
+        mem_bytes[i] = mem + step
+        cross = leak_bps[j] > 0 and room < step
+        crossing[j] = cross
+        count += cross
+    return headroom, crossing, count

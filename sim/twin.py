@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+from scipy.special import gammainc
 from simpy.events import URGENT
 
 from sim import kernels
@@ -40,10 +41,7 @@ from sim.faults import (
     strike,
     wear_out,
 )
-from sim.physics.serving import (
-    path_latency_cdf,
-)
-from sim.physics.storage import disk_hazard_per_s
+from sim.physics.storage import WEAR_SHAPE
 from sim.physics.thermal import thermal_resistance_k_per_w
 from sim.state import DISK_DEGRADED, DISK_FAILED, DISK_OK, ClusterState, initial_state
 from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation, TelemetryBuffer
@@ -170,7 +168,7 @@ class Twin:
         self._hops_s = 2.0 * cfg.topology.hop_latency_s * (1.0 + self._cross_rack)
         # The power law's exponent (sim.physics.power.fan_power_w), None for the linear law.
         self._fan_exponent = host.fan_exponent if host.power_model == "fan" else None
-        self._no_upow = np.empty(0)
+        self._empty = np.empty(0)
         self._thermal_key: tuple[int, float] | None = None
         self._inv_host_mem = 1.0 / host.mem_bytes
         self._inv_nic = 1.0 / host.nic_bps
@@ -899,26 +897,31 @@ class Twin:
         )
         st.inst_backlog = backlog
         # Requests slower than the client timeout (exponential latency): numpy's exp.
-        st.inst_error_rate, st.inst_util, svc_lat, svc_ok = kernels.outcome(
+        st.inst_error_rate, st.inst_util, svc_lat, svc_sq, svc_ok = kernels.outcome(
             lam, serving, capacity, dropped, latency, np.exp(neg_timeout), self._i_static_ok,
             svc, self._r_idx, self._r_svc, lam_svc, self._svc_routable, dt,
             self._idle_mmc_exact,
         )
         st.inst_rps = lam
         st.inst_latency_s = latency
-        class_lat = topo.path_matrix @ svc_lat
-        class_var = topo.path_matrix @ (svc_lat * svc_lat)
-        class_ok = np.exp(topo.path_matrix @ np.log(np.maximum(svc_ok, 1e-300)))
-        class_good = class_ok * path_latency_cdf(class_lat, class_var, topo.class_slo_s)
+        # End-to-end per class along its path (sim.physics.serving.path_latency_cdf: the
+        # moment-matched gamma of the visits' sojourns), with numpy's products, exp, log and
+        # scipy's incomplete gamma between the kernels.
+        path = topo.path_matrix
+        class_lat = path @ svc_lat
+        class_ok = np.exp(path @ np.log(svc_ok))
+        k, x = kernels.gamma_args(class_lat, path @ svc_sq, topo.class_slo_s)
         n_req = offered * dt
         admitted_req = admitted * dt
+        class_good = kernels.class_windows(
+            class_ok, gammainc(k, x), topo.class_share, n_req, admitted_req,
+            st.window_class_requests, st.window_class_good,
+        )
         good = admitted_req * float(topo.class_share @ class_good)
         st.requests_total += n_req
         st.requests_good += good
         st.window_requests += n_req
         st.window_good += good
-        st.window_class_requests += n_req * topo.class_share
-        st.window_class_good += admitted_req * topo.class_share * class_good
 
         # Memory: leaks grow exactly over the tick; the OOM killer fires at the crossing.
         if self._leaking:
@@ -928,7 +931,7 @@ class Twin:
         # storage wear (sim.kernels.hosts). The power of the fan curve and the RC decay are
         # numpy's, as in the laws.
         cpu_util = st.cpu_util
-        upow = self._no_upow
+        upow = self._empty
         if self._fan_exponent is not None:
             upow = np.minimum(np.maximum(cpu_util, 0.0), 1.0) ** self._fan_exponent
         if self._fans_decaying:
@@ -952,18 +955,14 @@ class Twin:
 
         # Disk degradation and failure (exponential clock on the cumulative hazard).
         st.disk_wear = wear
-        if wear_max <= FLAT_HAZARD_WEAR:
-            # The law's value at zero wear, exactly, added to every disk's hazard in place.
-            change = kernels.disk_hazard_step(
-                st.disk_hazard_acc, DISK_BASE_HAZARD_PER_S * dt, st.disk_fail_threshold,
-                wear, st.disk_state, DISK_FAILED, DISK_OK, DISK_WEAR_OUT, DISK_DEGRADED_WEAR,
-            )
-        else:
-            st.disk_hazard_acc += disk_hazard_per_s(wear, DISK_BASE_HAZARD_PER_S) * dt
-            change = kernels.disk_hazard_step(
-                st.disk_hazard_acc, 0.0, st.disk_fail_threshold, wear, st.disk_state,
-                DISK_FAILED, DISK_OK, DISK_WEAR_OUT, DISK_DEGRADED_WEAR,
-            )
+        # At the law's flat bottom its value is exact without the power (numpy's, else).
+        flat = bool(wear_max <= FLAT_HAZARD_WEAR)
+        wear_pow = self._empty if flat else np.maximum(wear, 0.0) ** WEAR_SHAPE
+        change = kernels.disk_hazard_step(
+            st.disk_hazard_acc, flat, DISK_BASE_HAZARD_PER_S * dt, wear_pow,
+            DISK_BASE_HAZARD_PER_S, dt, st.disk_fail_threshold, wear, st.disk_state,
+            DISK_FAILED, DISK_OK, DISK_WEAR_OUT, DISK_DEGRADED_WEAR,
+        )
         if change:
             self._disk_transitions()
 
@@ -983,14 +982,11 @@ class Twin:
     def _advance_leaks(self, dt: float, lam: np.ndarray, latency: np.ndarray) -> None:
         st = self.state
         idx, leak_bps = self._leak_idx, self._leak_bps
-        in_flight = lam.take(idx) * latency.take(idx)
-        mem = st.inst_mem_bytes.take(idx)
-        headroom = (
-            st.inst_mem_limit_bytes.take(idx) - in_flight * self._i_mem_per_req.take(idx) - mem
+        headroom, crossing, n_crossing = kernels.leaks(
+            idx, leak_bps, lam, latency, st.inst_mem_bytes, st.inst_mem_limit_bytes,
+            self._i_mem_per_req, dt,
         )
-        st.inst_mem_bytes[idx] = mem + leak_bps * dt
-        crossing = (leak_bps > 0) & (headroom < leak_bps * dt)
-        if not crossing.any():
+        if not n_crossing:
             return
         for j in np.flatnonzero(crossing):
             i = int(idx[j])

@@ -91,8 +91,12 @@ def wear_step(
     return xp.maximum(wear + write_iops * dt_s * wear_multiplier / endurance_writes, 0.0)
 
 
+WEAR_SHAPE = 4.0
+"""Default exponent ``k`` of the wear-out term of :func:`disk_hazard_per_s`."""
+
+
 def disk_hazard_per_s(
-    wear: Array, base_hazard_per_s: Array, wear_shape: Array = 4.0, *, xp: ModuleType = np
+    wear: Array, base_hazard_per_s: Array, wear_shape: Array = WEAR_SHAPE, *, xp: ModuleType = np
 ) -> Array:
     """Disk failure hazard rising with wear: random failures plus a wear-out term.
 

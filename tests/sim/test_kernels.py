@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import gammainc
 
 from sim import kernels
 from sim.physics.compute import contention_factor
@@ -12,9 +13,10 @@ from sim.physics.serving import (
     fluid_backlog,
     mm1_sojourn_s,
     mmc_fluid_latency_s,
+    path_latency_cdf,
     timeout_fraction,
 )
-from sim.physics.storage import wear_step
+from sim.physics.storage import WEAR_SHAPE, disk_hazard_per_s, wear_step
 from sim.physics.thermal import rc_step_temp_c, throttle_factor
 
 
@@ -133,14 +135,15 @@ def test_serve_and_outcome_equal_the_laws(seed: int, edge: bool, idle_exact: boo
     else:
         lat_sum = np.bincount(svc, lam * latency, minlength=n_s)
         ok_sum = np.bincount(svc, lam * ok, minlength=n_s)
-    err, util, svc_lat, svc_ok = kernels.outcome(
+    err, util, svc_lat, svc_sq, svc_ok = kernels.outcome(
         lam, p["serving"], capacity, dropped, latency, timeout_share, static_ok, svc, r_idx,
         svc[r_idx], p["lam_svc"], routable, p["dt"], idle_exact,
     )
     assert _same(err, 1.0 - ok)
     assert _same(util, np.minimum(lam_serving / np.maximum(capacity, 1e-9), 1.0))
     assert _same(svc_lat, lat_sum * inv_lam)
-    assert _same(svc_ok, ok_sum * inv_lam * routable)
+    assert _same(svc_sq, (lat_sum * inv_lam) * (lat_sum * inv_lam))
+    assert _same(svc_ok, np.maximum(ok_sum * inv_lam * routable, 1e-300))
 
 
 @pytest.mark.parametrize("fan", [False, True])
@@ -196,20 +199,55 @@ def test_hosts_maxima_propagate_nan() -> None:
     assert np.isnan(temp_max) and np.isnan(np.max(temp))
 
 
-def test_disk_hazard_step_flags_exactly_the_disks_that_change() -> None:
+def test_disk_hazard_step_equals_the_law_and_flags_exactly_the_disks_that_change() -> None:
+    base, dt = 1e-9, 10.0
     acc = np.array([0.0, 0.5, 0.99, 0.2])
     threshold = np.array([1.0, 1.0, 1.0, 1.0])
     state = np.array([0, 0, 2, 1])
     wear = np.array([0.1, 0.1, 1.2, 0.9])
-    # Nothing crosses: no change; the increment is added in place.
-    assert not kernels.disk_hazard_step(acc, 0.001, threshold, wear, state, 2, 0, 1.0, 0.8)
-    assert _same(acc, np.array([0.0, 0.5, 0.99, 0.2]) + 0.001)
+    empty = np.empty(0)
+    # Flat: the increment is added in place; nothing crosses, so no change.
+    start = acc.copy()
+    assert not kernels.disk_hazard_step(acc, True, 0.001, empty, base, dt, threshold, wear,
+                                        state, 2, 0, 1.0, 0.8)
+    assert _same(acc, start + 0.001)
+    # Worn: the law's hazard over the tick, with numpy's power.
+    start = acc.copy()
+    kernels.disk_hazard_step(acc, False, 0.0, np.maximum(wear, 0.0) ** WEAR_SHAPE, base, dt,
+                             threshold, wear, state, 2, 0, 1.0, 0.8)
+    expected = start.copy()
+    expected += disk_hazard_per_s(wear, base) * dt
+    assert _same(acc, expected)
     # A failed disk past every threshold is not a change; a healthy one crossing is.
-    assert kernels.disk_hazard_step(acc, 0.5, threshold, wear, state, 2, 0, 1.0, 0.8)
+    assert kernels.disk_hazard_step(acc, True, 0.5, empty, base, dt, threshold, wear, state,
+                                    2, 0, 1.0, 0.8)
     # A healthy disk worn to the degraded level is a change.
     acc[:] = 0.0
-    assert kernels.disk_hazard_step(acc, 0.0, threshold, np.array([0.85, 0, 0, 0.5]),
-                                    state, 2, 0, 1.0, 0.8)
+    assert kernels.disk_hazard_step(acc, True, 0.0, empty, base, dt, threshold,
+                                    np.array([0.85, 0, 0, 0.5]), state, 2, 0, 1.0, 0.8)
+
+
+def test_class_kernels_equal_the_path_latency_law() -> None:
+    rng = np.random.default_rng(4)
+    n = 7
+    mean = rng.uniform(0.0, 0.5, n)
+    mean[0] = 0.0
+    var = rng.uniform(0.0, 0.1, n)
+    var[1] = 0.0
+    slo = rng.uniform(0.1, 1.0, n)
+    k, x = kernels.gamma_args(mean, var, slo)
+    cdf = gammainc(k, x)
+    assert _same(cdf, path_latency_cdf(mean, var, slo))
+    class_ok = rng.uniform(0.9, 1.0, n)
+    share = rng.dirichlet(np.ones(n))
+    requests, good = rng.uniform(0, 10, n), rng.uniform(0, 10, n)
+    expected_requests, expected_good = requests.copy(), good.copy()
+    got = kernels.class_windows(class_ok, cdf, share, 1234.5, 1200.25, requests, good)
+    class_good = class_ok * path_latency_cdf(mean, var, slo)
+    expected_requests += 1234.5 * share
+    expected_good += 1200.25 * share * class_good
+    assert _same(got, class_good)
+    assert _same(requests, expected_requests) and _same(good, expected_good)
 
 
 def test_probes_follow_the_thresholds() -> None:
