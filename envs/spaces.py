@@ -2,7 +2,8 @@
 
 Everything here reads only a :class:`sim.telemetry.Observation` (what the twin and every live
 plant return from ``observe()``) and a :class:`Layout` built from one, so a policy trained on
-the twin runs unchanged on a live plant. No Gymnasium, no twin internals: numpy only.
+the twin runs unchanged on a live plant. No Gymnasium, no twin internals: numpy, and the
+compiled loops of :mod:`envs.kernels` for the encoder's arithmetic.
 
 Observation vector (float32, raw units, clipped to the bounds in :data:`Layout.bounds`):
 ``SERVICE_FEATURES`` for each service in layout order, then ``CLUSTER_FEATURES``. Policies
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs import kernels as _kernels
 from sim.actions import Action
 from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation
 
@@ -240,6 +242,20 @@ def _bounds(n_services: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+@functools.lru_cache(maxsize=16)
+def _per_layout(n_services: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only arrays that depend on the number of services alone.
+
+    The action indices aimed at an instance of each service (services, 3), and
+    :func:`_bounds` as one (2, features) float32 array.
+    """
+    rows = (1 + np.arange(n_services) * len(SERVICE_ACTIONS))[:, None] + np.arange(3)
+    both = np.stack(_bounds(n_services))
+    for a in (rows, both):
+        a.flags.writeable = False
+    return rows, both
+
+
 # Column groups of the per-service aggregates: means (in the order of the service features
 # they fill), request-weighted means and maxima; and where each lands in a service's row.
 _SUM_COLS = np.array([_I["ready"], _I["up"], _I["vm_up"], _I["cpu_util"], _I["mem_util"],
@@ -262,22 +278,67 @@ _I_UP, _I_READY, _I_VM_UP, _I_RPS = _I["up"], _I["ready"], _I["vm_up"], _I["rps"
 _I_ERR, _I_MEM = _I["error_rate"], _I["mem_util"]
 
 
+def _kernel_plan() -> np.ndarray:
+    """The column and position plan of :mod:`envs.kernels` (read-only int64)."""
+    k = _kernels
+    sf = {f[0]: i for i, f in enumerate(SERVICE_FEATURES)}
+    cf = {f[0]: i for i, f in enumerate(CLUSTER_FEATURES)}
+    plan = np.zeros(k.PLAN_SIZE, dtype=np.int64)
+    for at, values, end in (
+        (k.P_SUM_COLS, _SUM_COLS, k.P_SUM_TO), (k.P_SUM_TO, _SUM_TO, k.P_W_COLS),
+        (k.P_W_COLS, _W_COLS, k.P_W_TO), (k.P_W_TO, _W_TO, k.P_MAX_COLS),
+        (k.P_MAX_COLS, _MAX_COLS, k.P_MAX_TO), (k.P_MAX_TO, _MAX_TO, k.P_HMAX_COLS),
+        (k.P_HMAX_COLS, _HMAX_COLS, k.P_HMAX_TO), (k.P_HMAX_TO, _HMAX_TO, k.P_HMIN_COLS),
+        (k.P_HMIN_COLS, _HMIN_COLS, k.P_HMIN_TO), (k.P_HMIN_TO, _HMIN_TO, k.P_I_RPS),
+    ):
+        if len(values) != end - at:  # the kernels' loops are sized by the plan's groups
+            raise RuntimeError(f"plan group at {at} has {len(values)} columns, not {end - at}")
+        plan[at:end] = values
+    for at, value in (
+        (k.P_I_RPS, _I_RPS), (k.P_I_UP, _I_UP), (k.P_I_READY, _I_READY),
+        (k.P_I_VM_UP, _I_VM_UP), (k.P_I_ERR, _I_ERR), (k.P_I_MEM, _I_MEM), (k.P_H_UP, _H_UP),
+        (k.P_H_CPU, _H_CPU), (k.P_HMAX_LINK, _HMAX_LINK), (k.P_MAXI_MEM, _MAXI_MEM),
+        (k.P_MAXI_ERR, _MAXI_ERR), (k.P_RATIO_TO, sf["replicas_ratio"]),
+        (k.P_ADVISORY_TO, sf["advisory"]), (k.P_C_UP, cf["host_up_share"]),
+        (k.P_C_CPU, cf["host_cpu_util_mean"]), (k.P_C_DARK, cf["unhealthy_share"]),
+        (k.P_C_RPS, cf["rps_per_host"]), (k.P_C_SHED, cf["shed_fraction"]),
+        (k.P_C_SIN, cf["day_sin"]), (k.P_C_COS, cf["day_cos"]),
+        (k.P_N_PER, len(SERVICE_FEATURES)), (k.P_N_CLUSTER, len(CLUSTER_FEATURES)),
+        (k.P_N_ACTIONS, len(SERVICE_ACTIONS)),
+    ):
+        plan[at] = value
+    plan.flags.writeable = False
+    return plan
+
+
+_PLAN = _kernel_plan()
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_BOOL = np.dtype(bool)
+
+
 class EncodeCache:
     """What :func:`encode_and_mask` derives from placement alone, kept between calls.
 
     Placement (which slots are used, by which service, on which host) changes only when an
     action or a fault moves instances, so one plant's consecutive observations share it. A
-    cache serves one stream of observations of one layout (an env keeps its own); it compares
-    the placement arrays byte for byte and rebuilds on any difference, so it never changes a
-    result, only the time taken.
+    cache serves one stream of observations of one layout (an env keeps its own), one call at
+    a time (it holds the kernels' scratch arrays); it compares the placement arrays byte for
+    byte and rebuilds on any difference, so it never changes a result, only the time taken.
     """
 
-    __slots__ = ("count", "idx", "instance_rows", "inv", "key", "layout", "m", "mask", "n_used",
-                 "order", "present", "ratio", "sorted_host", "sorted_rows", "span", "starts")
+    __slots__ = ("compiled", "count", "f32", "i64", "idx", "instance_rows", "inv", "key",
+                 "layout", "log1p_out", "m", "mask", "n_feat", "n_used", "no_advisory", "order",
+                 "present", "queue", "ratio", "segs", "shapes", "slots", "sorted_host",
+                 "sorted_rows", "span", "starts", "sum_operand", "sums", "w", "w_operand",
+                 "weighted")
 
     def __init__(self) -> None:
         self.key: tuple[bytes, bytes, bytes] | None = None
         self.layout: Layout | None = None
+        self.shapes: tuple[object, ...] | None = None
+        self.compiled = False
+        self.slots: np.ndarray | None = None
 
     def refresh(self, obs: Observation, layout: Layout) -> None:
         """Rebuild for ``obs``'s placement if it differs from the cached one."""
@@ -285,37 +346,121 @@ class EncodeCache:
         if key == self.key and layout is self.layout:
             return
         n_s = len(layout.service_names)
-        idx = np.flatnonzero(obs.inst_used)
-        member = obs.inst_service[idx][None, :] == np.arange(n_s)[:, None]
-        m = member.astype(np.float32)
-        count = m.sum(axis=1)
-        self.idx = idx
+        used, service, hosts = obs.inst_used, obs.inst_service, obs.inst_host
+        initial = np.asarray(layout.initial_replicas, dtype=np.float32)
+        self.instance_rows, bounds = _per_layout(n_s)
+        self.no_advisory = np.zeros(n_s, dtype=np.float32)  # writeable, as a per-call array
+        self.n_feat = bounds.shape[1]
+        self.slots = None  # stays None where the kernels are not used (see prepare)
+        if (
+            n_s > 0 and used.dtype == _BOOL and service.dtype == _I64 and hosts.dtype == _I64
+            and used.ndim == service.ndim == hosts.ndim == 1
+            and used.shape == service.shape == hosts.shape and initial.shape == (n_s,)
+            and layout.n_actions == 1 + n_s * len(SERVICE_ACTIONS) + len(CLUSTER_ACTIONS)
+        ):
+            self._placement_kernel(used, service, hosts, initial, layout.n_actions, bounds)
+        if self.slots is None:  # the numpy form, for placements the kernel does not take
+            idx = np.flatnonzero(used)
+            member = service[idx][None, :] == np.arange(n_s)[:, None]
+            m = member.astype(np.float32)
+            count = m.sum(axis=1)
+            self.idx = idx
+            # Used slots grouped by service (stable), for maxima, counts and any-tests over
+            # segments, none of which depends on the order of its terms.
+            svc = service[idx]
+            self.order = np.argsort(svc, kind="stable")
+            self.sorted_rows = idx[self.order]
+            self.sorted_host = hosts[self.sorted_rows]
+            self.present = np.flatnonzero(count > 0)
+            self.starts = np.searchsorted(svc[self.order], self.present)
+            self.m = m
+            self.count = count
+            self.inv = (1.0 / np.maximum(count, 1.0))[:, None]
+            self.ratio = count / initial
+            # The mask as far as placement fixes it: scale-in only above two replicas,
+            # nothing aimed at an instance of a service without any (the rest is filled in
+            # per call).
+            mask = np.ones(layout.n_actions, dtype=bool)
+            first = 1 + np.arange(n_s) * len(SERVICE_ACTIONS)
+            mask[first + 4] = count > 2
+            mask[self.instance_rows] = False
+            self.mask = mask
+        idx = self.idx
         self.n_used = idx.size
         # The used slots as one run of rows (the usual placement), or None.
         contiguous = idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size
         self.span = slice(int(idx[0]), int(idx[-1]) + 1) if contiguous else None
-        # Used slots grouped by service (stable), for maxima, counts and any-tests over
-        # segments, none of which depends on the order of its terms.
-        svc = obs.inst_service[idx]
-        self.order = np.argsort(svc, kind="stable")
-        self.sorted_rows = idx[self.order]
-        self.sorted_host = obs.inst_host[self.sorted_rows]
-        self.present = np.flatnonzero(count > 0)
-        self.starts = np.searchsorted(svc[self.order], self.present)
-        self.m = m
-        self.count = count
-        self.inv = (1.0 / np.maximum(count, 1.0))[:, None]
-        self.ratio = count / np.asarray(layout.initial_replicas, dtype=np.float32)
-        # The mask as far as placement fixes it: scale-in only above two replicas, nothing
-        # aimed at an instance of a service without any (the rest is filled in per call).
-        mask = np.ones(layout.n_actions, dtype=bool)
-        first = 1 + np.arange(n_s) * len(SERVICE_ACTIONS)
-        mask[first + 4] = count > 2
-        self.instance_rows = first[:, None] + np.arange(3)
-        mask[self.instance_rows] = False
-        self.mask = mask
+        self.shapes = None  # which metric tables the kernels take depends on the placement
         self.layout = layout
         self.key = key
+
+    def _placement_kernel(
+        self,
+        used: np.ndarray,
+        service: np.ndarray,
+        hosts: np.ndarray,
+        initial: np.ndarray,
+        n_actions: int,
+        bounds: np.ndarray,
+    ) -> None:
+        """:meth:`refresh` by :func:`envs.kernels.placement`, with views of its workspaces."""
+        k = _kernels
+        self.f32, self.i64, self.idx, self.order, self.mask = k.placement(
+            used, service, hosts, initial, n_actions, _PLAN, bounds, _HMIN_SCALE
+        )
+        if not self.f32.size:  # a used slot of no service: refresh does it in numpy
+            return
+        n_s, n = initial.shape[0], self.idx.size
+        at_m, at_w, at_ops, _, at_svc, _, _, _ = k.workspace_layout(n_s, n, self.n_feat)
+        self.m = self.f32[at_m : at_m + n_s * n].reshape(n_s, n)
+        self.w = self.f32[at_w : at_w + n_s * n].reshape(n_s, n)
+        operands = self.f32[at_ops : at_ops + 8 * n].reshape(8, n)
+        # The matrix products' right-hand operands, with the numpy form's shapes and strides.
+        self.sum_operand, self.w_operand = operands[:6].T, operands[6:].T
+        per_service = self.f32[at_svc : at_svc + k.S_ROWS * n_s].reshape(k.S_ROWS, n_s)
+        self.count = per_service[k.S_COUNT]
+        self.inv = per_service[k.S_INV, :, None]
+        self.ratio = per_service[k.S_RATIO]
+        self.queue = per_service[k.S_QUEUE]
+        self.slots = self.i64[k.W_SLOTS : k.W_SLOTS + 3 * n].reshape(3, n)
+        at_runs = k.W_SLOTS + 3 * n
+        self.segs = self.i64[at_runs : at_runs + 3 * int(self.i64[k.W_N_RUNS])].reshape(-1, 3)
+        self.sorted_rows, self.sorted_host = self.slots[1], self.slots[2]
+        self.present, self.starts = self.segs[:, 0], self.segs[:, 1]
+        # The matrix products' results (as numpy's, C-ordered); log1p writes a column.
+        self.sums = np.empty((n_s, 6), dtype=np.float32)
+        self.log1p_out = self.sums[:, 5]
+        self.weighted = np.empty((n_s, 2), dtype=np.float32)
+
+    def prepare(self, obs: Observation, layout: Layout) -> bool:
+        """:meth:`refresh` for ``obs``; then whether the kernels take it (else numpy runs).
+
+        They take the metric tables the twin and the live plants produce: float32 ndarrays of
+        the telemetry widths, a boolean liveness vector, and placement arrays (boolean, int64)
+        whose used slots index them (an observation outside that gets the numpy form's
+        result, or its error).
+        """
+        self.refresh(obs, layout)
+        inst, host, live = obs.inst, obs.host, obs.inst_live
+        shapes = (inst.dtype, inst.shape, host.dtype, host.shape, live.dtype, live.shape,
+                  type(inst), type(host), type(live))
+        if shapes != self.shapes:
+            self.shapes = shapes
+            rows = self.slots[1] if self.slots is not None else None
+            placed = self.slots[2] if self.slots is not None else None
+            self.compiled = bool(
+                rows is not None and placed is not None
+                and type(inst) is np.ndarray and type(host) is np.ndarray
+                and type(live) is np.ndarray and inst.dtype == _F32 and host.dtype == _F32
+                and live.dtype == _BOOL and inst.ndim == 2
+                and inst.shape[1] == len(INSTANCE_FEATURES) and host.ndim == 2
+                and host.shape[1] == len(HOST_FEATURES) and host.shape[0] > 0 and live.ndim == 1
+                and (rows.size == 0 or (
+                    int(rows.max()) < min(inst.shape[0], live.shape[0])
+                    and int(placed.min()) >= 0 and int(placed.max()) < host.shape[0]
+                ))
+            )
+        return self.compiled
 
 
 def encode(
@@ -346,7 +491,43 @@ def encode_and_mask(
     the placement between observations; the result is the same with or without it.
     """
     c = cache if cache is not None else EncodeCache()
-    c.refresh(obs, layout)
+    if not c.prepare(obs, layout):
+        return _encode_and_mask_numpy(obs, layout, advisories, shed_fraction, c)
+    t_s = obs.t_s
+    day = 2.0 * np.pi * (t_s if math.isfinite(t_s) else 0.0) / _DAY_S
+    out = np.empty(c.n_feat, _F32)
+    mask = c.mask.copy()
+    tie = _kernels.aggregate(
+        obs.inst, obs.host, obs.inst_live, c.f32, c.i64,
+        np.array([name in advisories for name in layout.service_names], dtype=np.float32)
+        if advisories else c.no_advisory,
+        out, mask, float(shed_fraction), np.sin(day), np.cos(day),
+        SYMPTOM_THRESHOLDS["memory"], SYMPTOM_THRESHOLDS["errors"],
+    )
+    # The matrix products and log1p as the numpy form computes them (the same operands, with
+    # its shapes and strides); the rest in the kernels.
+    np.matmul(c.m, c.sum_operand, c.sums)
+    _kernels.scale_means(c.sums, c.f32, c.n_used)
+    np.log1p(c.queue, c.log1p_out)
+    if tie:  # a host extremum that both signed zeros reach: numpy's reduction picks one
+        cluster = out[len(layout.service_names) * len(SERVICE_FEATURES) :]
+        cluster[_HMAX_TO] = obs.host[:, _HMAX_COLS].max(axis=0)
+        cluster[_HMIN_TO] = obs.host[:, _HMIN_COLS].min(axis=0) / _HMIN_SCALE
+    _kernels.finish(out, c.sums, np.matmul(c.w, c.w_operand, c.weighted), c.f32, c.i64)
+    return out, mask
+
+
+def _encode_and_mask_numpy(
+    obs: Observation,
+    layout: Layout,
+    advisories: Collection[str],
+    shed_fraction: float,
+    c: EncodeCache,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode_and_mask` in numpy: the form the kernels reproduce bit for bit.
+
+    It runs for observations the kernels do not take (:meth:`EncodeCache.prepare`).
+    """
     n_s = len(layout.service_names)
     n_per = len(SERVICE_FEATURES)
     out = np.empty(n_s * n_per + len(CLUSTER_FEATURES), dtype=np.float32)
