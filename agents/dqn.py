@@ -347,7 +347,15 @@ class MaskedDQN(DQN):
         with torch.no_grad():
             target_q = self.q_net_target(next_obs)
             chooser = q_net(next_obs) if self.double_q else target_q
-            mask = q_net.mask(next_obs) if isinstance(q_net, MaskedQNetwork) else None
+            mask = None
+            if isinstance(q_net, MaskedQNetwork):
+                rules = self._rules()
+                if rules is not None and next_obs.device.type == "cpu":
+                    # The same mask as the network's (exact: 0/1 products), without torch's
+                    # per-operation overhead.
+                    mask = torch.from_numpy(admissible_mask(next_obs.numpy(), rules))
+                else:
+                    mask = q_net.mask(next_obs)
             best = masked_argmax(chooser, mask).reshape(-1, 1)
             next_q = torch.gather(target_q, dim=1, index=best)
             return rewards + (1 - dones) * discounts * next_q

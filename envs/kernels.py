@@ -708,3 +708,46 @@ def finish(
         elif v == np.inf:
             v = top
         out[i] = _minimum(bounds[1, i], _maximum(bounds[0, i], v))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def admissible(
+    observations: np.ndarray,
+    feature: np.ndarray,
+    sign: np.ndarray,
+    signed_threshold: np.ndarray,
+    symptom_ptr: np.ndarray,
+    symptom_idx: np.ndarray,
+    requires_ptr: np.ndarray,
+    requires_idx: np.ndarray,
+    free: np.ndarray,
+) -> np.ndarray:
+    """Admissible actions of a batch of encoded observations (float32, ``(batch, width)``).
+
+    Condition ``k`` holds where ``x[feature[k]] * sign[k] > signed_threshold[k]`` (float32);
+    action ``a`` is admissible when one of its symptom conditions
+    (``symptom_idx[symptom_ptr[a]:symptom_ptr[a + 1]]``) holds, or it has none (``free``),
+    and every condition it requires (likewise ``requires_*``) holds. These are the nonzeros
+    of the 0/1 incidence matrices of :class:`envs.spaces.SymptomRules`, whose products in
+    :func:`envs.spaces.admissible_mask`'s definition are exact small integers, so "any" and
+    "all" here are the same tests.
+    """
+    n_b, n_k, n_a = observations.shape[0], feature.shape[0], free.shape[0]
+    out = np.empty((n_b, n_a), dtype=np.bool_)
+    held = np.empty(n_k, dtype=np.bool_)
+    for b in range(n_b):
+        for k in range(n_k):
+            held[k] = observations[b, feature[k]] * sign[k] > signed_threshold[k]
+        for a in range(n_a):
+            ok = free[a]
+            for j in range(symptom_ptr[a], symptom_ptr[a + 1]):
+                if held[symptom_idx[j]]:
+                    ok = True
+                    break
+            if ok:
+                for j in range(requires_ptr[a], requires_ptr[a + 1]):
+                    if not held[requires_idx[j]]:
+                        ok = False
+                        break
+            out[b, a] = ok
+    return out

@@ -845,6 +845,13 @@ class SymptomRules:
 
     sign: np.ndarray = field(init=False, repr=False)
     signed_threshold: np.ndarray = field(init=False, repr=False)
+    free: np.ndarray = field(init=False, repr=False)
+    """Actions that need no symptom (``~has_symptom``)."""
+    incidence: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = field(
+        init=False, repr=False
+    )
+    """``(symptom_ptr, symptom_idx, requires_ptr, requires_idx)``: the nonzeros of
+    ``symptom`` and ``requires`` per action (compressed sparse rows of their transposes)."""
 
     def __post_init__(self) -> None:
         # Condition k holds iff x * sign[k] > signed_threshold[k]: exact, since multiplying
@@ -852,6 +859,14 @@ class SymptomRules:
         sign = np.where(self.greater, 1.0, -1.0).astype(np.float32)
         object.__setattr__(self, "sign", sign)
         object.__setattr__(self, "signed_threshold", (self.threshold * sign).astype(np.float32))
+        object.__setattr__(self, "free", ~np.asarray(self.has_symptom, dtype=bool))
+        # Per action, the conditions that are its symptoms and its requirements (CSR).
+        incidence: list[np.ndarray] = []
+        for matrix in (self.symptom, self.requires):
+            rows, cols = np.nonzero(np.asarray(matrix).T > 0.5)
+            ptr = np.searchsorted(rows, np.arange(matrix.shape[1] + 1)).astype(np.int64)
+            incidence += [ptr, cols.astype(np.int64)]
+        object.__setattr__(self, "incidence", (*incidence,))
 
 
 def n_services_of(obs_dim: int) -> int:
@@ -937,12 +952,19 @@ def symptom_rules(n_services: int) -> SymptomRules:
 
 
 def admissible_mask(observations: np.ndarray, rules: SymptomRules) -> np.ndarray:
-    """Admissible actions (bool, ``(..., actions)``) of encoded observations under ``rules``."""
-    x = np.asarray(observations, dtype=np.float32)[..., rules.feature]
-    held = x * rules.sign > rules.signed_threshold
-    any_symptom = (held.astype(np.float32) @ rules.symptom) > 0.5
-    unmet = ((~held).astype(np.float32) @ rules.requires) > 0.5
-    return (any_symptom | ~rules.has_symptom) & ~unmet
+    """Admissible actions (bool, ``(..., actions)``) of encoded observations under ``rules``.
+
+    Condition ``k`` holds where ``x * sign > signed_threshold``; an action is admissible when
+    one of its symptoms holds (or it has none) and none of its requirements is unmet, i.e.
+    ``(held @ symptom > 0.5 | ~has_symptom) & ~(~held @ requires > 0.5)``, evaluated by the
+    compiled :func:`envs.kernels.admissible` (exact: the products are of 0/1 matrices).
+    """
+    x = np.asarray(observations, dtype=np.float32)
+    batch = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+    sym_ptr, sym_idx, req_ptr, req_idx = rules.incidence
+    out = _kernels.admissible(batch, rules.feature, rules.sign, rules.signed_threshold,
+                              sym_ptr, sym_idx, req_ptr, req_idx, rules.free)
+    return out.reshape((*x.shape[:-1], out.shape[-1]))
 
 
 def describe(layout: Layout) -> str:
