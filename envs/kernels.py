@@ -751,3 +751,16 @@ def admissible(
                         break
             out[b, a] = ok
     return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def down_count(used: np.ndarray, ready: np.ndarray) -> tuple[int, int]:
+    """``(used slots not ready, used slots)``: the downtime reward's counts."""
+    down = 0
+    n_used = 0
+    for i in range(used.shape[0]):
+        if used[i]:
+            n_used += 1
+            if not ready[i]:
+                down += 1
+    return down, n_used

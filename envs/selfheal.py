@@ -11,6 +11,7 @@ import numpy as np
 
 from control.engine import SHED_MAX, SHED_STEP
 from control.safety import SafetyConfig, SafetyGate
+from envs import kernels as env_kernels
 from envs.spaces import EncodeCache, Layout, decode, encode_and_mask, layout_from
 from sim.config import TwinConfig
 from sim.errors import ConfigError
@@ -262,9 +263,8 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
         n_req = st.requests_total - total0
         bad_share = 1.0 - (st.requests_good - good0) / n_req if n_req > 0 else 0.0
         obs = twin.observe(copy=False)  # read here and dropped
-        used = obs.inst_used
-        n_down = int(np.count_nonzero(used & ~obs.inst_ready))
-        down_share = n_down / max(int(np.count_nonzero(used)), 1)
+        n_down, n_used = env_kernels.down_count(obs.inst_used, obs.inst_ready)
+        down_share = n_down / max(n_used, 1)
         terms = {
             "slo": self.weights.slo * bad_share,
             "downtime": self.weights.downtime * down_share + self.weights.down_instance * n_down,

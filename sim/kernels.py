@@ -50,6 +50,9 @@ def _minimum(a: Real, b: Real) -> Real:
 
 @_jit
 def serve(
+    admitted_rps: float,
+    visit_ratio: np.ndarray,
+    load_factor: np.ndarray,
     lam_svc: np.ndarray,
     svc: np.ndarray,
     share: np.ndarray,
@@ -84,6 +87,9 @@ def serve(
 ) -> tuple[np.ndarray, ...]:
     """Load, contention, disks, queues, network and stationary latency of one tick.
 
+    Per service arrival rates (admitted rate times visit ratio times extra-load factor) are
+    written to ``lam_svc``.
+
     The numpy form is ``Twin._tick_numpy`` (the code that was the tick before these kernels):
     per slot ``lam``, per host CPU demand and contention
     (:func:`~sim.physics.compute.contention_factor`), disk utilisation and M/M/1 latency
@@ -93,17 +99,25 @@ def serve(
     recursion), host-link and uplink M/M/1 packet delays.
 
     Returns:
-        ``(lam, cpu_util, disk_util, disk_latency_s, capacity, backlog, dropped, net_bps,
-        uplink_util, neg_timeout_ratio, latency)``;
+        ``(slots, hosts, uplink_util)``: per slot the rows ``lam, capacity, backlog, dropped,
+        neg_timeout_ratio, latency``, per host ``cpu_util, disk_util, disk_latency_s,
+        net_bps`` (each set in one array: one result to hand back instead of ten);
         ``exp(neg_timeout_ratio)`` is :func:`~sim.physics.serving.timeout_fraction`.
     """
+    for s in range(lam_svc.shape[0]):
+        lam_svc[s] = admitted_rps * visit_ratio[s] * load_factor[s]
     n, n_h, n_sub = svc.shape[0], throttle.shape[0], s_idx.shape[0]
-    lam = np.empty(n)
+    slots = np.empty((6, n))
+    hosts = np.empty((4, n_h))
+    lam, capacity, backlog, dropped, neg_ratio, latency = (
+        slots[0], slots[1], slots[2], slots[3], slots[4], slots[5]
+    )
+    cpu_util, disk_util, disk_lat, net = hosts[0], hosts[1], hosts[2], hosts[3]
     for i in range(n):
         lam[i] = lam_svc[svc[i]] * share[i]
     demand = np.zeros(n_h)
     iops = np.zeros(n_h)
-    net = np.zeros(n_h)
+    net[:] = 0.0
     for j in range(n_sub):
         h = s_host[j]
         lj = lam[s_idx[j]]
@@ -111,9 +125,6 @@ def serve(
         iops[h] += lj * s_iops[j]
         net[h] += lj * s_bits[j]
     contention = np.empty(n_h)
-    cpu_util = np.empty(n_h)
-    disk_util = np.empty(n_h)
-    disk_lat = np.empty(n_h)
     host_net_s = np.empty(n_h)
     for h in range(n_h):
         demand[h] = demand[h] + background_cores[h]
@@ -140,12 +151,6 @@ def serve(
     for h in range(n_h):
         host_path_s[h] = host_net_s[h] + rack_net_s[host_rack[h]] + hops_s
 
-    capacity = np.empty(n)
-    backlog = np.empty(n)
-    dropped = np.empty(n)
-    stationary = np.empty(n)
-    neg_ratio = np.empty(n)
-    latency = np.empty(n)
     for i in range(n):
         h = hst[i]
         mu = 1.0 / (i_cpu_s[i] / contention[h] + i_iops[i] * disk_lat[h])
@@ -174,11 +179,9 @@ def serve(
         capacity[i] = cap_i
         backlog[i] = q
         dropped[i] = d
-        stationary[i] = st
         neg_ratio[i] = -timeout_s[i] / _maximum(st, 1e-300)
         latency[i] = st + q / _maximum(cap_i, 1e-9)
-    return (lam, cpu_util, disk_util, disk_lat, capacity, backlog, dropped, net, uplink_util,
-            neg_ratio, latency)
+    return slots, hosts, uplink_util
 
 
 @_jit
@@ -197,21 +200,24 @@ def outcome(
     routable: np.ndarray,
     dt: float,
     idle_exact: bool,
-) -> tuple[np.ndarray, ...]:
+    services: np.ndarray,
+) -> np.ndarray:
     """Per slot success share, error rate and utilisation; per service mean latency and success.
 
     ``timeout_share`` is :func:`~sim.physics.serving.timeout_fraction` of the stationary
     latency. Per service, the request-weighted sums run over the routed slots (``r_idx``)
     where idle slots are exact no-ops in them (``idle_exact``), else over every slot.
 
+    ``services`` (3, services) receives the per service mean latency, its square, and the
+    success share floored at ``1e-300`` (for its log); the caller reuses it every tick.
+
     Returns:
-        ``(error_rate, util, svc_latency_s, svc_latency_sq, svc_ok_floor)``: the per service
-        mean latency, its square, and the success share floored at ``1e-300`` (for its log).
+        The rows ``error_rate, util`` per slot, in one array.
     """
     n, n_s = lam.shape[0], lam_svc.shape[0]
     ok = np.empty(n)
-    err = np.empty(n)
-    util = np.empty(n)
+    slots = np.empty((2, n))
+    err, util = slots[0], slots[1]
     for i in range(n):
         lam_serving = lam[i] * (1.0 if serving[i] else 0.0)
         o = ((1.0 - timeout_share[i]) * (1.0 - dropped[i] / _maximum(lam_serving * dt, 1e-9))
@@ -231,36 +237,31 @@ def outcome(
             s = svc[i]
             lat_sum[s] += lam[i] * latency[i]
             ok_sum[s] += lam[i] * ok[i]
-    svc_lat = np.empty(n_s)
-    svc_sq = np.empty(n_s)
-    svc_ok = np.empty(n_s)
+    svc_lat, svc_sq, svc_ok = services[0], services[1], services[2]
     for s in range(n_s):
         inv = 1.0 / _maximum(lam_svc[s], 1e-12)
         lat = lat_sum[s] * inv
         svc_lat[s] = lat
         svc_sq[s] = lat * lat
         svc_ok[s] = _maximum(ok_sum[s] * inv * (1.0 if routable[s] else 0.0), 1e-300)
-    return err, util, svc_lat, svc_sq, svc_ok
+    return slots
 
 
 @_jit
-def gamma_args(
-    mean_s: np.ndarray, var_s2: np.ndarray, slo_s: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def gamma_args(mean_s: np.ndarray, var_s2: np.ndarray, slo_s: np.ndarray, out: np.ndarray) -> None:
     """Shape and argument of the regularised incomplete gamma of each path's latency.
 
     :func:`~sim.physics.serving.path_latency_cdf` is ``gammainc(k, x)`` of these
-    (``k = m^2 / v``, ``x = s m / v``, ``m`` and ``v`` floored at ``1e-12`` and ``1e-24``).
+    (``k = m^2 / v``, ``x = s m / v``, ``m`` and ``v`` floored at ``1e-12`` and ``1e-24``),
+    written to the rows of ``out`` (2, classes).
     """
     n = mean_s.shape[0]
-    k = np.empty(n)
-    x = np.empty(n)
+    k, x = out[0], out[1]
     for c in range(n):
         m = _maximum(mean_s[c], 1e-12)
         v = _maximum(var_s2[c], 1e-24)
         k[c] = m * m / v
         x[c] = slo_s[c] * m / v
-    return k, x
 
 
 @_jit
@@ -314,7 +315,7 @@ def hosts(
     wear_rate_per_s: np.ndarray,
     wearing: bool,
     dt: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Real, Real]:
+) -> tuple[np.ndarray, Real, Real]:
     """Power, temperature, throttling and disk wear of every host over one tick.
 
     Power is :func:`~sim.physics.power.linear_power_w` or, with ``fan_model``,
@@ -325,13 +326,13 @@ def hosts(
     :func:`~sim.physics.storage.wear_step` on the tick's writes, plus the wear a fault adds.
 
     Returns:
-        ``(power_w, temp_c, throttle, wear, temp_max, wear_max)``; the maxima are NaN if any
-        term is (as ``numpy.max``).
+        ``(hosts, temp_max, wear_max)``: the rows ``power_w, temp_c, throttle, wear`` per
+        host and ``max(wear, 0)`` (the hazard law's base) in one array, and the maxima of
+        temperature and wear, NaN if any term is (as ``numpy.max``).
     """
     n_h = util.shape[0]
-    power = np.empty(n_h)
-    temp = np.empty(n_h)
-    throttle = np.empty(n_h)
+    hosts = np.empty((5, n_h))
+    power, temp, throttle, new_wear, worn = hosts[0], hosts[1], hosts[2], hosts[3], hosts[4]
     span = busy_w - idle_w
     frac_span = shutdown_c - throttle_c
     keep = 1.0 - min_factor
@@ -350,15 +351,15 @@ def hosts(
     writes = np.zeros(n_h)
     for j in range(s_idx.shape[0]):
         writes[s_host[j]] += lam[s_idx[j]] * s_write_iops[j]
-    new_wear = np.empty(n_h)
     wear_max: Real = 0.0
     for h in range(n_h):
         w = _maximum(wear[h] + writes[h] * dt * 1.0 / endurance_writes, 0.0)
         if wearing:
             w = w + wear_rate_per_s[h] * dt
         new_wear[h] = w
+        worn[h] = _maximum(w, 0.0)
         wear_max = w if h == 0 else _maximum(wear_max, w)
-    return power, temp, throttle, new_wear, temp_max, wear_max
+    return hosts, temp_max, wear_max
 
 
 @_jit
@@ -410,7 +411,7 @@ def probes(
     passes_in: np.ndarray,
     failure_threshold: int,
     success_threshold: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, int]:
     """One round of liveness and readiness probes on every slot.
 
     A probe passes where the slot is serving; counts of consecutive failures and passes
@@ -418,11 +419,12 @@ def probes(
     consecutive failures, an unready one ready after ``success_threshold`` passes.
 
     Returns:
-        ``(ready, fails, passes, changed)``: ``changed`` counts slots whose readiness moved.
+        ``(ready, counts, changed)``: ``counts`` holds the rows ``fails, passes``;
+        ``changed`` counts slots whose readiness moved.
     """
     n = serving.shape[0]
-    fails = np.empty_like(fails_in)
-    passes = np.empty_like(passes_in)
+    counts = np.empty((2, n), dtype=fails_in.dtype)
+    fails, passes = counts[0], counts[1]
     new_ready = np.empty(n, dtype=np.bool_)
     changed = 0
     for i in range(n):
@@ -435,7 +437,7 @@ def probes(
         new_ready[i] = r
         if r != ready[i]:
             changed += 1
-    return new_ready, fails, passes, changed
+    return new_ready, counts, changed
 
 
 @_jit
@@ -567,3 +569,131 @@ def leaks(
         crossing[j] = cross
         count += cross
     return headroom, crossing, count
+
+
+@_jit
+def derive(
+    svc: np.ndarray,
+    hst: np.ndarray,
+    used: np.ndarray,
+    in_rotation: np.ndarray,
+    isolated: np.ndarray,
+    ready: np.ndarray,
+    inst_up: np.ndarray,
+    cpu_base_s: np.ndarray,
+    slowdown: np.ndarray,
+    iops: np.ndarray,
+    bits: np.ndarray,
+    write_iops: np.ndarray,
+    cfg_error: np.ndarray,
+    compromised: np.ndarray,
+    leak_bps: np.ndarray,
+    host_up: np.ndarray,
+    tor_up: np.ndarray,
+    host_rack: np.ndarray,
+    link_loss: np.ndarray,
+    uplink_loss: np.ndarray,
+    n_services: int,
+    panic_share: float,
+    cross_rack: float,
+    no_spines: bool,
+) -> tuple[np.ndarray, ...]:
+    """What the tick reads of the sparse state (placement, routing, faults), once per change.
+
+    Load balancing over the instances the balancer believes healthy (in rotation, not
+    isolated, ready), with Envoy-style panic routing to the whole rotation of a service
+    under ``panic_share`` ready; the serving slots (up, on a reachable host) and their
+    per-request costs; each slot's success share from configuration errors, packet loss
+    (host link, and the rack uplink for the cross-rack share; all cross-rack traffic when no
+    spine is up) and compromise; the leaking slots. The same operations as the numpy
+    expressions they replace (``bincount`` in index order).
+
+    Returns:
+        ``(cpu_s, share, r_idx, r_svc, svc_routable, serving, s_idx, s_host, s_cpu_s,
+        s_iops, s_bits, s_write_iops, static_ok, leak_idx, leak_bps)``.
+    """
+    n = svc.shape[0]
+    cpu_s = np.empty(n)
+    ready_sum = np.zeros(n_services)
+    rotation_sum = np.zeros(n_services)
+    for i in range(n):
+        cpu_s[i] = cpu_base_s[i] / slowdown[i]
+        rot = used[i] and in_rotation[i] and not isolated[i]
+        ready_sum[svc[i]] += 1.0 if (rot and ready[i]) else 0.0
+        rotation_sum[svc[i]] += 1.0 if rot else 0.0
+    panic = np.empty(n_services, dtype=np.bool_)
+    any_panic = False
+    for s in range(n_services):
+        panic[s] = ready_sum[s] < panic_share * rotation_sum[s]
+        any_panic = any_panic or panic[s]
+    routable = np.empty(n, dtype=np.bool_)
+    wsum = np.zeros(n_services)
+    for i in range(n):
+        rot = used[i] and in_rotation[i] and not isolated[i]
+        r = rot and ready[i]
+        if any_panic:
+            r = r or (rot and panic[svc[i]])
+        routable[i] = r
+        wsum[svc[i]] += 1.0 if r else 0.0
+    share = np.empty(n)
+    n_routed = 0
+    for i in range(n):
+        share[i] = (1.0 if routable[i] else 0.0) / _maximum(wsum[svc[i]], 1.0)
+        if share[i] != 0.0:
+            n_routed += 1
+    r_idx = np.empty(n_routed, dtype=np.int64)
+    j = 0
+    for i in range(n):
+        if share[i] != 0.0:
+            r_idx[j] = i
+            j += 1
+    r_svc = svc[r_idx]
+    svc_routable = np.empty(n_services, dtype=np.bool_)
+    for s in range(n_services):
+        svc_routable[s] = wsum[s] > 0
+    n_h = host_up.shape[0]
+    net_ok = np.empty(n_h)
+    reach = np.empty(n_h, dtype=np.bool_)
+    for h in range(n_h):
+        reach[h] = host_up[h] and tor_up[host_rack[h]]
+        ok = (1.0 - link_loss[h]) * (1.0 - cross_rack * uplink_loss[host_rack[h]])
+        if no_spines:
+            ok = ok * (1.0 - cross_rack)
+        net_ok[h] = ok
+    serving = np.empty(n, dtype=np.bool_)
+    n_serving = 0
+    n_leak = 0
+    for i in range(n):
+        serving[i] = inst_up[i] and reach[hst[i]] and used[i]
+        n_serving += serving[i]
+        if leak_bps[i] * (1.0 if inst_up[i] else 0.0) != 0.0:
+            n_leak += 1
+    s_idx = np.empty(n_serving, dtype=np.int64)
+    s_host = np.empty(n_serving, dtype=hst.dtype)
+    s_cpu_s = np.empty(n_serving)
+    s_iops = np.empty(n_serving)
+    s_bits = np.empty(n_serving)
+    s_write_iops = np.empty(n_serving)
+    static_ok = np.empty(n)
+    leak_idx = np.empty(n_leak, dtype=np.int64)
+    leaks = np.empty(n_leak)
+    j = 0
+    m = 0
+    for i in range(n):
+        if serving[i]:
+            s_idx[j] = i
+            s_host[j] = hst[i]
+            s_cpu_s[j] = cpu_s[i]
+            s_iops[j] = iops[i]
+            s_bits[j] = bits[i]
+            s_write_iops[j] = write_iops[i]
+            j += 1
+        static_ok[i] = ((1.0 - cfg_error[i]) * net_ok[hst[i]] * (0.5 if compromised[i] else 1.0)
+                        * (1.0 if serving[i] else 0.0))
+        lb = leak_bps[i] * (1.0 if inst_up[i] else 0.0)
+        if lb != 0.0:
+            leak_idx[m] = i
+            leaks[m] = lb
+            m += 1
+    return (cpu_s, share, r_idx, r_svc, svc_routable, serving, s_idx, s_host, s_cpu_s, s_iops,
+            s_bits, s_write_iops, static_ok, leak_idx, leaks)

@@ -169,6 +169,9 @@ class Twin:
         # The power law's exponent (sim.physics.power.fan_power_w), None for the linear law.
         self._fan_exponent = host.fan_exponent if host.power_model == "fan" else None
         self._empty = np.empty(0)
+        # Per service rows the tick's kernels fill and the tick itself reads at once.
+        self._svc_buf = np.empty((4, topo.n_services))
+        self._class_buf = np.empty((2, topo.class_share.shape[0]))
         self._thermal_key: tuple[int, float] | None = None
         self._inv_host_mem = 1.0 / host.mem_bytes
         self._inv_nic = 1.0 / host.nic_bps
@@ -802,53 +805,24 @@ class Twin:
             self._i_bits = topo.svc_bytes_per_req.take(svc) * 8.0
             self._i_timeout_s = topo.svc_timeout_s.take(svc)
             self._i_mem_per_req = topo.svc_mem_per_req_bytes.take(svc)
-        self._i_cpu_s = self._i_cpu_base / st.inst_slowdown
-        self._worker_counts = np.flatnonzero(np.bincount(st.inst_workers)).tolist()
-        # Load balancing over instances the LB believes healthy; Envoy-style panic routing
-        # sends to the whole rotation when under half of it is ready.
-        rotation = used & st.inst_in_rotation & ~st.inst_isolated
-        routable = rotation & st.inst_ready
-        wsum = np.bincount(svc, routable, minlength=n_s)
-        panic = wsum < PANIC_READY_SHARE * np.bincount(svc, rotation, minlength=n_s)
-        if panic.any():
-            routable = routable | (rotation & panic[svc])
-            wsum = np.bincount(svc, routable, minlength=n_s)
-        self._i_share = routable / np.maximum(wsum, 1.0)[svc]
-        self._r_idx = np.flatnonzero(self._i_share)
-        self._r_svc = svc[self._r_idx]
-        self._svc_routable = wsum > 0
-        reach_host = st.host_up & st.tor_up[topo.host_rack]
-        self._serving = st.inst_up & reach_host[hst] & used
-        # The per-host sums of serving load run over the serving slots only: every other
-        # slot's term is lam * 0 * (a finite per-request cost) = +0, and adding +0 to a sum
-        # that starts at +0 changes no bit, so the sums are the same, in fewer additions.
-        sub = np.flatnonzero(self._serving)
-        self._s_idx, self._s_host = sub, hst[sub]
-        self._s_cpu_s, self._s_iops = self._i_cpu_s[sub], self._i_iops[sub]
-        self._s_bits, self._s_write_iops = self._i_bits[sub], self._i_write_iops[sub]
-        self._s_workers = st.inst_workers[sub]
+        self._spines_up = int(st.spine_up.sum())
+        # Routing, serving slots, success shares and leaks: sim.kernels.derive.
+        (self._i_cpu_s, self._i_share, self._r_idx, self._r_svc, self._svc_routable,
+         self._serving, self._s_idx, self._s_host, self._s_cpu_s, self._s_iops, self._s_bits,
+         self._s_write_iops, self._i_static_ok, self._leak_idx, self._leak_bps) = kernels.derive(
+            svc, hst, used, st.inst_in_rotation, st.inst_isolated, st.inst_ready, st.inst_up,
+            self._i_cpu_base, st.inst_slowdown, self._i_iops, self._i_bits, self._i_write_iops,
+            st.inst_cfg_error, st.inst_compromised, st.inst_leak_bps, st.host_up, st.tor_up,
+            topo.host_rack, st.host_link_loss, st.uplink_loss, n_s, PANIC_READY_SHARE,
+            self._cross_rack, self._spines_up == 0,
+        )
         self._background_cores = topo.host_background_cores + st.noisy_cores
         self._iops_cap = self._disk_iops * np.where(
             st.disk_state == DISK_OK, 1.0, DEGRADED_IOPS_FACTOR
         )
-        self._spines_up = int(st.spine_up.sum())
-        net_ok = (1.0 - st.host_link_loss) * (
-            1.0 - self._cross_rack * st.uplink_loss[topo.host_rack]
-        )
-        if self._spines_up == 0:
-            net_ok = net_ok * (1.0 - self._cross_rack)
-        self._i_static_ok = (
-            (1.0 - st.inst_cfg_error)
-            * net_ok[hst]
-            * np.where(st.inst_compromised, 0.5, 1.0)
-            * self._serving
-        )
         # Sparse inputs of the dense update, and the tests on them that pick its branches.
         self._svc_load_factor = 1.0 + st.svc_extra_load
         # Leaking slots alone: the others' memory grows by 0 (a no-op) and cannot cross.
-        leak_bps = st.inst_leak_bps * st.inst_up
-        self._leak_idx = np.flatnonzero(leak_bps)
-        self._leak_bps = leak_bps[self._leak_idx]
         self._leaking = bool(self._leak_idx.size)
         self._up_per_core = st.host_up / self._host.cores
         self._fans_decaying = bool(st.fan_decay_per_s.any())
@@ -881,13 +855,14 @@ class Twin:
 
         offered = self.workload.rate_rps(t, dt)
         admitted = offered * (1.0 - st.shed_fraction)
-        lam_svc = admitted * topo.visit_ratio * self._svc_load_factor
+        services = self._svc_buf
+        lam_svc = services[3]
         # Load, CPU contention, disks, queues, network and per-slot latency: the laws of
         # sim.physics fused into compiled loops (sim.kernels, bit-identical to them).
         serving = self._serving
-        (lam, st.cpu_util, st.disk_util, st.disk_latency_s, capacity, backlog, dropped,
-         st.net_bps, st.uplink_util, neg_timeout, latency) = kernels.serve(
-            lam_svc, svc, self._i_share, serving, self._s_idx, self._s_host, self._s_cpu_s,
+        slots, hosts, st.uplink_util = kernels.serve(
+            admitted, topo.visit_ratio, self._svc_load_factor, lam_svc, svc, self._i_share,
+            serving, self._s_idx, self._s_host, self._s_cpu_s,
             self._s_iops, self._s_bits, hst, self._i_cpu_s, self._i_iops, st.inst_workers,
             self._i_timeout_s, st.inst_backlog, self._background_cores, st.throttle,
             self._iops_cap, topo.host_rack, self._up_per_core, topo.n_racks, float(host.cores),
@@ -895,13 +870,16 @@ class Twin:
             self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines,
             self._uplink_tx_s, self._hops_s, dt, self._idle_mmc_exact,
         )
+        lam, capacity, backlog, dropped, neg_timeout, latency = slots
+        st.cpu_util, st.disk_util, st.disk_latency_s, st.net_bps = hosts
         st.inst_backlog = backlog
         # Requests slower than the client timeout (exponential latency): numpy's exp.
-        st.inst_error_rate, st.inst_util, svc_lat, svc_sq, svc_ok = kernels.outcome(
+        st.inst_error_rate, st.inst_util = kernels.outcome(
             lam, serving, capacity, dropped, latency, np.exp(neg_timeout), self._i_static_ok,
             svc, self._r_idx, self._r_svc, lam_svc, self._svc_routable, dt,
-            self._idle_mmc_exact,
+            self._idle_mmc_exact, services,
         )
+        svc_lat, svc_sq, svc_ok = services[:3]
         st.inst_rps = lam
         st.inst_latency_s = latency
         # End-to-end per class along its path (sim.physics.serving.path_latency_cdf: the
@@ -910,11 +888,12 @@ class Twin:
         path = topo.path_matrix
         class_lat = path @ svc_lat
         class_ok = np.exp(path @ np.log(svc_ok))
-        k, x = kernels.gamma_args(class_lat, path @ svc_sq, topo.class_slo_s)
+        gamma = self._class_buf
+        kernels.gamma_args(class_lat, path @ svc_sq, topo.class_slo_s, gamma)
         n_req = offered * dt
         admitted_req = admitted * dt
         class_good = kernels.class_windows(
-            class_ok, gammainc(k, x), topo.class_share, n_req, admitted_req,
+            class_ok, gammainc(gamma[0], gamma[1]), topo.class_share, n_req, admitted_req,
             st.window_class_requests, st.window_class_good,
         )
         good = admitted_req * float(topo.class_share @ class_good)
@@ -940,13 +919,14 @@ class Twin:
             decay = np.exp(-dt / (r * host.thermal_c_j_per_k))
         else:
             r, decay = self._nominal_thermal(dt)
-        power, st.temp_c, st.throttle, wear, temp_max, wear_max = kernels.hosts(
+        hosts, temp_max, wear_max = kernels.hosts(
             cpu_util, st.host_up, upow, self._fan_exponent is not None, host.idle_w,
             host.busy_w, st.temp_c, topo.host_inlet_c, r, decay, host.throttle_c,
             host.shutdown_c, host.throttle_min_factor, lam, self._s_idx, self._s_host,
             self._s_write_iops, st.disk_wear, host.disk_endurance_writes,
             st.disk_wear_rate_per_s, self._disks_wearing, dt,
         )
+        power, st.temp_c, st.throttle, wear, worn = hosts
         st.power_w = power
         self._energy_j += float(power.sum()) * dt
         if temp_max >= host.shutdown_c:
@@ -957,7 +937,7 @@ class Twin:
         st.disk_wear = wear
         # At the law's flat bottom its value is exact without the power (numpy's, else).
         flat = bool(wear_max <= FLAT_HAZARD_WEAR)
-        wear_pow = self._empty if flat else np.maximum(wear, 0.0) ** WEAR_SHAPE
+        wear_pow = self._empty if flat else worn**WEAR_SHAPE
         change = kernels.disk_hazard_step(
             st.disk_hazard_acc, flat, DISK_BASE_HAZARD_PER_S * dt, wear_pow,
             DISK_BASE_HAZARD_PER_S, dt, st.disk_fail_threshold, wear, st.disk_state,
@@ -1028,10 +1008,11 @@ class Twin:
         st = self.state
         # Unready after failure_threshold consecutive failures, ready after
         # success_threshold consecutive passes.
-        new_ready, st.inst_probe_fails, st.inst_probe_passes, n_changed = kernels.probes(
+        new_ready, counts, n_changed = kernels.probes(
             serving, st.inst_used, st.inst_ready, st.inst_probe_fails, st.inst_probe_passes,
             probes.failure_threshold, probes.success_threshold,
         )
+        st.inst_probe_fails, st.inst_probe_passes = counts
         st.inst_live = serving
         if n_changed:
             changed = np.flatnonzero(new_ready != st.inst_ready)

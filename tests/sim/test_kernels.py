@@ -41,12 +41,15 @@ def _inputs(seed: int, edge: bool) -> dict:
     iops = rng.uniform(0.0, 2.0, n)
     bits = rng.uniform(1e3, 1e5, n)
     workers = rng.integers(1, 9, n)
-    lam_svc = rng.uniform(0.0, 3000.0, n_s)
+    visit = rng.uniform(0.5, 3.0, n_s)
+    load = 1.0 + rng.uniform(0.0, 0.5, n_s)
     if edge:
-        lam_svc[0] = 0.0
-        lam_svc[1] = 1e7  # far past every capacity: saturated queues, dropped requests
+        visit[0] = 0.0
+        visit[1] = 1e4  # far past every capacity: saturated queues, dropped requests
+    lam_svc = 1234.5 * visit * load
     throttle = rng.uniform(0.5, 1.0, n_h)
     return {
+        "admitted_rps": 1234.5, "visit_ratio": visit, "load_factor": load,
         "lam_svc": lam_svc, "svc": svc, "share": share, "serving": serving,
         "s_idx": s_idx, "s_host": hst[s_idx], "s_cpu_s": cpu_s[s_idx], "s_iops": iops[s_idx],
         "s_bits": bits[s_idx], "hst": hst, "i_cpu_s": cpu_s, "i_iops": iops,
@@ -103,14 +106,17 @@ def test_serve_and_outcome_equal_the_laws(seed: int, edge: bool, idle_exact: boo
     p = _inputs(seed, edge)
     (lam, cpu_util, disk_util, disk_lat, capacity, backlog, dropped, net_bps, uplink_util,
      stationary, latency) = _serve_numpy(p, idle_exact)
-    got = kernels.serve(**p, idle_exact=idle_exact)
-    expected = (lam, cpu_util, disk_util, disk_lat, capacity, backlog, dropped, net_bps,
+    lam_svc = np.full_like(p["lam_svc"], np.nan)
+    slots, hosts, got_uplink = kernels.serve(**{**p, "lam_svc": lam_svc}, idle_exact=idle_exact)
+    assert _same(lam_svc, p["lam_svc"])
+    got = (*slots[:4], *hosts, got_uplink)
+    expected = (lam, capacity, backlog, dropped, cpu_util, disk_util, disk_lat, net_bps,
                 uplink_util)
-    names = ("lam", "cpu_util", "disk_util", "disk_latency_s", "capacity", "backlog",
-             "dropped", "net_bps", "uplink_util")
-    for name, a, b in zip(names, got[:9], expected, strict=True):
+    names = ("lam", "capacity", "backlog", "dropped", "cpu_util", "disk_util",
+             "disk_latency_s", "net_bps", "uplink_util")
+    for name, a, b in zip(names, got, expected, strict=True):
         assert _same(a, b), name
-    neg_ratio, got_latency = got[9], got[10]
+    neg_ratio, got_latency = slots[4], slots[5]
     timeout_share = timeout_fraction(stationary, p["timeout_s"])
     assert _same(np.exp(neg_ratio), timeout_share)
     assert _same(got_latency, latency)
@@ -135,10 +141,12 @@ def test_serve_and_outcome_equal_the_laws(seed: int, edge: bool, idle_exact: boo
     else:
         lat_sum = np.bincount(svc, lam * latency, minlength=n_s)
         ok_sum = np.bincount(svc, lam * ok, minlength=n_s)
-    err, util, svc_lat, svc_sq, svc_ok = kernels.outcome(
+    services = np.full((3, n_s), np.nan)
+    err, util = kernels.outcome(
         lam, p["serving"], capacity, dropped, latency, timeout_share, static_ok, svc, r_idx,
-        svc[r_idx], p["lam_svc"], routable, p["dt"], idle_exact,
+        svc[r_idx], p["lam_svc"], routable, p["dt"], idle_exact, services,
     )
+    svc_lat, svc_sq, svc_ok = services
     assert _same(err, 1.0 - ok)
     assert _same(util, np.minimum(lam_serving / np.maximum(capacity, 1e-9), 1.0))
     assert _same(svc_lat, lat_sum * inv_lam)
@@ -167,10 +175,11 @@ def test_hosts_equals_the_laws(fan: bool, wearing: bool) -> None:
     idle, busy, exponent = 160.0, 450.0, 1.4
     u = np.minimum(np.maximum(util, 0.0), 1.0)
     upow = u**exponent if fan else np.empty(0)
-    power, temp_new, throttle, wear_new, temp_max, wear_max = kernels.hosts(
+    hosts, temp_max, wear_max = kernels.hosts(
         util, host_up, upow, fan, idle, busy, temp, inlet, r, decay, 80.0, 95.0, 0.5, lam,
         s_idx, s_host, write_iops, wear, 2e11, rate, wearing, 10.0,
     )
+    power, temp_new, throttle, wear_new, worn = hosts
     law = fan_power_w(util, idle, busy, exponent) if fan else linear_power_w(util, idle, busy)
     expected_power = law * host_up
     assert _same(power, expected_power)
@@ -183,6 +192,7 @@ def test_hosts_equals_the_laws(fan: bool, wearing: bool) -> None:
     if wearing:
         expected_wear = expected_wear + rate * 10.0
     assert _same(wear_new, expected_wear)
+    assert _same(worn, np.maximum(expected_wear, 0.0))
     assert _same(np.float64(temp_max), expected_temp.max())
     assert _same(np.float64(wear_max), expected_wear.max())
 
@@ -235,7 +245,9 @@ def test_class_kernels_equal_the_path_latency_law() -> None:
     var = rng.uniform(0.0, 0.1, n)
     var[1] = 0.0
     slo = rng.uniform(0.1, 1.0, n)
-    k, x = kernels.gamma_args(mean, var, slo)
+    gamma = np.empty((2, n))
+    kernels.gamma_args(mean, var, slo, gamma)
+    k, x = gamma
     cdf = gammainc(k, x)
     assert _same(cdf, path_latency_cdf(mean, var, slo))
     class_ok = rng.uniform(0.9, 1.0, n)
@@ -256,7 +268,7 @@ def test_probes_follow_the_thresholds() -> None:
     ready = np.array([True, True, False, False, False])
     fails = np.array([0, 2, 5, 1, 0])
     passes = np.array([4, 0, 0, 0, 7])
-    new_ready, f, p, changed = kernels.probes(serving, used, ready, fails, passes, 3, 1)
+    new_ready, (f, p), changed = kernels.probes(serving, used, ready, fails, passes, 3, 1)
     expected_f = (fails + 1) * ~serving
     expected_p = (passes + 1) * serving
     expected_ready = used & np.where(ready, expected_f < 3, expected_p >= 1)
