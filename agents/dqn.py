@@ -296,8 +296,10 @@ class MaskedDQN(DQN):
         self.set_logger(Logger(folder=None, output_formats=[]))
 
     def _excluded_save_params(self) -> list[str]:
-        # demonstrations are training data, rebuilt by the caller (deterministically) on resume
-        return [*super()._excluded_save_params(), "_demos", "_demo_params", "_demo_rng"]
+        # demonstrations are training data, rebuilt by the caller (deterministically) on resume;
+        # the greedy path's view of the Q-network is rebuilt on first use
+        return [*super()._excluded_save_params(), "_demos", "_demo_params", "_demo_rng",
+                "_plain_plan"]
 
     def set_demonstrations(
         self, demos: Demonstrations, params: DemoParams, seed: int = 0
@@ -486,9 +488,52 @@ class MaskedDQN(DQN):
         batch = obs.reshape(-1, width)
         self.policy.set_training_mode(False)
         with torch.no_grad():
-            q = self.q_net(torch.as_tensor(batch, device=self.device)).cpu().numpy()
+            x = torch.as_tensor(batch, device=self.device)
+            plan = self._plain_layers()
+            if plan is None:
+                q = self.q_net(x).cpu().numpy()
+            else:
+                # The Q-network's own operations, called directly: what the modules compute,
+                # without their per-call dispatch (a third of a greedy step).
+                scaler, layers = plan
+                x = (x.float() - scaler["low"]) * scaler["inv_range"]
+                for layer in layers:
+                    x = F.relu(x) if layer is None else F.linear(x, layer["weight"], layer["bias"])
+                q = x.cpu().numpy()
         best = np.where(admissible_mask(batch, rules), q, -np.inf).argmax(axis=1)
         return best if obs.ndim == 2 else best.reshape(())
+
+    def _plain_layers(
+        self,
+    ) -> tuple[dict[str, Any], list[dict[str, Any] | None]] | None:
+        """The default Q-network as plain operations, or None if it is not one.
+
+        The default is :class:`BoundsScaler` then linear layers and ReLUs without hooks.
+        Returns the scaler's buffers and, per layer, a linear layer's parameters (the
+        modules' own dictionaries, so updates show) or None for a ReLU. The structure is
+        read once per Q-network; anything else gives None, and the caller calls the modules.
+        """
+        q_net = self.q_net
+        cached = self.__dict__.get("_plain_plan")
+        if cached is None or cached[0] is not q_net:
+            plan = None
+            if isinstance(q_net.features_extractor, BoundsScaler):
+                layers: list[dict[str, Any] | None] = []
+                for module in q_net.q_net:
+                    if type(module) is torch.nn.Linear:
+                        layers.append(module._parameters)
+                    elif type(module) is torch.nn.ReLU and not module.inplace:
+                        layers.append(None)
+                    else:
+                        break
+                else:
+                    plan = (q_net.features_extractor._buffers, layers)
+            modules = (q_net, q_net.features_extractor, q_net.q_net, *q_net.q_net)
+            cached = (q_net, plan, modules)
+            self.__dict__["_plain_plan"] = cached
+        if any(m._forward_hooks or m._forward_pre_hooks for m in cached[2]):
+            return None
+        return cached[1]
 
     def _sample_action(
         self, learning_starts: int, action_noise: Any = None, n_envs: int = 1

@@ -156,6 +156,39 @@ def test_masked_dqn_greedy_path_equals_the_policy_predict() -> None:
         raise AssertionError("a wrong observation shape must be refused")
 
 
+def test_masked_dqn_plain_greedy_path_is_the_q_network_bit_for_bit() -> None:
+    """The greedy path's direct operations give the modules' Q-values; a hook is honoured."""
+    import torch
+
+    env = gym.make(ENV_IDS["mixed"], hosts=4, max_episode_steps=200)
+    model = make_dqn(env, DqnParams(learning_starts=50), seed=0)
+    model.learn(200)
+    plan = model._plain_layers()
+    assert plan is not None
+    low, high = env.observation_space.low, env.observation_space.high
+    batch = np.random.default_rng(2).uniform(low, high, (300, low.size)).astype(np.float32)
+    scaler, layers = plan
+    with torch.no_grad():
+        x = (torch.as_tensor(batch) - scaler["low"]) * scaler["inv_range"]
+        for layer in layers:
+            x = torch.relu(x) if layer is None else torch.nn.functional.linear(
+                x, layer["weight"], layer["bias"])
+        expected = model.q_net(torch.as_tensor(batch))
+    assert torch.equal(x, expected)
+    # After more training the same dictionaries hold the updated parameters.
+    model.learn(200, reset_num_timesteps=False)
+    assert model._plain_layers() is plan
+    seen = []
+    handle = model.q_net.register_forward_hook(lambda *args: seen.append(1))
+    try:
+        assert model._plain_layers() is None
+        model.predict(batch[:3], deterministic=True)
+        assert seen
+    finally:
+        handle.remove()
+    assert model._plain_layers() is plan
+
+
 def test_selfheal_vec_env_trains_as_stable_baselines3s_dummy_vec_env() -> None:
     """Same weights as with SB3's own DummyVecEnv; returned arrays and infos are not shared."""
     from stable_baselines3.common.monitor import Monitor
