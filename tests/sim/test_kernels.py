@@ -300,3 +300,77 @@ def test_sample_is_the_state_rounded_to_float32_once() -> None:
     )).astype(np.float32)
     assert _same(twin.telemetry.last_host(), host_rows.T)
     assert _same(twin.telemetry.last_inst(), inst_rows.T)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_derive_equals_the_numpy_routing(seed: int) -> None:
+    """Routing with panic, serving slots, success shares and leaks, as numpy computes them."""
+    rng = np.random.default_rng(seed)
+    n, n_h, n_r, n_s = 90, 20, 4, 5
+    svc = rng.integers(0, n_s, n)
+    hst = rng.integers(0, n_h, n)
+    used = rng.random(n) < 0.85
+    rotation_in = rng.random(n) < 0.9
+    isolated = rng.random(n) < 0.05
+    ready = rng.random(n) < (0.3 if seed % 2 else 0.9)  # odd seeds: services in panic
+    inst_up = rng.random(n) < 0.9
+    base, slowdown = rng.uniform(0.001, 0.05, n), rng.uniform(1.0, 3.0, n)
+    iops, bits, write_iops = rng.uniform(0, 2, n), rng.uniform(1e3, 1e5, n), rng.uniform(0, 1, n)
+    cfg_error = rng.uniform(0, 0.2, n) * (rng.random(n) < 0.2)
+    compromised = rng.random(n) < 0.1
+    leak = rng.uniform(1e3, 1e5, n) * (rng.random(n) < 0.15)
+    host_up, tor_up = rng.random(n_h) < 0.9, rng.random(n_r) < 0.8
+    rack = rng.integers(0, n_r, n_h)
+    link_loss = rng.uniform(0, 0.05, n_h) * (rng.random(n_h) < 0.3)
+    uplink_loss = rng.uniform(0, 0.05, n_r)
+    no_spines = seed == 3
+    got = kernels.derive(svc, hst, used, rotation_in, isolated, ready, inst_up, base, slowdown,
+                         iops, bits, write_iops, cfg_error, compromised, leak, host_up, tor_up,
+                         rack, link_loss, uplink_loss, n_s, 0.5, 0.75, no_spines)
+
+    cpu_s = base / slowdown
+    rotation = used & rotation_in & ~isolated
+    routable = rotation & ready
+    wsum = np.bincount(svc, routable, minlength=n_s)
+    panic = wsum < 0.5 * np.bincount(svc, rotation, minlength=n_s)
+    if panic.any():
+        routable = routable | (rotation & panic[svc])
+        wsum = np.bincount(svc, routable, minlength=n_s)
+    share = routable / np.maximum(wsum, 1.0)[svc]
+    r_idx = np.flatnonzero(share)
+    serving = inst_up & (host_up & tor_up[rack])[hst] & used
+    sub = np.flatnonzero(serving)
+    net_ok = (1.0 - link_loss) * (1.0 - 0.75 * uplink_loss[rack])
+    if no_spines:
+        net_ok = net_ok * (1.0 - 0.75)
+    static_ok = (1.0 - cfg_error) * net_ok[hst] * np.where(compromised, 0.5, 1.0) * serving
+    leak_bps = leak * inst_up
+    leak_idx = np.flatnonzero(leak_bps)
+    expected = (cpu_s, share, r_idx, svc[r_idx], wsum > 0, serving, sub, hst[sub], cpu_s[sub],
+                iops[sub], bits[sub], write_iops[sub], static_ok, leak_idx, leak_bps[leak_idx])
+    assert len(got) == len(expected)
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert _same(a, b), i
+    if seed % 2:
+        assert panic.any()
+
+
+def test_leaks_grow_memory_in_place_and_find_crossings() -> None:
+    rng = np.random.default_rng(6)
+    n = 40
+    idx = np.array([1, 5, 9, 30])
+    leak_bps = np.array([1e6, 2e6, 0.0, 5e5])
+    lam, latency = rng.uniform(0, 50, n), rng.uniform(0.01, 0.5, n)
+    mem = rng.uniform(1e8, 9e8, n)
+    mem[5] = 1e9 - 1e6  # next to its limit: crosses within the tick
+    limit, per_req = np.full(n, 1e9), rng.uniform(1e4, 1e5, n)
+    start = mem.copy()
+    headroom, crossing, count = kernels.leaks(idx, leak_bps, lam, latency, mem, limit, per_req,
+                                              10.0)
+    in_flight = lam.take(idx) * latency.take(idx)
+    expected_room = limit.take(idx) - in_flight * per_req.take(idx) - start.take(idx)
+    expected_mem = start.copy()
+    expected_mem[idx] = start.take(idx) + leak_bps * 10.0
+    assert _same(headroom, expected_room) and _same(mem, expected_mem)
+    expected_crossing = (leak_bps > 0) & (expected_room < leak_bps * 10.0)
+    assert _same(crossing, expected_crossing) and count == int(expected_crossing.sum()) >= 1
