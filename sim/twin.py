@@ -168,6 +168,7 @@ class Twin:
         self._hops_s = 2.0 * cfg.topology.hop_latency_s * (1.0 + self._cross_rack)
         # The power law's exponent (sim.physics.power.fan_power_w), None for the linear law.
         self._fan_exponent = host.fan_exponent if host.power_model == "fan" else None
+        self._cores = float(host.cores)
         self._empty = np.empty(0)
         # Per service rows the tick's kernels fill and the tick itself reads at once.
         self._svc_buf = np.empty((4, topo.n_services))
@@ -806,6 +807,9 @@ class Twin:
             self._i_timeout_s = topo.svc_timeout_s.take(svc)
             self._i_mem_per_req = topo.svc_mem_per_req_bytes.take(svc)
         self._spines_up = int(st.spine_up.sum())
+        self._uplink_cap_bps = (
+            self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines
+        )
         # Routing, serving slots, success shares and leaks: sim.kernels.derive.
         (self._i_cpu_s, self._i_share, self._r_idx, self._r_svc, self._svc_routable,
          self._serving, self._s_idx, self._s_host, self._s_cpu_s, self._s_iops, self._s_bits,
@@ -865,10 +869,9 @@ class Twin:
             serving, self._s_idx, self._s_host, self._s_cpu_s,
             self._s_iops, self._s_bits, hst, self._i_cpu_s, self._i_iops, st.inst_workers,
             self._i_timeout_s, st.inst_backlog, self._background_cores, st.throttle,
-            self._iops_cap, topo.host_rack, self._up_per_core, topo.n_racks, float(host.cores),
+            self._iops_cap, topo.host_rack, self._up_per_core, topo.n_racks, self._cores,
             host.disk_service_s, self._host_tx_s, host.nic_bps, self._cross_rack,
-            self._uplink_capacity_bps * max(self._spines_up, 1) / topo.n_spines,
-            self._uplink_tx_s, self._hops_s, dt, self._idle_mmc_exact,
+            self._uplink_cap_bps, self._uplink_tx_s, self._hops_s, dt, self._idle_mmc_exact,
         )
         lam, capacity, backlog, dropped, neg_timeout, latency = slots
         st.cpu_util, st.disk_util, st.disk_latency_s, st.net_bps = hosts
