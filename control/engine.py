@@ -81,6 +81,15 @@ CAPACITY_WAIT_S = 900.0
 """How long an action waits for the surge capacity that lets it pass the blast-radius limit,
 and how long the replicas added for it are retried (scale-out, then scale-in) while blocked."""
 SURGE_CAPACITY = "surge capacity"
+SHARED_REPAIRS = frozenset({
+    "restart_instance", "cold_migrate", "config_rollback", "reroute_traffic",
+    "quarantine_instance", "failover_rack", "drain_host", "replace_disk", "reboot_host",
+    "repair_host", "replace_fan", "repair_switch", "repair_link", "evict_noisy_neighbour",
+    "clear_cache", "rolling_patch",
+})
+"""Actions that bring their target to one state: run for one incident, they serve another
+that asks for the same action on the same target (see ``HealingEngine._shared``). Actions
+that add (``scale_out``, ``add_cpu``, ``shed_load``) or move (``live_migrate``) are not."""
 SURGE_WATCH_S = 4 * 3600.0
 """How long after a load-surge incident resolves its capacity stays watched (surges last
 hours and keep ramping after the first scale-out has cleared the alert)."""
@@ -138,6 +147,9 @@ class _Executed:
     good_share_before: float
     rollback: bool
     finished_s: float | None = None
+    started_s: float = 0.0
+    sharers: list[int] = field(default_factory=list)
+    """Other incidents whose runbook step this action also serves (see ``_shared``)."""
     surge_capacity: bool = False
 
 
@@ -153,6 +165,8 @@ class _State:
     pending: list[_Pending] = field(default_factory=list)
     executed: dict[int, _Executed] = field(default_factory=dict)
     succeeded: set[int] = field(default_factory=set)
+    latest: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The last action this engine ran per (kind, target)."""
     to_verify: list[int] = field(default_factory=list)
     shed_level: float = 0.0
     shed_started: dict[int, float] = field(default_factory=dict)
@@ -713,6 +727,10 @@ class HealingEngine:
                                                p.action.kind, p.action.target, verdict.kind,
                                                verdict.reason, False))
                 continue
+            shared = self._shared(p, inc)
+            if shared is not None:
+                self._join(p, inc, shared)
+                continue
             verdict = self.gate.check(p.action, obs, now)
             needs_human = verdict.kind == "needs_approval" or (
                 inc.phase == "escalated" and verdict.kind == "allowed"
@@ -798,8 +816,45 @@ class HealingEngine:
         inc.waiting_for.add(result.action_id)
         self._s.executed[result.action_id] = _Executed(
             p.action, inc.incident_id, self._good_share(), reason.startswith("rollback"),
-            surge_capacity=reason.startswith(SURGE_CAPACITY),
+            surge_capacity=reason.startswith(SURGE_CAPACITY), started_s=now,
         )
+        self._s.latest[(p.action.kind, p.action.target)] = result.action_id
+
+    def _shared(self, p: _Pending, inc: Incident) -> int | None:
+        """The same repair of the same target, run for another incident since this one opened.
+
+        Four replicas crash within a fraction of a second: one incident restarts all four
+        (they tie for its diagnosis) while the last crash, seen a probe later, opens an
+        incident of its own whose restart of that replica is blocked as in flight. Retried
+        once the cooldown passes, it would restart a replica that already serves again. The
+        running (or succeeded) action serves this incident's step instead; a failed one does
+        not, and the step's action then runs as usual.
+        """
+        if p.action.kind not in SHARED_REPAIRS or not p.reason.startswith("runbook step"):
+            return None
+        aid = self._s.latest.get((p.action.kind, p.action.target))
+        if aid is None:
+            return None
+        ex = self._s.executed[aid]
+        owner = self._s.incidents[ex.incident_id]
+        running = aid in owner.waiting_for
+        if (ex.incident_id == inc.incident_id or ex.rollback or ex.started_s < inc.opened_s
+                or not (running or aid in self._s.succeeded)):
+            return None
+        return aid
+
+    def _join(self, p: _Pending, inc: Incident, aid: int) -> None:
+        """Let ``inc``'s step wait on (and be verified by) another incident's action ``aid``."""
+        log, now = self.plant.log, self.plant.now_s
+        ex = self._s.executed[aid]
+        log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind, p.action.target,
+                               "shared", f"{p.reason}: the same action already ran for "
+                               f"incident {ex.incident_id}", False, aid))
+        inc.action_ids.append(aid)
+        inc.step_action_ids.append(aid)
+        if aid in self._s.incidents[ex.incident_id].waiting_for:
+            inc.waiting_for.add(aid)
+            ex.sharers.append(inc.incident_id)
 
     def _finish_actions(self, events: Sequence[object]) -> None:
         s = self._s
@@ -811,6 +866,8 @@ class HealingEngine:
                 continue
             inc = s.incidents[ex.incident_id]
             inc.waiting_for.discard(r.action_id)
+            for other in ex.sharers:
+                s.incidents[other].waiting_for.discard(r.action_id)
             if r.phase == "succeeded":
                 s.succeeded.add(r.action_id)
                 if ex.action.kind == "shed_load":

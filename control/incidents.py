@@ -199,7 +199,8 @@ def postmortem(events: Sequence[Event], incident_id: int) -> str:
               "|---|---|---|---|"]
     outcome = {r.action_id: r.phase for r in actions if r.phase in ("succeeded", "failed")}
     for d in decisions:
-        result = outcome.get(d.action_id, "-") if d.executed else "not executed"
+        result = (outcome.get(d.action_id, "-") if d.executed or d.verdict == "shared"
+                  else "not executed")
         lines.append(f"| {d.action} | {d.target} | {d.verdict} | {result} |")
     lines += ["", "## Follow-up items", ""]
     items = _follow_ups(last, decisions, outcome, fault)

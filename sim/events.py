@@ -108,8 +108,10 @@ class IncidentRecord(Event):
 class DecisionRecord(Event):
     """A control decision: what the policy chose, the safety verdict, and whether it ran.
 
-    ``verdict`` is allowed, blocked, needs_approval or dry_run; ``executed`` is True only
-    when the action was submitted to the plant.
+    ``verdict`` is allowed, blocked, needs_approval, dry_run, rejected (the plant refused
+    it) or shared (the same action on the same target, run for another incident, serves
+    this one: ``action_id`` names it); ``executed`` is True only when this decision
+    submitted the action to the plant.
     """
 
     incident_id: int

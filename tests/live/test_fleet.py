@@ -141,27 +141,38 @@ def test_emergency_stop_halts_actuation_within_a_second(fleet_factory: Factory) 
         runtime.stop()
 
 
-def test_every_replica_failing_at_once_is_restarted(fleet_factory: Factory) -> None:
+@pytest.mark.parametrize("last_after_s", [0.0, 0.15])
+def test_every_replica_failing_at_once_is_restarted(
+    fleet_factory: Factory, last_after_s: float
+) -> None:
     """All four replicas crash at once: each is restarted once, and together.
 
     The probes raise one alert for the service and the diagnosis ties the four replicas; a
     restart of a replica that is down takes no serving capacity, so the 25% blast radius
     allows all four. Before, the runbook restarted the first of the tie only, and the
-    incident resolved with three replicas still down.
+    incident resolved with three replicas still down. When the last crash is seen a probe
+    later (``last_after_s``: a loaded machine does this too) it opens an incident of its own;
+    that incident's restart is the one already running, not a second restart once the
+    replica serves again.
     """
     plant = fleet_factory(4)
     engine = live_engine(plant, actuate=True)
     control_loop(plant, engine, 0.3, 0.1)
-    for k in range(4):
+    for k in (0, 1, 3):
         inject(plant, "service_crash", f"inst-{k}")
+    if last_after_s:
+        control_loop(plant, engine, last_after_s, 0.1)
+    inject(plant, "service_crash", "inst-2")
     _run_until(plant, engine, lambda: sum(isinstance(r, FaultCleared)
                                           for r in plant.log.since(0)) >= 4, 30.0)
     control_loop(plant, engine, 1.5, 0.1)
     events = plant.log.since(0)
     started = [r.target for r in events if isinstance(r, ActionRecord)
                and r.kind == "restart_instance" and r.phase == "started"]
-    assert sorted(started) == [f"inst-{k}" for k in range(4)]
+    assert sorted(started) == [f"inst-{k}" for k in range(4)], "\n".join(map(str, events))
     assert sum(isinstance(r, FaultCleared) for r in events) == 4
+    incidents = {r.incident_id: r.phase for r in events if isinstance(r, IncidentRecord)}
+    assert set(incidents.values()) == {"resolved"}
     obs = plant.observe()
     assert obs.inst_ready[obs.inst_used].all()
 
