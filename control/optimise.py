@@ -188,7 +188,7 @@ class SelfOptimiser:
         cur = self.space.decode(self.genome)
         names = []
         for attr in ("workers", "mem_limit_bytes", "spread_racks", "cache_replicas",
-                     "cache_gib", "read_replicas", "lb_policy", "timeout_s"):
+                     "cache_gib", "read_replicas", "lb_policy", "timeout_s", "max_servers"):
             if getattr(arch, attr) != getattr(cur, attr):
                 names.append(attr)
         return names

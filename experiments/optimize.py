@@ -52,6 +52,8 @@ from experiments.search_config import (
 from experiments.search_plots import plot_convergence, plot_front
 from sim.architecture import (
     CONFIG_PARAMS,
+    DEFAULT_DB_POOL,
+    DEFAULT_WORKER_THREADS,
     EvalSpec,
     GenomeSpace,
     Objectives,
@@ -208,6 +210,7 @@ def _default_config(space: GenomeSpace) -> list[float]:
         "api.mem_limit_gib": api_spec.mem_limit_bytes / 2**30,
         "cache.size_gib": arch.cache_gib, "api.timeout_s": api_spec.timeout_s,
         "autoscale.up_util": 0.95, "autoscale.down_util": 0.05,
+        "api.worker_threads": DEFAULT_WORKER_THREADS, "api.db_pool": DEFAULT_DB_POOL,
     }
     return [values[n] for n, *_ in CONFIG_PARAMS]
 

@@ -49,7 +49,9 @@ import numpy as np
 from sim.actions import Action
 from sim.config import GIB, AppSpec, RequestClass, ServiceSpec, TwinConfig
 from sim.errors import ConfigError
+from sim.physics.serving import mmc_fluid_latency_s
 from sim.scenarios import SCENARIOS, make_config
+from sim.state import mmc_servers
 from sim.topology import peak_offered_rps, place_instances
 from sim.twin import Twin, window_kpis
 
@@ -112,6 +114,9 @@ class Architecture:
     scale_up_util: float
     scale_down_util: float
     timeout_s: tuple[float, ...] = ()
+    max_servers: tuple[int, ...] = ()
+    """Per service, the cap on requests an instance serves at once that its worker threads
+    and connection pool set (``ServiceSpec.max_servers``; 0 or empty: its vCPUs)."""
 
     @property
     def cache_hit_ratio(self) -> float:
@@ -354,9 +359,13 @@ def compile_config(arch: Architecture, base: TwinConfig) -> TwinConfig:
         cpu_s = spec.cpu_s_per_req + (LEAST_REQUEST_CPU_S if name == "gateway" and pooled
                                       else 0.0)
         timeout = arch.timeout_s[i] if arch.timeout_s else spec.timeout_s
+        max_servers = arch.max_servers[i] if arch.max_servers else 0
+        if pooled and arch.replicas[i] > 1:
+            max_servers *= 2  # the pair's threads and connections, pooled like its vCPUs
         services.append(dataclasses.replace(
             spec, workers=workers, mem_limit_bytes=int(mem), replicas=replicas,
             min_replicas=min(replicas, 2), cpu_s_per_req=cpu_s, timeout_s=timeout,
+            max_servers=max_servers,
         ))
     if arch.cache_replicas:
         cache = specs["cache"]
@@ -827,11 +836,76 @@ CONFIG_PARAMS: tuple[tuple[str, float, float, str], ...] = (
     ("api.timeout_s", 0.5, 5.0, "float"),
     ("autoscale.up_util", 0.5, 0.95, "float"),
     ("autoscale.down_util", 0.05, 0.4, "float"),
+    ("api.worker_threads", 2, 128, "int"),
+    ("api.db_pool", 1, 32, "int"),
 )
 """The configuration the Bayesian optimiser tunes: ``(name, low, high, kind)`` with kind
-``float``, ``int`` or ``log``. CPU limit is the instances' vCPUs (the twin's M/M/c servers);
-the memory limit is where a leak's OOM kill happens; the cache size sets the hit ratio; the
-timeout is where queued requests are dropped; target utilisations set replicas."""
+``float``, ``int`` or ``log``. CPU limit is the instances' vCPUs; the memory limit is where a
+leak's OOM kill happens; the cache size sets the hit ratio; the timeout is where queued
+requests are dropped; target utilisations set replicas; worker threads and the database
+connection pool (per api instance) cap how many requests an instance serves at once
+(:func:`held_servers`)."""
+
+DEFAULT_WORKER_THREADS = 64
+"""Default worker threads per api instance: more than its vCPUs can keep busy (no cap)."""
+DEFAULT_DB_POOL = 10
+"""Default database connections per api instance (a common connection-pool default); no
+cap on the default deployment."""
+
+
+def residence_s(config: TwinConfig) -> dict[str, float]:
+    """Mean time a call spends at each service at the daily peak, network hop included.
+
+    The stationary M/M/c response time of one instance at its share of the peak load
+    (``sim.physics.serving.mmc_fluid_latency_s``, utilisation capped at 0.99 as in the
+    twin's fast mode), service time ``cpu_s + iops * disk_service_s``, plus the hop latency.
+    """
+    visits = _visits(config.app.classes)
+    peak = peak_offered_rps(config)
+    host, hop_s = config.topology.host, config.topology.hop_latency_s
+    out: dict[str, float] = {}
+    for s in config.app.services:
+        replicas = s.replicas or 1
+        mu = 1.0 / (s.cpu_s_per_req + s.disk_iops_per_req * host.disk_service_s)
+        c = int(mmc_servers(s.workers, s.max_servers))
+        lam = peak * visits.get(s.name, 0.0) / replicas
+        out[s.name] = float(mmc_fluid_latency_s(lam, mu, c, 0.0)) + hop_s
+    return out
+
+
+def held_servers(config: TwinConfig, service: str, threads: int, pool: int) -> int:
+    """Servers of ``service``'s instances with ``threads`` workers and ``pool`` connections.
+
+    By Little's law: a worker thread is held for the whole request, its own service time
+    ``s`` and the downstream calls after it on the request's path (``D``, mean over the
+    request classes through ``service``, each call's :func:`residence_s`), so ``threads``
+    threads keep at most ``threads * s / (s + D)`` servers busy. Likewise a request that
+    goes on to the database holds a connection for that call (``d`` per request, averaged
+    over all its requests): ``pool * s / d``. The cap is the smaller, at least 1 (the twin
+    takes the lower of it and the vCPUs). Residence is at the peak, so the cap is what holds
+    at the busiest hour; at lighter load calls are quicker and it would be looser.
+    """
+    if threads < 1 or pool < 1:
+        raise ArchitectureError(f"threads and pool must be >= 1, got {threads}, {pool}")
+    spec = next((s for s in config.app.services if s.name == service), None)
+    if spec is None:
+        raise ArchitectureError(f"no service {service!r} in the application")
+    r = residence_s(config)
+    own_s = spec.cpu_s_per_req + spec.disk_iops_per_req * config.topology.host.disk_service_s
+    share = down = db = 0.0
+    for rc in config.app.classes:
+        if service not in rc.path:
+            continue
+        after = rc.path[rc.path.index(service) + 1:]
+        share += rc.share
+        down += rc.share * sum(r[p] for p in after)
+        db += rc.share * sum(r[p] for p in after if p in ("database", "db_replica"))
+    if share == 0.0:
+        return 0
+    cap = threads * own_s / (own_s + down / share)
+    if db > 0.0:
+        cap = min(cap, pool * own_s / (db / share))
+    return max(1, math.floor(cap))
 
 
 def configure(space: GenomeSpace, values: dict[str, float],
@@ -872,4 +946,12 @@ def configure(space: GenomeSpace, values: dict[str, float],
     util = [TARGET_UTIL_LEVELS[int(g[space.index(f"{s}.capacity")])] for s in SIZED_SERVICES]
     for s in ("frontend", "api", "database"):
         util[SIZED_SERVICES.index(s)] = float(values[f"{s}.target_util"])
-    return space.sized(arch, util)
+    arch = space.sized(arch, util)
+    # Replicas are sized by CPU, as an operator would; the threads and pool then cap what
+    # each api instance serves at once, at the residence times of that deployment.
+    cap = held_servers(compile_config(arch, space.base), "api",
+                       round(values["api.worker_threads"]), round(values["api.db_pool"]))
+    max_servers = [0] * len(SIZED_SERVICES)
+    if cap < workers[api]:
+        max_servers[api] = cap
+    return dataclasses.replace(arch, max_servers=tuple(max_servers) if any(max_servers) else ())

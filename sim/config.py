@@ -136,8 +136,12 @@ class TopologySpec:
 class ServiceSpec:
     """One microservice: its per-request cost and the shape of its instances.
 
-    ``workers`` is the number of servers c of each instance's M/M/c queue (its vCPUs);
-    ``replicas`` of 0 sizes the service automatically for ``AppSpec.target_peak_util``.
+    ``workers`` is each instance's vCPUs, and the number of servers c of its M/M/c queue
+    unless ``max_servers`` (> 0) caps that below them: an instance whose worker threads are
+    held through its downstream calls, or whose requests wait for a connection of a small
+    pool, serves fewer requests at once than it has vCPUs (``sim.architecture`` derives
+    the cap from thread and pool sizes); 0 is no cap. ``replicas`` of 0 sizes the service
+    automatically for ``AppSpec.target_peak_util``.
     """
 
     name: str
@@ -152,6 +156,7 @@ class ServiceSpec:
     timeout_s: float = 2.0
     replicas: int = 0
     min_replicas: int = 2
+    max_servers: int = 0
 
     def __post_init__(self) -> None:
         owner = f"service[{self.name!r}]"
@@ -178,6 +183,11 @@ class ServiceSpec:
         if not isinstance(self.replicas, int) or self.replicas < 0:
             raise ConfigError(
                 f"{owner}.replicas must be a non-negative integer, got {self.replicas!r}"
+            )
+        if not isinstance(self.max_servers, int) or self.max_servers < 0:
+            raise ConfigError(
+                f"{owner}.max_servers must be a non-negative integer (0: no cap), "
+                f"got {self.max_servers!r}"
             )
         if not isinstance(self.min_replicas, int) or self.min_replicas < 1:
             raise ConfigError(f"{owner}.min_replicas must be >= 1, got {self.min_replicas!r}")

@@ -23,6 +23,7 @@ import simpy
 from simpy.core import EmptySchedule
 
 from sim.errors import ConfigError
+from sim.state import mmc_servers
 from sim.topology import Topology
 
 __all__ = ["PerRequestServing", "ServingStats", "StationStats", "simulate_mmc"]
@@ -187,7 +188,8 @@ class PerRequestServing:
     """Per-request simulation of the whole serving path of a :class:`Topology`.
 
     Every service instance (``topology.initial_service``) is an M/M/c station: a FIFO
-    :class:`simpy.Resource` with the service's ``workers``, whose service time is exponential
+    :class:`simpy.Resource` with the service's ``workers`` (capped at its ``max_servers``),
+    whose service time is exponential
     with mean ``svc_cpu_s / slowdown[instance]``. An arriving request draws its class by
     share and calls the services of its path in order; at each call it pays
     ``hop_latency_s`` of network delay, picks one of the service's instances uniformly at
@@ -296,7 +298,8 @@ class PerRequestServing:
         self._hop_latency_s = float(hop_latency_s)
         self._inst_service = inst_service
         self._inst_mean_s = np.asarray(topology.svc_cpu_s, dtype=np.float64)[inst_service] / speed
-        self._workers = np.asarray(topology.svc_workers, dtype=np.int64)[inst_service]
+        self._workers = mmc_servers(np.asarray(topology.svc_workers, dtype=np.int64),
+                                    topology.svc_max_servers)[inst_service]
         self._replicas = replicas
         self._inst_table = table
         self._class_paths = path_table

@@ -53,6 +53,9 @@ class ClusterState:
     inst_service: np.ndarray
     inst_host: np.ndarray
     inst_workers: np.ndarray
+    inst_servers: np.ndarray
+    """Servers of each instance's M/M/c queue: its vCPUs, or fewer under its service's
+    ``max_servers`` (see :func:`mmc_servers`)."""
     inst_mem_limit_bytes: np.ndarray
     inst_up: np.ndarray
     inst_vm_up: np.ndarray
@@ -99,6 +102,13 @@ class ClusterState:
         return int(self.inst_used.shape[0])
 
 
+def mmc_servers(workers: np.ndarray | int, max_servers: np.ndarray | int) -> np.ndarray:
+    """M/M/c servers of instances with ``workers`` vCPUs under a cap (0: no cap)."""
+    w = np.asarray(workers, dtype=np.int64)
+    cap = np.asarray(max_servers, dtype=np.int64)
+    return np.where(cap > 0, np.minimum(w, cap), w)
+
+
 def initial_state(
     topo: Topology,
     host_cores: float,
@@ -121,6 +131,8 @@ def initial_state(
     # within the server counts actually in use.
     workers = np.full(cap, int(topo.svc_workers.min()), dtype=np.int64)
     workers[:n0] = topo.svc_workers[topo.initial_service]
+    n_servers = workers.copy()
+    n_servers[:n0] = mmc_servers(workers[:n0], topo.svc_max_servers[topo.initial_service])
     mem_limit = np.ones(cap)
     mem_limit[:n0] = topo.svc_mem_limit_bytes[topo.initial_service]
     mem = np.zeros(cap)
@@ -170,6 +182,7 @@ def initial_state(
         inst_service=svc,
         inst_host=host,
         inst_workers=workers,
+        inst_servers=n_servers,
         inst_mem_limit_bytes=mem_limit,
         inst_up=used.copy(),
         inst_vm_up=used.copy(),

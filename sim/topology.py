@@ -34,6 +34,7 @@ class Topology:
     class_names: tuple[str, ...]
     svc_cpu_s: np.ndarray
     svc_workers: np.ndarray
+    svc_max_servers: np.ndarray
     svc_mem_base_bytes: np.ndarray
     svc_mem_limit_bytes: np.ndarray
     svc_mem_per_req_bytes: np.ndarray
@@ -182,6 +183,7 @@ def build_topology(config: TwinConfig, rng: np.random.Generator) -> Topology:
         class_names=tuple(rc.name for rc in app.classes),
         svc_cpu_s=arr("cpu_s_per_req"),
         svc_workers=np.array([s.workers for s in app.services], dtype=np.int64),
+        svc_max_servers=np.array([s.max_servers for s in app.services], dtype=np.int64),
         svc_mem_base_bytes=arr("mem_base_bytes"),
         svc_mem_limit_bytes=arr("mem_limit_bytes"),
         svc_mem_per_req_bytes=arr("mem_per_req_bytes"),

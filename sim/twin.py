@@ -43,7 +43,14 @@ from sim.faults import (
 )
 from sim.physics.storage import WEAR_SHAPE
 from sim.physics.thermal import thermal_resistance_k_per_w
-from sim.state import DISK_DEGRADED, DISK_FAILED, DISK_OK, ClusterState, initial_state
+from sim.state import (
+    DISK_DEGRADED,
+    DISK_FAILED,
+    DISK_OK,
+    ClusterState,
+    initial_state,
+    mmc_servers,
+)
 from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation, TelemetryBuffer
 from sim.topology import Topology, build_topology
 from sim.workload import Workload
@@ -586,7 +593,7 @@ class Twin:
         if n == 0:
             return 1
         demand = float((st.inst_rps[members] / st.inst_slowdown[members]).sum())
-        util = demand * self.topo.svc_cpu_s[service] / float(st.inst_workers[members].sum())
+        util = demand * self.topo.svc_cpu_s[service] / float(st.inst_servers[members].sum())
         need = math.ceil(n * util / SCALE_OUT_TARGET_UTIL) - n
         return int(min(max(need, 1), n))
 
@@ -597,6 +604,8 @@ class Twin:
         st.inst_service[slot] = service
         st.inst_host[slot] = host
         st.inst_workers[slot] = topo.svc_workers[service]
+        st.inst_servers[slot] = mmc_servers(topo.svc_workers[service],
+                                            topo.svc_max_servers[service])
         st.inst_mem_limit_bytes[slot] = topo.svc_mem_limit_bytes[service]
         st.inst_mem_bytes[slot] = topo.svc_mem_base_bytes[service]
         st.inst_up[slot] = False
@@ -710,6 +719,8 @@ class Twin:
                     self._move_instance(int(inst), dest)
         elif kind == "add_cpu":
             st.inst_workers[i] += 2
+            st.inst_servers[i] = mmc_servers(st.inst_workers[i],
+                                         self.topo.svc_max_servers[st.inst_service[i]])
             st.host_free_cores[st.inst_host[i]] -= 2
         elif kind == "add_memory":
             extra = 0.5 * st.inst_mem_limit_bytes[i]
@@ -867,7 +878,7 @@ class Twin:
         slots, hosts, st.uplink_util = kernels.serve(
             admitted, topo.visit_ratio, self._svc_load_factor, lam_svc, svc, self._i_share,
             serving, self._s_idx, self._s_host, self._s_cpu_s,
-            self._s_iops, self._s_bits, hst, self._i_cpu_s, self._i_iops, st.inst_workers,
+            self._s_iops, self._s_bits, hst, self._i_cpu_s, self._i_iops, st.inst_servers,
             self._i_timeout_s, st.inst_backlog, self._background_cores, st.throttle,
             self._iops_cap, topo.host_rack, self._up_per_core, topo.n_racks, self._cores,
             host.disk_service_s, self._host_tx_s, host.nic_bps, self._cross_rack,

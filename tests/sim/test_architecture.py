@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 from scipy.stats import gamma
 
+from sim.actions import Action
 from sim.architecture import (
     CONFIG_PARAMS,
+    DEFAULT_DB_POOL,
+    DEFAULT_WORKER_THREADS,
     SIZED_SERVICES,
     ArchitectureError,
     EvalSpec,
@@ -21,9 +25,12 @@ from sim.architecture import (
     deploy,
     deployable,
     evaluate,
+    held_servers,
     repair,
+    residence_s,
     weighted_fitness,
 )
+from sim.per_request import PerRequestServing
 from sim.topology import build_topology
 
 TINY = EvalSpec(hosts=20, hours=0.1, replicates=1)
@@ -219,3 +226,74 @@ def test_configure_applies_the_configuration(space: GenomeSpace) -> None:
         configure(space, {**values, "api.timeout_s": 99.0})
     with pytest.raises(ArchitectureError, match="unknown"):
         configure(space, {**values, "bogus": 1.0})
+
+
+def test_threads_and_pool_cap_the_api_by_littles_law(space: GenomeSpace) -> None:
+    """Threads and connections cap the api at ``T s / (s + D)`` and ``P s / d``.
+
+    A thread is held for the api's own time and its downstream calls, a connection for the
+    database call; the lower cap wins.
+    """
+    cfg = compile_config(space.decode(space.default_genome()), space.base)
+    r = residence_s(cfg)
+    db = next(x for x in cfg.app.services if x.name == "database")
+    assert r["database"] > db.cpu_s_per_req + cfg.topology.hop_latency_s
+    api = next(x for x in cfg.app.services if x.name == "api")
+    own = api.cpu_s_per_req + api.disk_iops_per_req * cfg.topology.host.disk_service_s
+    through = [rc for rc in cfg.app.classes if "api" in rc.path]
+    share = sum(rc.share for rc in through)
+    down = sum(rc.share * sum(r[p] for p in rc.path[rc.path.index("api") + 1:])
+               for rc in through) / share
+    hold = sum(rc.share * r["database"] for rc in through if "database" in rc.path) / share
+    assert held_servers(cfg, "api", 16, 1000) == math.floor(16 * own / (own + down))
+    assert held_servers(cfg, "api", 1000, 3) == math.floor(3 * own / hold)
+    caps = [held_servers(cfg, "api", t, 10) for t in (2, 4, 8, 16, 32, 64)]
+    assert caps == sorted(caps) and caps[0] >= 1 and caps[0] < caps[-1]
+    assert held_servers(cfg, "api", 2, 1) == 1
+    with pytest.raises(ArchitectureError, match="threads and pool"):
+        held_servers(cfg, "api", 0, 10)
+    with pytest.raises(ArchitectureError, match="no service"):
+        held_servers(cfg, "nope", 8, 10)
+
+
+def test_few_threads_cap_the_twins_servers_not_its_vcpus(tiny_space: GenomeSpace) -> None:
+    """Four threads cap the api's M/M/c servers below its vCPUs; the defaults cap nothing.
+
+    The cap holds in the fast mode, after an ``add_cpu`` and in the per-request mode; the
+    instance still has (and pays for) its vCPUs, and the api slows down.
+    """
+    values = {n: (lo + hi) / 2 for n, lo, hi, _ in CONFIG_PARAMS}
+    values |= {"api.cpu_limit": 8, "api.worker_threads": DEFAULT_WORKER_THREADS,
+               "api.db_pool": DEFAULT_DB_POOL}
+    free = configure(tiny_space, values)
+    assert free.max_servers == ()
+    few = configure(tiny_space, {**values, "api.worker_threads": 4})
+    i = SIZED_SERVICES.index("api")
+    cap = few.max_servers[i]
+    assert 1 <= cap < few.workers[i] == 8
+    assert dataclasses.replace(few, max_servers=()) == free
+    assert held_servers(compile_config(free, tiny_space.base), "api", 4,
+                        DEFAULT_DB_POOL) == cap
+
+    slow, fast = deploy(few, tiny_space.base, 3), deploy(free, tiny_space.base, 3)
+    s = slow.topo.service_names.index("api")
+    for twin in (slow, fast):
+        twin.advance(300.0)
+    mine = slow.state.inst_used & (slow.state.inst_service == s)
+    assert (slow.state.inst_servers[mine] == cap).all()
+    assert (slow.state.inst_workers[mine] == 8).all()
+    assert (fast.state.inst_servers[mine] == 8).all()
+    others = slow.state.inst_used & ~mine
+    assert (slow.state.inst_servers[others] == slow.state.inst_workers[others]).all()
+    lat = [float(t.state.inst_latency_s[mine].mean()) for t in (slow, fast)]
+    assert lat[0] > lat[1]
+
+    k = int(np.flatnonzero(mine)[0])
+    assert slow.apply(Action("add_cpu", f"inst-{k}")).accepted
+    slow.advance(60.0)
+    assert slow.state.inst_workers[k] == 10 and slow.state.inst_servers[k] == cap
+
+    topo = build_topology(compile_config(few, tiny_space.base), np.random.default_rng(0))
+    serving = PerRequestServing(topo, np.random.default_rng(0))
+    per_inst = serving._workers[topo.initial_service == s]
+    assert (per_inst == cap).all()

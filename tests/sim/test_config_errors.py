@@ -84,6 +84,8 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
      lambda: ServiceSpec("api", 0.01, mem_base_bytes=2**33, mem_limit_bytes=2**32),
      "mem_base_bytes"),
     ("zero workers", lambda: ServiceSpec("api", 0.01, workers=0), "workers"),
+    ("negative server cap", lambda: ServiceSpec("api", 0.01, max_servers=-1), "max_servers"),
+    ("fractional server cap", lambda: ServiceSpec("api", 0.01, max_servers=2.5), "max_servers"),
     ("target_peak_util of 1", lambda: AppSpec(target_peak_util=1.0), "app.target_peak_util"),
     ("unknown fault kind", lambda: FaultRates((("meteor_strike", 1.0),)),
      "unknown fault kind 'meteor_strike'"),
