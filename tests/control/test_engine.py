@@ -419,3 +419,33 @@ def test_resume_runs_again_the_step_the_stop_interrupted() -> None:
                and r.kind == "restart_instance" and r.target == "inst-5"]
     assert started and started[0].t_s - resumed_at <= 2.0
     assert len({r.incident_id for r in twin.events() if isinstance(r, IncidentRecord)}) == 1
+
+
+def test_a_replica_whose_crash_is_seen_later_shares_the_restart_already_running() -> None:
+    """Three database replicas crash, the fourth two seconds later: each restarted once.
+
+    The fourth crash opens an incident of its own while the first incident restarts all
+    four; its runbook step takes that running restart as its own (a ``shared`` decision)
+    instead of restarting the replica again once its cooldown passes, and both resolve.
+    """
+    engine, twin = _engine(SafetyConfig())
+    members = _replicas(twin, "database")
+    _run(engine, twin, 60)
+    for i in members[:3]:
+        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+    _run(engine, twin, 2)
+    strike(twin, FaultKind.SERVICE_CRASH, members[3], twin.rng_for("script", members[3]))
+    _run(engine, twin, 600)
+    events = twin.events()
+    started = sorted(r.target for r in events if isinstance(r, ActionRecord)
+                     and r.kind == "restart_instance" and r.phase == "started")
+    assert started == sorted(f"inst-{i}" for i in members)
+    (shared,) = [r for r in events if isinstance(r, DecisionRecord) and r.verdict == "shared"]
+    assert shared.target == f"inst-{members[3]}" and not shared.executed
+    owner = next(r for r in events if isinstance(r, DecisionRecord) and r.executed
+                 and r.action_id == shared.action_id)
+    assert owner.incident_id != shared.incident_id and owner.target == shared.target
+    phases = {r.incident_id: r.phase for r in events if isinstance(r, IncidentRecord)}
+    assert phases == {owner.incident_id: "resolved", shared.incident_id: "resolved"}
+    report = postmortem(events, shared.incident_id)
+    assert f"| restart_instance | inst-{members[3]} | shared | succeeded |" in report
