@@ -163,8 +163,15 @@ def test_every_replica_failing_at_once_is_restarted(
     if last_after_s:
         control_loop(plant, engine, last_after_s, 0.1)
     inject(plant, "service_crash", "inst-2")
+
+    def all_resolved() -> bool:
+        last = {r.incident_id: r.phase for r in plant.log.since(0)
+                if isinstance(r, IncidentRecord)}
+        return bool(last) and set(last.values()) == {"resolved"}
+
     _run_until(plant, engine, lambda: sum(isinstance(r, FaultCleared)
                                           for r in plant.log.since(0)) >= 4, 30.0)
+    _run_until(plant, engine, all_resolved, 30.0)
     control_loop(plant, engine, 1.5, 0.1)
     events = plant.log.since(0)
     started = [r.target for r in events if isinstance(r, ActionRecord)
