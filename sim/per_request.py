@@ -189,11 +189,10 @@ class PerRequestServing:
 
     Every service instance (``topology.initial_service``) is an M/M/c station: a FIFO
     :class:`simpy.Resource` with the service's ``workers`` (capped at its ``max_servers``),
-    whose service time is exponential
-    with mean ``svc_cpu_s / slowdown[instance]``. An arriving request draws its class by
-    share and calls the services of its path in order; at each call it pays
-    ``hop_latency_s`` of network delay, picks one of the service's instances uniformly at
-    random (the load balancer), queues, and is served.
+    whose service time is exponential with mean ``svc_cpu_s / slowdown[instance]``. An
+    arriving request draws its class by share and calls the services of its path in order;
+    at each call it pays ``hop_latency_s`` of network delay, picks one of the service's
+    instances uniformly at random (the load balancer), queues, and is served.
 
     Args:
         topology: static inventory; instance placement from ``initial_service``.
