@@ -39,7 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 from control.engine import EngineConfig
 from control.run import AGENTS, OperatorSpec, RunSpec
 from control.safety import SafetyConfig
-from experiments import joblog
+from experiments import joblog, tracking
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS, make_config
 
@@ -264,7 +264,12 @@ def error_line(err: BaseException) -> str:
 
 
 def run_app(app: Callable[[], object]) -> None:
-    """Run a Hydra entry point; a rejected config is one line on stderr and exit status 2."""
+    """Run a Hydra entry point; a rejected config is one line on stderr and exit status 2.
+
+    On any other way out by exception, every MLflow run the process left open is marked
+    FAILED; after a SIGTERM the exit status is 143 (128 + 15) whichever exception the signal
+    turned into on its way out (one raised inside a database call can surface as another).
+    """
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
@@ -274,6 +279,12 @@ def run_app(app: Callable[[], object]) -> None:
     except CONFIG_ERRORS as err:
         print(f"error: {error_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except BaseException:
+        tracking.fail_open_runs()
+        signum = tracking.terminated_by()
+        if signum is not None:
+            sys.exit(128 + signum)
+        raise
 
 
 def _override_key(text: str) -> str:

@@ -123,6 +123,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                                 "parity_total": float(len(observations))})
         if agree != len(observations):
             tracking.fail_run(client, run_id)  # an export that disagrees is not a result
+        else:
+            tracking.end_run(client, run_id)
     line = {
         "export": str(out.resolve()), "scenario": s.scenario, "model": str(model_path),
         "parity_observations": len(observations), "parity_agree": agree,

@@ -9,7 +9,8 @@ Every run carries the same tags whatever made it: ``entry_point`` (``run``, ``tr
 ``mlflow.source.git.commit``, and from Hydra ``hydra_output_dir`` (plus ``hydra_sweep_dir``
 and ``hydra_job_num`` in a multirun, to pick one sweep's runs). A run ends FINISHED or
 FAILED: an exception, Ctrl-C or a SIGTERM (``timeout``, a scheduler's kill) marks it FAILED;
-only SIGKILL leaves it RUNNING.
+only SIGKILL leaves it RUNNING. A SIGTERM ends the process with status 143 within
+``SIGTERM_GRACE_S``, also when its ``SystemExit`` lands where Python ignores it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from sim.errors import ConfigError
 DEFAULT_STORE_DIR = "mlruns"
 _PARAM_MAX_CHARS = 6000
 _BATCH = 100
+_OPEN: dict[str, MlflowClient] = {}
+"""Runs this process started and has not ended yet (see :func:`fail_open_runs`)."""
+_TERMINATED_BY: list[int] = []
+"""The signal that asked this process to stop, once one has (see :func:`terminated_by`)."""
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -203,11 +208,24 @@ def start_run(
         common["mlflow.source.git.commit"] = revision.removesuffix("-dirty")
     common.update(_hydra_tags())
     _terminate_raises()
-    run = client.create_run(experiment_id, run_name=run_name, tags={**common, **tags})
+    # A SIGTERM between the run's creation and its registration would leave it RUNNING:
+    # it waits (blocked) until the run is registered, then raises inside the try below.
+    held = _hold_sigterm()
+    try:
+        run = client.create_run(experiment_id, run_name=run_name, tags={**common, **tags})
+    except BaseException:
+        _release_sigterm(held)
+        raise
     run_id = str(run.info.run_id)
-    items = [Param(k, v) for k, v in params.items()]
-    for i in range(0, len(items), _BATCH):
-        client.log_batch(run_id, params=items[i : i + _BATCH])
+    _OPEN[run_id] = client
+    try:
+        _release_sigterm(held)
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            client.log_batch(run_id, params=items[i : i + _BATCH])
+    except BaseException:
+        fail_run(client, run_id)
+        raise
     return run_id
 
 
@@ -227,7 +245,28 @@ def finish_run(
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_artifacts(run_id, str(artifact_dir))
-    client.set_terminated(run_id, status="FINISHED")
+    end_run(client, run_id)
+
+
+def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    """Mark a run ``status`` (FINISHED or FAILED); it is no longer open in this process."""
+    client.set_terminated(run_id, status=status)
+    _OPEN.pop(run_id, None)
+
+
+def fail_open_runs() -> None:
+    """Mark FAILED every run this process started and did not end (best effort).
+
+    The entry points call this when they stop on an exception, so a run is not left RUNNING
+    whatever line the exception (a SIGTERM among them) interrupted.
+    """
+    for run_id, client in list(_OPEN.items()):
+        fail_run(client, run_id)
+
+
+def terminated_by() -> int | None:
+    """The signal (SIGTERM) that stopped this process, or None if none did."""
+    return _TERMINATED_BY[0] if _TERMINATED_BY else None
 
 
 def _hydra_tags() -> dict[str, str]:
@@ -245,8 +284,47 @@ def _hydra_tags() -> dict[str, str]:
     return tags
 
 
+SIGTERM_GRACE_S = 10.0
+"""How long after a SIGTERM the process may take to stop by itself before it is ended."""
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
+    """Raise ``SystemExit(128 + signum)`` here, and make sure the process ends regardless.
+
+    The handler runs between two bytecodes of whatever the main thread is doing; if that is
+    a finaliser (``__del__``, a weakref callback), Python reports the exception as ignored
+    and carries on. So the first SIGTERM also starts a watchdog thread that, if the process
+    is still alive ``SIGTERM_GRACE_S`` later, marks the open runs FAILED and exits with the
+    same status.
+    """
+    if not _TERMINATED_BY:
+        _TERMINATED_BY.append(signum)
+        threading.Thread(target=_end_after_grace, args=(128 + signum,), daemon=True,
+                         name="sigterm-grace").start()
     raise SystemExit(128 + signum)
+
+
+def _end_after_grace(status: int) -> None:
+    time.sleep(SIGTERM_GRACE_S)
+    fail_open_runs()
+    os._exit(status)
+
+
+def _hold_sigterm() -> bool:
+    """Block SIGTERM in this (main) thread; whether it was blocked here."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    except (AttributeError, OSError, ValueError):
+        return False
+    return signal.SIGTERM not in before
+
+
+def _release_sigterm(held: bool) -> None:
+    """Unblock SIGTERM if :func:`_hold_sigterm` blocked it; a pending one is delivered now."""
+    if held:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _terminate_raises() -> None:
@@ -261,7 +339,7 @@ def _terminate_raises() -> None:
 def fail_run(client: MlflowClient, run_id: str) -> None:
     """Mark a run FAILED (best effort: the original error matters more)."""
     with contextlib.suppress(Exception):
-        client.set_terminated(run_id, status="FAILED")
+        end_run(client, run_id, "FAILED")
 
 
 def _first_line(text: str) -> str:

@@ -326,7 +326,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             client.log_artifact(run_id, str(curve_path))
             client.log_artifact(run_id, str(run_dir / "result.json"))
             client.set_tag(run_id, "steps_per_s", str(line["steps_per_s"]))
-            client.set_terminated(run_id, status="FINISHED")
+            tracking.end_run(client, run_id)
     except BaseException:
         if client is not None and run_id is not None:
             tracking.fail_run(client, run_id)

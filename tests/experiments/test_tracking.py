@@ -99,3 +99,68 @@ def test_processes_opening_a_new_store_together_all_get_it(tmp_path: Path) -> No
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-300:] for _, err in outs]
     assert len({out.strip() for out, _ in outs}) == 1
+
+
+def test_a_sigterm_swallowed_where_it_landed_still_ends_the_run_failed(tmp_path: Path) -> None:
+    """A SIGTERM swallowed where it landed still ends the process (143) and fails its run.
+
+    Python reports a SystemExit raised inside a finaliser or a ctypes callback as ignored
+    and carries on; numba's cache-loading callback is such a place, and a killed
+    ``experiments.run`` carried on with its run left RUNNING. The grace-period watchdog
+    ends it.
+    """
+    import signal
+    import sys
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{(tmp_path / 'store' / 'mlflow.db').as_posix()}"
+    (tmp_path / "store").mkdir()
+    code = (
+        "import os, signal, sys, time\n"
+        "from experiments import tracking\n"
+        "tracking.SIGTERM_GRACE_S = 1.0\n"
+        "client = tracking.client_for(sys.argv[1])\n"
+        "exp = tracking.ensure_experiment(client, 'novacron')\n"
+        "run_id = tracking.start_run(client, exp, 'r', {}, {}, entry_point='run')\n"
+        "print(run_id, flush=True)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "except SystemExit:\n"
+        "    pass  # what a finaliser does with it\n"
+        "time.sleep(30)\n"
+        "print('not stopped', flush=True)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code, uri], cwd=root, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-500:]
+    assert "not stopped" not in done.stdout
+    run_id = done.stdout.split()[0]
+    assert MlflowClient(uri).get_run(run_id).info.status == "FAILED"
+
+
+def test_open_runs_are_failed_and_ended_ones_left_alone(tmp_path: Path) -> None:
+    """``fail_open_runs`` marks only the runs this process started and did not end."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    from experiments import tracking
+
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(f"sqlite:///{(tmp_path / 'store' / 'mlflow.db').as_posix()}")
+    exp = tracking.ensure_experiment(client, "novacron")
+    before = signal.getsignal(signal.SIGTERM)
+    try:  # start_run installs the SIGTERM handler in this (test) process: put it back
+        ended = tracking.start_run(client, exp, "ended", {"a": "1"}, {}, entry_point="run")
+        tracking.end_run(client, ended)
+        left = tracking.start_run(client, exp, "left", {}, {}, entry_point="run")
+        tracking.fail_open_runs()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert client.get_run(ended).info.status == "FINISHED"
+    assert client.get_run(left).info.status == "FAILED"
+    tracking.fail_open_runs()  # nothing open any more: a no-op
+    assert client.get_run(left).info.status == "FAILED"
