@@ -862,15 +862,18 @@ def residence_s(config: TwinConfig) -> dict[str, float]:
     """
     visits = _visits(config.app.classes)
     peak = peak_offered_rps(config)
-    host, hop_s = config.topology.host, config.topology.hop_latency_s
     out: dict[str, float] = {}
     for s in config.app.services:
-        replicas = s.replicas or 1
-        mu = 1.0 / (s.cpu_s_per_req + s.disk_iops_per_req * host.disk_service_s)
+        mu = 1.0 / _service_time_s(s, config)
         c = int(mmc_servers(s.workers, s.max_servers))
-        lam = peak * visits.get(s.name, 0.0) / replicas
-        out[s.name] = float(mmc_fluid_latency_s(lam, mu, c, 0.0)) + hop_s
+        lam = peak * visits.get(s.name, 0.0) / (s.replicas or 1)
+        out[s.name] = float(mmc_fluid_latency_s(lam, mu, c, 0.0)) + config.topology.hop_latency_s
     return out
+
+
+def _service_time_s(spec: ServiceSpec, config: TwinConfig) -> float:
+    """Unloaded time one request takes at ``spec``: CPU plus disk I/O."""
+    return spec.cpu_s_per_req + spec.disk_iops_per_req * config.topology.host.disk_service_s
 
 
 def held_servers(config: TwinConfig, service: str, threads: int, pool: int) -> int:
@@ -891,7 +894,7 @@ def held_servers(config: TwinConfig, service: str, threads: int, pool: int) -> i
     if spec is None:
         raise ArchitectureError(f"no service {service!r} in the application")
     r = residence_s(config)
-    own_s = spec.cpu_s_per_req + spec.disk_iops_per_req * config.topology.host.disk_service_s
+    own_s = _service_time_s(spec, config)
     share = down = db = 0.0
     for rc in config.app.classes:
         if service not in rc.path:
@@ -951,7 +954,8 @@ def configure(space: GenomeSpace, values: dict[str, float],
     # each api instance serves at once, at the residence times of that deployment.
     cap = held_servers(compile_config(arch, space.base), "api",
                        round(values["api.worker_threads"]), round(values["api.db_pool"]))
+    if cap >= workers[api]:
+        return arch
     max_servers = [0] * len(SIZED_SERVICES)
-    if cap < workers[api]:
-        max_servers[api] = cap
-    return dataclasses.replace(arch, max_servers=tuple(max_servers) if any(max_servers) else ())
+    max_servers[api] = cap
+    return dataclasses.replace(arch, max_servers=tuple(max_servers))

@@ -297,8 +297,7 @@ class PerRequestServing:
         self._hop_latency_s = float(hop_latency_s)
         self._inst_service = inst_service
         self._inst_mean_s = np.asarray(topology.svc_cpu_s, dtype=np.float64)[inst_service] / speed
-        self._workers = mmc_servers(np.asarray(topology.svc_workers, dtype=np.int64),
-                                    topology.svc_max_servers)[inst_service]
+        self._workers = mmc_servers(topology.svc_workers, topology.svc_max_servers)[inst_service]
         self._replicas = replicas
         self._inst_table = table
         self._class_paths = path_table
