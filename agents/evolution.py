@@ -74,7 +74,11 @@ class GAParams:
     termination stops when the best value moved less than ``ftol`` over ``period``
     generations (or ``max_generations`` is reached). ``draw_effects`` is the setting the
     search's :class:`TwinEvaluator` should be built with (the fitted effects of draw sets,
-    see there).
+    see there): ``True`` or ``False`` for every search, or ``None`` (the default) for on in
+    NSGA-II and off in the GA (:meth:`draw_effects_for`). NSGA-II's front compares genomes
+    first seen on different generations' draw sets, and no race puts them on common ones, so
+    which draw set a genome happened to meet decides much of whether it is on the front;
+    the GA's best is named only after a race on common draw sets.
     """
 
     pop_size: int = 100
@@ -88,7 +92,7 @@ class GAParams:
     resample: bool = True
     final_draws: int = 5
     seeded_share: float = 0.25
-    draw_effects: bool = False
+    draw_effects: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pop_size, int) or self.pop_size < 2:
@@ -111,9 +115,10 @@ class GAParams:
             raise ArchitectureError("ga.ftol must be positive and ga.period a positive integer")
         if not isinstance(self.resample, bool):
             raise ArchitectureError(f"ga.resample must be true or false, got {self.resample!r}")
-        if not isinstance(self.draw_effects, bool):
+        if self.draw_effects is not None and not isinstance(self.draw_effects, bool):
             raise ArchitectureError(
-                f"ga.draw_effects must be true or false, got {self.draw_effects!r}")
+                f"ga.draw_effects must be true, false or null (on for NSGA-II, off for the "
+                f"GA), got {self.draw_effects!r}")
         if isinstance(self.final_draws, bool) or not isinstance(self.final_draws, int) or (
                 self.final_draws < 1):
             raise ArchitectureError(
@@ -126,6 +131,12 @@ class GAParams:
     def n_elite(self) -> int:
         """Individuals carried over unchanged each generation."""
         return max(1, round(self.elitism * self.pop_size)) if self.elitism > 0 else 0
+
+    def draw_effects_for(self, mode: str) -> bool:
+        """Whether the search ``mode`` ("ga" or "nsga2") reads draw sets through their effects."""
+        if mode not in ("ga", "nsga2"):
+            raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
+        return mode == "nsga2" if self.draw_effects is None else self.draw_effects
 
     @property
     def n_race(self) -> int:
@@ -622,13 +633,14 @@ def _atomic_pickle(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _check_draw_effects(evaluator: TwinEvaluator, params: GAParams | None) -> None:
-    """``params.draw_effects`` must be the evaluator's setting: one of them would be ignored."""
-    if params is not None and params.draw_effects != evaluator.draw_effects:
+def _check_draw_effects(evaluator: TwinEvaluator, params: GAParams | None, mode: str) -> None:
+    """``params``' draw-effects setting for ``mode`` must be the evaluator's (else one is moot)."""
+    if params is not None and params.draw_effects_for(mode) != evaluator.draw_effects:
         raise ArchitectureError(
-            f"ga.draw_effects is {params.draw_effects} but the evaluator was built with "
+            f"ga.draw_effects is {params.draw_effects_for(mode)} for {mode} (set to "
+            f"{params.draw_effects}) but the evaluator was built with "
             f"draw_effects={evaluator.draw_effects}; build the TwinEvaluator with "
-            f"draw_effects=params.draw_effects")
+            f"draw_effects=params.draw_effects_for({mode!r})")
 
 
 def run_search(
@@ -653,13 +665,13 @@ def run_search(
 
     Raises:
         ArchitectureError: unknown mode, a checkpoint of another mode or seed, or
-            ``params.draw_effects`` not the evaluator's setting.
+            ``params.draw_effects_for(mode)`` not the evaluator's setting.
     """
     if mode not in ("ga", "nsga2"):
         raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ArchitectureError(f"seed must be a non-negative integer, got {seed!r}")
-    _check_draw_effects(evaluator, params)
+    _check_draw_effects(evaluator, params, mode)
     n_obj = 1 if mode == "ga" else 3
     ckpt = Path(checkpoint) if checkpoint is not None else None
     history: list[Generation] = []
@@ -783,16 +795,18 @@ def _result(mode: str, evaluator: TwinEvaluator, cost_ref: float, history: list[
 
 def random_search(evaluator: TwinEvaluator, n_evaluations: int | None = None, seed: int = 0,
                   include_default: bool = True, *, twin_runs: int | None = None,
-                  params: GAParams | None = None) -> SearchResult:
+                  params: GAParams | None = None, mode: str = "ga") -> SearchResult:
     """Uniform random genomes (repaired) on draw 0, for comparison.
 
     Either ``n_evaluations`` distinct genomes, or as many as a budget of ``twin_runs`` twin
     runs allows once the final :func:`race` (with ``params``' race settings; none without
     ``params``) is provided for; the race then spends at most the rest of the budget.
+    ``mode`` is the search it is compared with: the evaluator must read draw sets as
+    ``params`` has that search read them.
     """
     if (n_evaluations is None) == (twin_runs is None):
         raise ArchitectureError("give exactly one of n_evaluations and twin_runs")
-    _check_draw_effects(evaluator, params)
+    _check_draw_effects(evaluator, params, mode)
     reps = evaluator.spec.replicates
     if twin_runs is not None:
         if not isinstance(twin_runs, int) or twin_runs < reps:

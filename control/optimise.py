@@ -126,7 +126,7 @@ class SelfOptimiser:
         """
         params = ga or GAParams(pop_size=12, max_generations=5, tournament_size=3)
         evaluator = TwinEvaluator(self.space, self.spec, seed=seed, n_jobs=n_jobs,
-                                  draw_effects=params.draw_effects)
+                                  draw_effects=params.draw_effects_for("ga"))
         result = run_search(evaluator, params, "ga", seed)
         arch = self.space.decode(result.best_genome)
         report = self._validate_and_apply("evolve", arch, result.evaluations, lock, apply)

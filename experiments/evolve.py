@@ -89,7 +89,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(schema.checkpoint) if schema.checkpoint else out_dir / "checkpoint.pkl"
     space = GenomeSpace(spec.base_config())
     evaluator = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs,
-                             draw_effects=params.draw_effects)
+                             draw_effects=params.draw_effects_for(schema.mode))
 
     client, run_id = None, None
     if schema.tracking.enabled:
@@ -162,7 +162,7 @@ def _summary(schema: EvolveSchema, space: GenomeSpace, spec: Any, evaluator: Twi
         rs_eval = TwinEvaluator(space, spec, seed=schema.eval_seed, n_jobs=schema.n_jobs,
                                 draw_effects=evaluator.draw_effects)
         rs = random_search(rs_eval, seed=schema.seed, twin_runs=result.twin_runs,
-                           params=to_ga_params(schema.ga))
+                           params=to_ga_params(schema.ga), mode=schema.mode)
         line.update(random_best_fitness=rs.best_fitness, random_hypervolume=rs.hypervolume,
                     random_evaluations=rs.evaluations, random_twin_runs=rs.twin_runs)
     if schema.validate_seeds:

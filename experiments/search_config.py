@@ -42,7 +42,7 @@ class GASchema:
     resample: bool = True
     final_draws: int = 5
     seeded_share: float = 0.25
-    draw_effects: bool = False
+    draw_effects: bool | None = None
 
 
 @dataclass

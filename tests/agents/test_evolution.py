@@ -45,8 +45,8 @@ def test_ga_same_seed_same_best_and_front(space: GenomeSpace) -> None:
 
 def test_nsga2_same_seed_same_front(space: GenomeSpace) -> None:
     """NSGA-II is deterministic too, and its front is non-empty with positive hypervolume."""
-    a = run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=1)
-    b = run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=1)
+    a = run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "nsga2", seed=1)
+    b = run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "nsga2", seed=1)
     assert np.array_equal(a.front_genomes, b.front_genomes)
     assert a.hypervolume == b.hypervolume > 0
 
@@ -82,7 +82,8 @@ def test_resume_from_checkpoint_equals_uninterrupted(space: GenomeSpace, tmp_pat
     assert np.array_equal(resumed.best_genome, full.best_genome)
     assert [h.best_fitness for h in resumed.history] == [h.best_fitness for h in full.history]
     with pytest.raises(ArchitectureError, match="checkpoint"):
-        run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=2, checkpoint=ckpt)
+        run_search(TwinEvaluator(space, SPEC, draw_effects=True), SMALL, "nsga2", seed=2,
+                   checkpoint=ckpt)
     with pytest.raises(ArchitectureError, match="another evaluation"):
         run_search(TwinEvaluator(space, SPEC, seed=9), SMALL, "ga", seed=2, checkpoint=ckpt)
 
@@ -283,3 +284,19 @@ def test_draw_effects_setting_must_match_the_evaluator(space: GenomeSpace) -> No
         run_search(TwinEvaluator(space, SPEC), on, "ga", seed=0)
     with pytest.raises(ArchitectureError, match=r"ga\.draw_effects is False"):
         random_search(TwinEvaluator(space, SPEC, draw_effects=True), 4, params=SMALL)
+
+
+def test_draw_effects_default_is_on_for_nsga2_only(space: GenomeSpace) -> None:
+    """By default NSGA-II (and random search compared with it) reads draw effects, the GA not."""
+    assert SMALL.draw_effects is None
+    assert SMALL.draw_effects_for("nsga2") and not SMALL.draw_effects_for("ga")
+    off = dataclasses.replace(SMALL, draw_effects=False)
+    assert not off.draw_effects_for("nsga2") and not off.draw_effects_for("ga")
+    with pytest.raises(ArchitectureError, match=r"ga\.draw_effects is True for nsga2"):
+        run_search(TwinEvaluator(space, SPEC), SMALL, "nsga2", seed=0)
+    with pytest.raises(ArchitectureError, match=r"ga\.draw_effects is True for nsga2"):
+        random_search(TwinEvaluator(space, SPEC), 4, params=SMALL, mode="nsga2")
+    with pytest.raises(ArchitectureError, match="mode"):
+        SMALL.draw_effects_for("random")
+    plain = run_search(TwinEvaluator(space, SPEC), off, "nsga2", seed=1)
+    assert plain.hypervolume > 0
