@@ -54,10 +54,12 @@ from experiments.rl_config import (
     run_dir_of,
     to_object,
 )
+from sim.errors import ConfigError
 
-CHECKPOINT = "checkpoint.zip"
-REPLAY = "checkpoint_replay.pkl"
+CHECKPOINT = "checkpoint-{step}.zip"
+REPLAY = "checkpoint_replay-{step}.pkl"
 STATE = "checkpoint.json"
+"""The commit point of a checkpoint: it names the model and replay files of its step."""
 BEST = "best_model.zip"
 EVAL_SEED_BASE = 1_000_000
 DEMO_SEED_BASE = 2_000_000
@@ -145,12 +147,20 @@ class _Run:
         self.flush()
 
     def checkpoint(self, model: DQN, step: int) -> None:
+        """Write the step's model and replay files, then the state naming them, then prune.
+
+        The state file is replaced last and atomically, so a kill at any moment leaves the
+        previous checkpoint whole: a state never names files of another step (a model saved
+        ahead of its state once resumed with the steps counted twice).
+        """
         d = self.run_dir
-        model.save(d / f"tmp-{CHECKPOINT}")
-        model.save_replay_buffer(d / f"tmp-{REPLAY}")
-        os.replace(d / f"tmp-{CHECKPOINT}", d / CHECKPOINT)
-        os.replace(d / f"tmp-{REPLAY}", d / REPLAY)
+        files = {"model": CHECKPOINT.format(step=step), "replay": REPLAY.format(step=step)}
+        model.save(d / f"tmp-{files['model']}")
+        model.save_replay_buffer(d / f"tmp-{files['replay']}")
+        os.replace(d / f"tmp-{files['model']}", d / files["model"])
+        os.replace(d / f"tmp-{files['replay']}", d / files["replay"])
         state = {
+            **files,
             "num_timesteps": step,
             "mlflow_run_id": self.mlflow_run_id,
             "episodes_seen": self.episodes_seen,
@@ -159,6 +169,10 @@ class _Run:
         }
         (d / f"tmp-{STATE}").write_text(json.dumps(state), encoding="utf-8")
         os.replace(d / f"tmp-{STATE}", d / STATE)
+        for stale in [*d.glob("checkpoint-*.zip"), *d.glob("checkpoint_replay-*.pkl"),
+                      *d.glob("tmp-checkpoint*")]:
+            if stale.name not in files.values():
+                stale.unlink(missing_ok=True)
         self.flush()
 
 
@@ -207,8 +221,20 @@ def _load_checkpoint(run_dir: Path, env: Any, seed: int) -> tuple[DQN, dict[str,
     if not state_path.is_file():
         return None
     state = json.loads(state_path.read_text(encoding="utf-8"))
-    model = MaskedDQN.load(run_dir / CHECKPOINT, env=env, device="cpu")
-    model.load_replay_buffer(run_dir / REPLAY)
+    step = int(state["num_timesteps"])
+    # States written before the files were named by step used these fixed names.
+    names = {"model": "checkpoint.zip", "replay": "checkpoint_replay.pkl"}
+    files = {k: run_dir / str(state.get(k, default)) for k, default in names.items()}
+    for path in files.values():
+        if not path.is_file():
+            raise ConfigError(f"{state_path} names {path.name}, which is missing; the "
+                              "checkpoint cannot be resumed, start a new run_dir")
+    model = MaskedDQN.load(files["model"], env=env, device="cpu")
+    model.load_replay_buffer(files["replay"])
+    if model.num_timesteps != step:
+        raise ConfigError(
+            f"{state_path} is at step {step} but its model {files['model'].name} at step "
+            f"{model.num_timesteps}; the checkpoint is inconsistent, start a new run_dir")
     # The env restarts on resume; a seed derived from the step keeps that reproducible.
     model.set_random_seed(seed + int(state["num_timesteps"]))
     return model, state
