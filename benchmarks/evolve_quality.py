@@ -96,6 +96,8 @@ def main() -> None:
     searches = [s.strip() for s in args.searches.split(",") if s.strip()]
     if not searches or any(s not in ("ga", "nsga2") for s in searches):
         parser.error(f"--searches must name ga and/or nsga2, got {args.searches!r}")
+    if args.first_seed < 0 or args.seeds < 1:
+        parser.error("--first-seed must be >= 0 and --seeds >= 1")
     spec = EvalSpec(hosts=args.hosts, hours=args.hours, replicates=args.replicates,
                     fault_rate_scale=args.fault_scale)
     space = GenomeSpace(spec.base_config())
@@ -110,8 +112,6 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    if args.first_seed < 0 or args.seeds < 1:
-        parser.error("--first-seed must be >= 0 and --seeds >= 1")
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         row: dict[str, Any] = {"seed": seed}
         if "ga" in searches:
@@ -169,8 +169,7 @@ def main() -> None:
     keys = (ga_keys if "ga" in searches else ()) + (mo_keys if "nsga2" in searches else ())
     out: dict[str, Any] = {
         "benchmark": "evolve_quality", "searches": searches, "seeds": args.seeds,
-        "first_seed": args.first_seed,
-        "pop": args.pop, "gens": args.gens,
+        "first_seed": args.first_seed, "pop": args.pop, "gens": args.gens,
         "fresh_seeds": args.fresh, "fresh_front_seeds": args.fresh_front, "hosts": args.hosts,
         "hours": args.hours, "replicates": spec.replicates,
         "fault_rate_scale": spec.fault_rate_scale, "resample": params.resample,

@@ -169,8 +169,8 @@ class _Run:
         }
         (d / f"tmp-{STATE}").write_text(json.dumps(state), encoding="utf-8")
         os.replace(d / f"tmp-{STATE}", d / STATE)
-        for stale in [*d.glob("checkpoint-*.zip"), *d.glob("checkpoint_replay-*.pkl"),
-                      *d.glob("tmp-checkpoint*")]:
+        patterns = (CHECKPOINT, REPLAY, f"tmp-{CHECKPOINT}", f"tmp-{REPLAY}")
+        for stale in [p for pattern in patterns for p in d.glob(pattern.format(step="*"))]:
             if stale.name not in files.values():
                 stale.unlink(missing_ok=True)
         self.flush()
@@ -236,7 +236,7 @@ def _load_checkpoint(run_dir: Path, env: Any, seed: int) -> tuple[DQN, dict[str,
             f"{state_path} is at step {step} but its model {files['model'].name} at step "
             f"{model.num_timesteps}; the checkpoint is inconsistent, start a new run_dir")
     # The env restarts on resume; a seed derived from the step keeps that reproducible.
-    model.set_random_seed(seed + int(state["num_timesteps"]))
+    model.set_random_seed(seed + step)
     return model, state
 
 
