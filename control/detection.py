@@ -284,6 +284,8 @@ class EdgeLatch:
 
 
 # --------------------------------------------------------------------------- probes
+ADMISSION_ACTIONS = frozenset({"shed_load", "stop_shedding"})
+"""Actions that change the share of requests admitted, and with it every host's load."""
 _SILENCING_ACTIONS = frozenset({
     "restart_instance", "cold_migrate", "live_migrate", "scale_out", "scale_in",
     "reboot_host", "replace_disk", "repair_host", "drain_host", "quarantine_instance",
@@ -800,11 +802,14 @@ class _AnomalyBank:
         self._cells: _Cells | None = None
         self._identity = np.zeros(0, dtype=np.int64)
         self._latch = EdgeLatch(self.rearm_s)
+        self._admission = 0
 
     def _prepare(
-        self, obs: Observation
+        self, obs: Observation, events: Sequence[Event] = ()
     ) -> tuple[dict[str, EntityView], _Cells, np.ndarray, np.ndarray, np.ndarray | None] | None:
         """Views, layout, values, validity and restarted cells (None: all) of a new sample."""
+        self._admission += sum(1 for e in events if isinstance(e, ActionRecord)
+                               and e.kind in ADMISSION_ACTIONS and e.phase == "succeeded")
         if not obs.t_s > self._last_t:
             return None
         self._last_t = obs.t_s
@@ -821,11 +826,14 @@ class _AnomalyBank:
         x, valid, identity = self._cells.gather(views)
         if self._cells.host_cells.any():
             # A host's load steps when instances are placed on it or moved off it (a
-            # scale-out landing there, a migration, a drain): what it hosts changed, so its
-            # statistics start over instead of reading the controller's own move as an anomaly.
+            # scale-out landing there, a migration, a drain), and every host's when the share
+            # of requests admitted changes (load shed or let in again): what it serves changed,
+            # so its statistics start over instead of reading the controller's own move as an
+            # anomaly.
             placed = np.bincount(obs.inst_host[obs.inst_used], minlength=len(views["host"].names))
             hc = self._cells.host_cells
-            identity[hc] = placed[self._cells.row[hc]]  # gather returns a fresh array
+            # gather returns a fresh array
+            identity[hc] = placed[self._cells.row[hc]] + (self._admission << 20)
         changed = None if rebuilt else identity != self._identity
         self._identity = identity
         if changed is not None:
@@ -898,7 +906,7 @@ class ZScoreDetector(_AnomalyBank):
     def update(self, obs: Observation, events: Sequence[Event]) -> list[Detection]:
         """Score the newest sample of every row, then fold it in."""
         prev_t = self._last_t
-        prepared = self._prepare(obs)
+        prepared = self._prepare(obs, events)
         if prepared is None:
             return []
         views, cells, x, ok, changed = prepared
@@ -995,7 +1003,7 @@ class MADDetector(_AnomalyBank):
 
     def update(self, obs: Observation, events: Sequence[Event]) -> list[Detection]:
         """Score the newest sample of every row against the window, then add it."""
-        prepared = self._prepare(obs)
+        prepared = self._prepare(obs, events)
         if prepared is None:
             return []
         views, cells, x, ok, changed = prepared

@@ -12,7 +12,10 @@ One :meth:`HealingEngine.step` per control interval, against any :class:`sim.pla
    step runs, and after the last one the incident escalates;
 5. an action that made the SLO worse (the first whole SLO window after it finished has a
    lower good share than the last one before it started) is rolled back when rollback is
-   enabled.
+   enabled (scale-outs and a shed bridging their boot excepted);
+6. while a load surge is handled, services past AUTOSCALE_UTIL get further scale-outs, and
+   a saturated main path whose scale-outs are still booting gets one step of load shed
+   until they land (``HealingEngine._autoscale``).
 
 Every decision is written to the plant's event log, which is what KPIs and post-mortems read.
 """
@@ -65,6 +68,11 @@ SHED_STEP, SHED_MAX = 0.2, 0.6
 """What one shed_load action rate-limits, and the most it can (see sim.actions)."""
 UNSHED_UTIL = 0.6
 """Stop shedding when the busiest service would run below this utilisation without it."""
+BRIDGE_UTIL = 0.97
+BRIDGE_SHARE = 0.5
+"""A surge that brings services through which at least BRIDGE_SHARE of the requests pass to
+BRIDGE_UTIL while scale-outs of them boot has load shed until that capacity lands (see
+``HealingEngine._autoscale``)."""
 BLOCKED_RETRY_S = 60.0
 """How long a blocked follow-up action is retried (cooldowns, rate and blast-radius limits)."""
 HUMAN_RERUNS = 1
@@ -81,6 +89,7 @@ CAPACITY_WAIT_S = 900.0
 """How long an action waits for the surge capacity that lets it pass the blast-radius limit,
 and how long the replicas added for it are retried (scale-out, then scale-in) while blocked."""
 SURGE_CAPACITY = "surge capacity"
+BRIDGE = "follow-up: bridge"
 SHARED_REPAIRS = frozenset({
     "restart_instance", "cold_migrate", "config_rollback", "reroute_traffic",
     "quarantine_instance", "failover_rack", "drain_host", "replace_disk", "reboot_host",
@@ -93,6 +102,20 @@ that add (``scale_out``, ``add_cpu``, ``shed_load``) or move (``live_migrate``) 
 SURGE_WATCH_S = 4 * 3600.0
 """How long after a load-surge incident resolves its capacity stays watched (surges last
 hours and keep ramping after the first scale-out has cleared the alert)."""
+
+
+def _request_share(obs: Observation) -> np.ndarray:
+    """Per service, the share of incoming requests that reach it, at most 1.
+
+    Its request rate over that of the entry services (those no other service calls).
+    """
+    n = len(obs.service_names)
+    used = obs.inst_used & obs.inst_live
+    rps = np.bincount(obs.inst_service[used], obs.inst[used, _RPS], minlength=n)
+    callees = {callee for _, callee in obs.call_edges}
+    entry = [i for i, name in enumerate(obs.service_names) if name not in callees]
+    total = float(rps[entry].sum())
+    return np.minimum(rps / total, 1.0) if total > 0.0 else np.zeros(n)
 
 
 def _slot(component: str, obs: Observation) -> int | None:
@@ -151,6 +174,8 @@ class _Executed:
     sharers: list[int] = field(default_factory=list)
     """Other incidents whose runbook step this action also serves (see ``_shared``)."""
     surge_capacity: bool = False
+    bridge: bool = False
+    """A shed bridging the boot of scale-outs (see ``HealingEngine._autoscale``)."""
 
 
 @dataclass(slots=True)
@@ -171,6 +196,9 @@ class _State:
     shed_level: float = 0.0
     shed_started: dict[int, float] = field(default_factory=dict)
     shed_incident: int = 0
+    bridge_for: frozenset[int] = frozenset()
+    """The scale-outs a bridging shed waits for; empty when no shed is bridging."""
+    bridge_tried_s: float = -math.inf
     last_autoscale_s: dict[str, float] = field(default_factory=dict)
     failed_over: dict[str, int] = field(default_factory=dict)
     drained: dict[str, int] = field(default_factory=dict)
@@ -309,6 +337,16 @@ class HealingEngine:
         A surge ramps for hours; the trend alert that opened its incident stays latched while
         the load keeps rising, so no new alert would ask for the next scale-out in time. The
         actions belong to the surge's incident and pass the safety gate like any other.
+
+        A sudden surge saturates services before their scale-outs have booted (90 s), and the
+        queue that builds then fails most requests, admitted or not. So while the surge's
+        incident is open and a service that at least half the requests pass through is at
+        BRIDGE_UTIL or more with a scale-out of it in flight, one step of load is shed
+        (``shed_load``, 20% of requests), a known loss instead of a queue; ``_unshed`` stops
+        it once the scale-outs it waited for have landed, and if the load still does not fit
+        the next saturation with capacity booting sheds again. A saturated service off the
+        main path (the auth service, a quarter of the requests) is left to its scale-out: only
+        the requests through it suffer, fewer than a cluster-wide shed would turn away.
         """
         s, now = self._s, self.plant.now_s
         surge = None
@@ -324,8 +362,12 @@ class HealingEngine:
         if surge is None:
             return
         util = self._service_util(obs)
+        booting = {f.action.target: f.action_id for f in self.gate.in_flight()
+                   if f.action.kind == "scale_out"}
+        if surge.phase in ("opened", "mitigating"):
+            self._bridge(obs, util, booting, surge.incident_id)
         busy = {p.action.target for p in s.pending if p.action.kind == "scale_out"}
-        busy |= {f.action.target for f in self.gate.in_flight() if f.action.kind == "scale_out"}
+        busy |= set(booting)
         for svc in np.flatnonzero(util > AUTOSCALE_UTIL):
             target = f"svc-{obs.service_names[int(svc)]}"
             if target in busy or now - s.last_autoscale_s.get(target, -math.inf) < AUTOSCALE_GAP_S:
@@ -338,10 +380,50 @@ class HealingEngine:
         if any(p.reason.startswith("follow-up: autoscale") for p in s.pending):
             self._run_pending(obs)
 
-    def _unshed(self, obs: Observation) -> None:
-        """Stop load shedding once the busiest service could take the full load again."""
+    def _bridge(self, obs: Observation, util: np.ndarray, booting: dict[str, int],
+                incident_id: int) -> None:
+        """Shed one step of load while a saturated service waits for its scale-out."""
         s = self._s
-        if s.shed_level <= 0.0 or any(p.action.kind == "stop_shedding" for p in s.pending):
+        hot = [int(i) for i in np.flatnonzero(util >= BRIDGE_UTIL)
+               if f"svc-{obs.service_names[int(i)]}" in booting]
+        share = _request_share(obs)
+        waiting = frozenset(booting[f"svc-{obs.service_names[i]}"] for i in hot)
+        shed, now = Action("shed_load", "cluster"), self.plant.now_s
+        if (not hot or float(share[hot].max()) < BRIDGE_SHARE or s.shed_level > 0.0
+                or self._shedding_queued() or now - s.bridge_tried_s < BLOCKED_RETRY_S
+                or self.gate.cooling_down(shed, now)):
+            return
+        s.bridge_for, s.bridge_tried_s = waiting, now
+        s.pending.append(_Pending(
+            shed, incident_id,
+            f"{BRIDGE}, {len(waiting)} saturated service(s) wait for a scale-out",
+        ))
+        self._run_pending(obs)
+
+    def _shedding_queued(self) -> bool:
+        kinds = ("shed_load", "stop_shedding")
+        return (any(p.action.kind in kinds for p in self._s.pending)
+                or any(f.action.kind in kinds for f in self.gate.in_flight()))
+
+    def _unshed(self, obs: Observation) -> None:
+        """Stop load shedding once the busiest service could take the full load again.
+
+        A bridging shed (``_autoscale``) stops as soon as the scale-outs it waited for have
+        finished.
+        """
+        s = self._s
+        if self._shedding_queued():
+            return
+        if s.shed_level <= 0.0:
+            s.bridge_for = frozenset()  # a bridge the gate refused
+            return
+        if s.bridge_for:
+            stop = Action("stop_shedding", "cluster")
+            flying = {f.action_id for f in self.gate.in_flight()}
+            if not s.bridge_for & flying and not self.gate.cooling_down(stop, self.plant.now_s):
+                s.pending.append(_Pending(stop, s.shed_incident,
+                                          "follow-up: the capacity the shed bridged has landed"))
+                self._run_pending(obs)
             return
         util = self._service_util(obs)
         recent = any(e.action.kind == "shed_load" for aid, e in s.executed.items()
@@ -742,8 +824,10 @@ class HealingEngine:
                                            p.action.target, "blocked", verdict.reason, False))
                 if not self.gate.stopped:
                     keep.extend(self._make_room(p, obs, keep))
-                if not self.gate.stopped and (now - inc.step_started_s < self._retry_s(inc)
-                                              or now < p.retry_until_s):
+                # A bridge is decided afresh (``_bridge``), not retried once its moment passed.
+                if not self.gate.stopped and not p.reason.startswith(BRIDGE) and (
+                        now - inc.step_started_s < self._retry_s(inc)
+                        or now < p.retry_until_s):
                     keep.append(p)
                 continue
             if verdict.kind == "dry_run":
@@ -817,6 +901,7 @@ class HealingEngine:
         self._s.executed[result.action_id] = _Executed(
             p.action, inc.incident_id, self._good_share(), reason.startswith("rollback"),
             surge_capacity=reason.startswith(SURGE_CAPACITY), started_s=now,
+            bridge=reason.startswith(BRIDGE),
         )
         self._s.latest[(p.action.kind, p.action.target)] = result.action_id
 
@@ -875,6 +960,7 @@ class HealingEngine:
                     s.shed_incident = ex.incident_id
                 elif ex.action.kind == "stop_shedding":
                     s.shed_level = 0.0
+                    s.bridge_for = frozenset()
                 elif ex.action.kind == "failover_rack":
                     s.failed_over[ex.action.target] = ex.incident_id
                 elif ex.action.kind == "failback_rack":
@@ -888,9 +974,11 @@ class HealingEngine:
                 elif ex.surge_capacity:
                     s.surge_added.setdefault(ex.incident_id, []).append(ex.action.target)
                 # Adding capacity cannot make the twin worse; a surge that keeps growing would
-                # otherwise read as the scale-out's fault.
+                # otherwise read as the scale-out's fault. A bridging shed loses its share by
+                # design and ends by itself when the capacity lands.
                 if (self.safety.rollback_enabled and not ex.rollback
                         and ex.action.kind != "scale_out"
+                        and not ex.bridge
                         and rollback_action(ex.action) is not None):
                     ex.finished_s = r.t_s
                     s.to_verify.append(r.action_id)

@@ -32,7 +32,7 @@ from control.detection import (
 )
 from sim.actions import Action
 from sim.config import ProbeSpec
-from sim.events import AlertRecord, FaultRecord, StateChange
+from sim.events import ActionRecord, AlertRecord, FaultRecord, StateChange
 from sim.faults import FaultKind, strike
 from sim.scenarios import make_config
 from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation
@@ -253,6 +253,32 @@ def test_a_host_s_load_step_from_a_new_placement_is_not_an_anomaly(make: object)
         for d in detector.update(_with_instances(synthetic_obs(float(k), row), placed), []):
             out.append((k, d.target))
     assert out == [(900, "host-5")]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ZScoreDetector([SPEC], k=6.0, warmup_s=100.0),
+    lambda: MADDetector([SPEC], window=200, k=6.0, min_samples=100),
+], ids=["zscore", "mad"])
+def test_every_host_s_load_step_from_shedding_or_readmitting_load_is_not_an_anomaly(
+    make: object,
+) -> None:
+    """A step on every host in the sample after load is let in again is silent.
+
+    Stopping a load shed (or starting one) changes every host's load by the controller's
+    own doing, as a placement does one host's: the hosts' statistics start over. The same
+    step without that action fires on every host.
+    """
+    series = noise(2, n=700)
+    series[400:, :] += 0.3
+    for readmitted, expected in ((True, []), (False, [(400, f"host-{h}") for h in range(8)])):
+        detector = make()  # type: ignore[operator]
+        out = []
+        for k, row in enumerate(series):
+            events = [ActionRecord(k, float(k), 1, "stop_shedding", "cluster", "succeeded", "",
+                                   0.0)] if readmitted and k == 400 else []
+            for d in detector.update(synthetic_obs(float(k), row), events):
+                out.append((k, d.target))
+        assert sorted(out) == expected
 
 
 @pytest.mark.parametrize("make", [

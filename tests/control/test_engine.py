@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from control.engine import HealingEngine
+from control.engine import HealingEngine, _request_share
 from control.incidents import postmortem
 from control.kpi import fault_outcomes
 from control.run import RunSpec, build_twin
@@ -449,3 +449,15 @@ def test_a_replica_whose_crash_is_seen_later_shares_the_restart_already_running(
     assert phases == {owner.incident_id: "resolved", shared.incident_id: "resolved"}
     report = postmortem(events, shared.incident_id)
     assert f"| restart_instance | inst-{members[3]} | shared | succeeded |" in report
+
+
+def test_request_share_reads_each_service_s_share_of_requests_from_its_request_rate() -> None:
+    """The share of requests through each service, as the bridging shed weighs saturation.
+
+    Read from request rates alone, it matches the twin's visit ratios (the gateway takes
+    every request, auth a quarter).
+    """
+    _, twin = _engine(SafetyConfig())
+    twin.advance(300.0)
+    share = _request_share(twin.observe())
+    assert np.allclose(share, np.minimum(twin.topo.visit_ratio, 1.0), atol=0.03)
