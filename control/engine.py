@@ -384,19 +384,18 @@ class HealingEngine:
                 incident_id: int) -> None:
         """Shed one step of load while a saturated service waits for its scale-out."""
         s = self._s
-        hot = [int(i) for i in np.flatnonzero(util >= BRIDGE_UTIL)
-               if f"svc-{obs.service_names[int(i)]}" in booting]
-        share = _request_share(obs)
-        waiting = frozenset(booting[f"svc-{obs.service_names[i]}"] for i in hot)
+        targets = [f"svc-{name}" for name in obs.service_names]
+        hot = [int(i) for i in np.flatnonzero(util >= BRIDGE_UTIL) if targets[i] in booting]
+        if not hot:
+            return
         shed, now = Action("shed_load", "cluster"), self.plant.now_s
-        if (not hot or float(share[hot].max()) < BRIDGE_SHARE or s.shed_level > 0.0
+        if (float(_request_share(obs)[hot].max()) < BRIDGE_SHARE or s.shed_level > 0.0
                 or self._shedding_queued() or now - s.bridge_tried_s < BLOCKED_RETRY_S
                 or self.gate.cooling_down(shed, now)):
             return
-        s.bridge_for, s.bridge_tried_s = waiting, now
+        s.bridge_for, s.bridge_tried_s = frozenset(booting[targets[i]] for i in hot), now
         s.pending.append(_Pending(
-            shed, incident_id,
-            f"{BRIDGE}, {len(waiting)} saturated service(s) wait for a scale-out",
+            shed, incident_id, f"{BRIDGE}, {len(hot)} saturated service(s) wait for a scale-out",
         ))
         self._run_pending(obs)
 
