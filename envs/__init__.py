@@ -1,10 +1,10 @@
 """Gymnasium environments over the digital twin, registered here in one place.
 
-Ids: ``NovaCron/SelfHeal-<Scenario>-v1`` for every scenario of :data:`sim.scenarios.SCENARIOS`
+Ids: ``NovaCron/SelfHeal-<Scenario>-v2`` for every scenario of :data:`sim.scenarios.SCENARIOS`
 (``calm`` -> ``Calm``, ``service_crash`` -> ``ServiceCrash``, ..., ``mixed`` -> ``Mixed``).
 Cluster size and episode length are ``gymnasium.make`` keyword arguments::
 
-    env = gymnasium.make("NovaCron/SelfHeal-ServiceCrash-v1", hosts=100, max_episode_steps=720)
+    env = gymnasium.make("NovaCron/SelfHeal-ServiceCrash-v2", hosts=100, max_episode_steps=720)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_EPISODE_STEPS = 4320
 def env_id(scenario: str) -> str:
     """The registered id of a scenario's environment."""
     camel = "".join(part.capitalize() for part in scenario.split("_"))
-    return f"NovaCron/SelfHeal-{camel}-v1"
+    return f"NovaCron/SelfHeal-{camel}-v2"
 
 
 ENV_IDS: dict[str, str] = {name: env_id(name) for name in SCENARIOS}

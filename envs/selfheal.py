@@ -158,7 +158,7 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    ``gymnasium.make("NovaCron/SelfHeal-ServiceCrash-v1", hosts=100, max_episode_steps=4320,
+    ``gymnasium.make("NovaCron/SelfHeal-ServiceCrash-v2", hosts=100, max_episode_steps=4320,
     control_interval_s=10.0, safety=SafetyConfig(), reward=RewardWeights())``. Without a
     ``config``, the twin is the scenario's on ``hosts`` hosts with one tick and one
     telemetry sample per control interval, keeping only the latest sample
@@ -166,6 +166,8 @@ class SelfHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
+    * v2: ``scale_out`` during a load shed adds the replicas the full load needs, not
+      only the load the gateway admits (the twin sizes every scale-out on offered demand).
     * v1: ``restart_instance`` aims only at a replica a restart may help (down, not ready,
       erroring or holding memory above half its limit); with none, the entry has no
       target and is masked out. In v0 it restarted the fullest healthy replica, which a

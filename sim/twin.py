@@ -592,7 +592,10 @@ class Twin:
         n = int(members.sum())
         if n == 0:
             return 1
+        # What the service would serve without the admission shed: a scale-out sized on
+        # the admitted load alone falls short by the shed share once the shed stops.
         demand = float((st.inst_rps[members] / st.inst_slowdown[members]).sum())
+        demand /= 1.0 - st.shed_fraction
         util = demand * self.topo.svc_cpu_s[service] / float(st.inst_servers[members].sum())
         need = math.ceil(n * util / SCALE_OUT_TARGET_UTIL) - n
         return int(min(max(need, 1), n))

@@ -53,8 +53,8 @@ def _rollout(env_name: str, seed: int, steps: int = 120) -> tuple[np.ndarray, ..
 def test_one_id_per_scenario_plus_mixed() -> None:
     """Every scenario has its versioned id, Mixed among them, all in Gymnasium's registry."""
     assert set(ENV_IDS) == set(SCENARIOS)
-    assert ENV_IDS["mixed"] == "NovaCron/SelfHeal-Mixed-v1"
-    assert env_id("service_crash") == "NovaCron/SelfHeal-ServiceCrash-v1"
+    assert ENV_IDS["mixed"] == "NovaCron/SelfHeal-Mixed-v2"
+    assert env_id("service_crash") == "NovaCron/SelfHeal-ServiceCrash-v2"
     for name in ENV_IDS.values():
         assert name in gym.registry
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -780,3 +781,28 @@ def test_rejected_requests_do_not_consume_action_randomness() -> None:
     assert a.accepted
     assert b.accepted
     assert _world(twin.events()) == _world(reference.events())
+
+
+def _frontend_scale_out_under_load(shed: bool) -> int:
+    """Replicas one scale-out of the frontend adds at ~0.9 utilisation, with or without a shed."""
+    twin = _twin()
+    twin.workload.surge(2.6, twin.now_s, 0.0, math.inf)
+    if shed:
+        _accept(twin, Action("shed_load", "cluster"), run_s=120.0)
+    else:
+        twin.advance(120.0)
+    before = set(_members(twin, FRONTEND).tolist())
+    result = twin.apply(Action("scale_out", "svc-frontend"))
+    assert result.accepted, result.reason
+    return len(set(_members(twin, FRONTEND).tolist()) - before)
+
+
+def test_a_scale_out_under_a_load_shed_is_sized_for_the_full_load() -> None:
+    """The replicas a scale-out adds do not depend on whether the gateway is shedding load.
+
+    An autoscaler that sized on the admitted load alone would add too few for the moment the
+    shed stops.
+    """
+    added = _frontend_scale_out_under_load(shed=False)
+    assert added > 1
+    assert _frontend_scale_out_under_load(shed=True) == added
