@@ -32,7 +32,7 @@ from control.detection import DetectionStage, default_detectors
 from control.incidents import Impact, Incident, priority
 from control.prediction import PredictionStage
 from control.rca import SLOW_P99_S, SLOW_RESPONSE, AlertGroup, correlate, rank_root_causes
-from control.runbooks import RUNBOOKS, Runbook
+from control.runbooks import RUNBOOKS, Runbook, Step
 from control.safety import (
     ApprovalTicket,
     SafetyConfig,
@@ -368,6 +368,7 @@ class HealingEngine:
             self._bridge(obs, util, booting, surge.incident_id)
         busy = {p.action.target for p in s.pending if p.action.kind == "scale_out"}
         busy |= set(booting)
+        util = util / (1.0 - s.shed_level)
         for svc in np.flatnonzero(util > AUTOSCALE_UTIL):
             target = f"svc-{obs.service_names[int(svc)]}"
             if target in busy or now - s.last_autoscale_s.get(target, -math.inf) < AUTOSCALE_GAP_S:
@@ -611,7 +612,10 @@ class HealingEngine:
         deadline = runbook.steps[inc.step - 1].deadline_s if inc.step else 0.0
         # Every action of the step has finished here; one that failed will not help however
         # long the step waits, so the next step starts at once rather than at the deadline.
-        failed = any(a not in self._s.succeeded for a in inc.step_action_ids)
+        # So does a step whose every action the plant refused (a scale-out with no room),
+        # once an SLO window after the refusal has shown it unhealthy.
+        failed = any(a not in self._s.succeeded for a in inc.step_action_ids) or (
+            self._refused(inc) and self._fresh_share(inc) is not None)
         if inc.step and now < inc.step_started_s + deadline and not failed:
             return
         if inc.step == 0 and inc.hypothesis == 0 and not inc.action_ids:
@@ -631,9 +635,12 @@ class HealingEngine:
             inc.human_reruns += 1
             inc.step = 0
         step = runbook.steps[inc.step]
+        if self._shed_not_worth_it(step, component, obs):
+            return  # decided again at the next tick
         inc.step += 1
         inc.step_started_s = now
         inc.step_action_ids = []
+        inc.step_refused = 0
         if inc.phase == "opened":
             inc.phase = "mitigating"
             self._log_incident(inc, "mitigating", f"runbook step {inc.step}")
@@ -641,6 +648,18 @@ class HealingEngine:
                        for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
+
+    def _shed_not_worth_it(self, step: Step, component: str, obs: Observation) -> bool:
+        """A surge's shed step waits while it would turn away more than the surge fails.
+
+        A shed turns away SHED_STEP of the requests for certain. It pays while the latest SLO
+        window lost more than that, or a service is saturated (its queue is about to); a
+        surge that only nicks the SLO is better served by the capacity already added.
+        """
+        if component != "cluster" or not any(kind == "shed_load" for kind, _ in step.actions):
+            return False
+        return (self._good_share() > 1.0 - SHED_STEP
+                and float(self._service_util(obs).max()) < BRIDGE_UTIL)
 
     def _co_roots(self, inc: Incident, obs: Observation) -> list[str]:
         """Other instances of the root cause's service that tie with it for the diagnosis.
@@ -761,9 +780,15 @@ class HealingEngine:
         (``slow_response``) must also answer within ``SLOW_P99_S`` again. A cluster-wide
         cause (a load surge) needs the SLO met.
         """
+        component = inc.root_cause.rsplit(":", 1)[0]
+        if component == "cluster" and self._refused(inc):
+            # Capacity the plant had no room for: if the SLO holds under the surge anyway
+            # (in a window that began after the refusal), the surge is absorbed, and the
+            # runbook's last step, a shed, would only turn requests away.
+            share = self._fresh_share(inc)
+            return share is not None and share >= self.config.slo_target
         if not inc.step_action_ids or not set(inc.step_action_ids) <= self._s.succeeded:
             return False
-        component = inc.root_cause.rsplit(":", 1)[0]
         if component == "cluster":
             return self._good_share() >= self.config.slo_target
         kind, _, ident = component.rpartition("-")
@@ -887,6 +912,8 @@ class HealingEngine:
         if not result.accepted:
             log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind,
                                    p.action.target, "rejected", result.reason, False))
+            if not reason.startswith(("follow-up", "rollback")):
+                inc.step_refused += 1
             return
         self.gate.started(p.action, result.action_id, obs, now)
         log.add(DecisionRecord(log.next_seq, now, inc.incident_id, p.action.kind, p.action.target,
@@ -1043,6 +1070,18 @@ class HealingEngine:
             if isinstance(r, SloWindow):
                 return r
         return None
+
+    @staticmethod
+    def _refused(inc: Incident) -> bool:
+        """The plant refused every action of the incident's current step."""
+        return inc.step_refused > 0 and not inc.step_action_ids
+
+    def _fresh_share(self, inc: Incident) -> float | None:
+        """Good share of the latest SLO window begun since the current step; None if none."""
+        w = self._latest_window()
+        if w is None or w.t_s - w.window_s < inc.step_started_s:
+            return None
+        return w.good / w.requests if w.requests else 1.0
 
     def _good_share(self) -> float:
         w = self._latest_window()

@@ -73,6 +73,7 @@ class Incident:
     step_started_s: float = 0.0
     action_ids: list[int] = field(default_factory=list)
     step_action_ids: list[int] = field(default_factory=list)
+    step_refused: int = 0
     waiting_for: set[int] = field(default_factory=set)
     verify_after_s: float = 0.0
     resolved_s: float | None = None

@@ -16,6 +16,7 @@ from control.engine import BRIDGE, HealingEngine
 from control.kpi import fault_outcomes
 from control.run import RunSpec, build_twin
 from control.safety import SafetyConfig, SimulatedOperator
+from sim.actions import Action
 from sim.events import (
     ActionRecord,
     AlertRecord,
@@ -202,11 +203,80 @@ def test_a_sudden_surge_sheds_load_until_its_scale_outs_land(
     landed = [r for r in _actions(events, "scale_out") if r.action_id in booting]
     assert booting and len(landed) == len(booting)
     assert sheds[0].t_s < min(r.t_s for r in landed) <= max(r.t_s for r in landed) <= stops[0].t_s
+    # The autoscaler reads the load the services would carry without the shed, so its next
+    # steps start while the shed is on rather than once it stops and they saturate again.
+    assert [d for d in decisions if d.action == "scale_out" and sheds[0].t_s < d.t_s < stops[0].t_s
+            and d.reason.startswith("follow-up: autoscale")]
 
     monkeypatch.setattr(engine_module, "BRIDGE_UTIL", math.inf)
     lost_unbridged, events = _sudden_surge()
     assert not _actions(events, "shed_load")
     assert lost < 0.5 * lost_unbridged
+
+
+def _surge_without_room(multiplier: float) -> tuple[list[Event], float]:
+    """A sudden surge on the 30-host twin once every instance slot is used: no scale-out fits.
+
+    Returns the log and the surge's onset.
+    """
+    engine, twin = _setup(start_s=13 * 3600.0)
+    for _ in range(20):
+        results = [twin.apply(Action("scale_out", f"svc-{name}"))
+                   for name in twin.topo.service_names]
+        twin.advance(100.0)
+        if all(not r.accepted and r.reason.startswith("no free instance slot") for r in results):
+            break
+    else:
+        pytest.fail("the twin never ran out of instance slots")
+    _run(engine, twin, 300.0)
+    start_s = twin.now_s
+    twin.workload.surge(multiplier, start_s, 60.0, math.inf)
+    _run(engine, twin, 900.0)
+    return twin.events(), start_s
+
+
+def test_a_surge_the_capacity_absorbs_is_not_shed_when_no_scale_out_fits() -> None:
+    """Scale-outs refused for want of room, the SLO holding: the incident resolves, no shed.
+
+    The runbook's last step sheds load; taken on a surge the cluster already serves, it
+    would only turn requests away.
+    """
+    events, start_s = _surge_without_room(1.5)
+    refused = [d for d in events if isinstance(d, DecisionRecord) and d.t_s > start_s
+               and d.action == "scale_out" and d.verdict == "rejected"]
+    assert refused
+    assert not _actions(events, "shed_load", "started")
+    surge = [r for r in events if isinstance(r, IncidentRecord) and r.t_s > start_s
+             and r.root_cause == "cluster:load_surge"]
+    assert surge and surge[-1].phase == "resolved"
+    assert not _bad_windows(events, start_s)
+
+
+def test_a_surge_that_only_nicks_the_slo_is_not_shed() -> None:
+    """No room to scale out and the SLO missed by a fraction of a percent: no shed.
+
+    Shedding one step turns away a fifth of the requests, far more than such a surge fails;
+    the incident is neither shed nor escalated to a human for it.
+    """
+    events, start_s = _surge_without_room(2.6)
+    windows = [w for w in events if isinstance(w, SloWindow) and w.t_s > start_s]
+    assert _bad_windows(events, start_s)
+    assert min(w.good / w.requests for w in windows) > 0.99
+    assert not _actions(events, "shed_load", "started")
+    assert not [r for r in events if isinstance(r, IncidentRecord) and r.phase == "escalated"]
+
+
+def test_a_surge_too_big_for_the_capacity_is_shed_once_the_slo_shows_it() -> None:
+    """Scale-outs refused for want of room and the SLO broken: the shed comes within minutes.
+
+    Each refused scale-out step ends at the next SLO window that shows the SLO still
+    broken, instead of waiting out its 300 s deadline for capacity that never started.
+    """
+    events, start_s = _surge_without_room(3.5)
+    sheds = _actions(events, "shed_load", "started")
+    bad = _bad_windows(events, start_s)
+    assert bad and sheds
+    assert bad[0].t_s <= sheds[0].t_s < bad[0].t_s + 180.0
 
 
 def test_vulnerability_is_patched_by_a_rolling_roll_out() -> None:
