@@ -346,7 +346,9 @@ class HealingEngine:
         it once the scale-outs it waited for have landed, and if the load still does not fit
         the next saturation with capacity booting sheds again. A saturated service off the
         main path (the auth service, a quarter of the requests) is left to its scale-out: only
-        the requests through it suffer, fewer than a cluster-wide shed would turn away.
+        the requests through it suffer, fewer than a cluster-wide shed would turn away. While
+        load is shed, utilisation is read as the full load would give it, so the next
+        scale-outs start under the shed rather than once it stops.
         """
         s, now = self._s, self.plant.now_s
         surge = None
@@ -778,7 +780,8 @@ class HealingEngine:
         under ``HEALTHY_ERROR_RATE``. Instances another incident took out of rotation (a
         failed-over rack) do not hold this one open. An instance diagnosed slow on its own
         (``slow_response``) must also answer within ``SLOW_P99_S`` again. A cluster-wide
-        cause (a load surge) needs the SLO met.
+        cause (a load surge) needs the SLO met; when the plant refused every action of the
+        step (no room to scale out), in an SLO window begun after the refusal.
         """
         component = inc.root_cause.rsplit(":", 1)[0]
         if component == "cluster" and self._refused(inc):
