@@ -784,7 +784,7 @@ def test_rejected_requests_do_not_consume_action_randomness() -> None:
 
 
 def _frontend_scale_out_under_load(shed: bool) -> int:
-    """Replicas one scale-out of the frontend adds at ~0.9 utilisation, with or without a shed."""
+    """Replicas one scale-out of the frontend adds under a x2.6 surge, with or without a shed."""
     twin = _twin()
     twin.workload.surge(2.6, twin.now_s, 0.0, math.inf)
     if shed:
