@@ -118,6 +118,11 @@ def _request_share(obs: Observation) -> np.ndarray:
     return np.minimum(rps / total, 1.0) if total > 0.0 else np.zeros(n)
 
 
+def _served_share(w: SloWindow) -> float:
+    """Share of an SLO window's requests served well (1 for a window without requests)."""
+    return w.good / w.requests if w.requests else 1.0
+
+
 def _slot(component: str, obs: Observation) -> int | None:
     """The instance slot ``inst-<i>`` names, if it is one of the observation's; else None."""
     kind, _, ident = component.rpartition("-")
@@ -1084,9 +1089,9 @@ class HealingEngine:
         w = self._latest_window()
         if w is None or w.t_s - w.window_s < inc.step_started_s:
             return None
-        return w.good / w.requests if w.requests else 1.0
+        return _served_share(w)
 
     def _good_share(self) -> float:
         w = self._latest_window()
-        return w.good / w.requests if w is not None and w.requests else 1.0
+        return _served_share(w) if w is not None else 1.0
 
