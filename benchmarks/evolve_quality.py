@@ -34,12 +34,14 @@ from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.evolution import (
     FRESH_SEED_BASE,
     GAParams,
+    Generation,
     SearchResult,
     TwinEvaluator,
     confirm_on_fresh_seeds,
@@ -110,14 +112,30 @@ def main() -> None:
         return TwinEvaluator(space, spec, seed=seed, n_jobs=args.jobs,
                              draw_effects=params.draw_effects_for(mode))
 
+    def search(seed: int, mode: str) -> SearchResult:
+        """One search with a progress bar (stderr) over its generations."""
+        with tqdm(total=args.gens, unit="gen", file=sys.stderr, mininterval=1.0,
+                  desc=f"seed {seed} {mode}") as bar:
+            def on_generation(gen: Generation) -> None:
+                bar.update(1)
+                bar.set_postfix(twin_runs=gen.twin_runs)
+
+            return run_search(new_evaluator(seed, mode), params, mode, seed,
+                              on_generation=on_generation)
+
+    def stage(seed: int, what: str) -> None:
+        print(f"seed {seed}: {what}", file=sys.stderr, flush=True)
+
     rows: list[dict[str, Any]] = []
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         row: dict[str, Any] = {"seed": seed}
         if "ga" in searches:
-            ga = run_search(new_evaluator(seed, "ga"), params, "ga", seed)
+            ga = search(seed, "ga")
+            stage(seed, f"random search on the GA's {ga.twin_runs} twin runs")
             rs = random_search(new_evaluator(seed, "ga"), seed=seed, twin_runs=ga.twin_runs,
                                params=params)
+            stage(seed, f"best genomes on {args.fresh} fresh seeds")
             fresh = confirm_on_fresh_seeds(
                 space, spec, np.stack([ga.best_genome, rs.best_genome, space.default_genome()]),
                 args.fresh, ga.cost_ref_usd, args.jobs)
@@ -131,7 +149,8 @@ def main() -> None:
                 best_genome=[int(v) for v in ga.best_genome],
             )
         if "nsga2" in searches:
-            nsga = run_search(new_evaluator(seed, "nsga2"), params, "nsga2", seed)
+            nsga = search(seed, "nsga2")
+            stage(seed, f"random search on NSGA-II's {nsga.twin_runs} twin runs")
             rs_eval = new_evaluator(seed, "nsga2")
             rs_mo = random_search(rs_eval, seed=seed + 1000, twin_runs=nsga.twin_runs,
                                   params=params, mode="nsga2")
@@ -142,6 +161,7 @@ def main() -> None:
             other_means = other.means()
             other_front, _ = pareto_front(np.array(list(other_means), dtype=np.int64),
                                           list(other_means.values()), rs_mo.cost_ref_usd)
+            stage(seed, f"fronts on {args.fresh_front} fresh seeds")
             row.update(
                 nsga2_twin_runs=nsga.twin_runs, random_mo_twin_runs=rs_mo.twin_runs,
                 nsga2_front=len(nsga.front_genomes), random_front=len(rs_mo.front_genomes),
