@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from control.detection import DetectionStage, default_detectors
+from control.detection import DetectionStage, alert_metric, default_detectors
 from control.incidents import Impact, Incident, priority
 from control.prediction import PredictionStage
 from control.rca import SLOW_P99_S, SLOW_RESPONSE, AlertGroup, correlate, rank_root_causes
@@ -121,6 +121,10 @@ def _request_share(obs: Observation) -> np.ndarray:
 def _served_share(w: SloWindow) -> float:
     """Share of an SLO window's requests served well (1 for a window without requests)."""
     return w.good / w.requests if w.requests else 1.0
+
+
+_DOWN_METRICS = frozenset({"live", "ready", "vm_up", "ready_instances"})
+"""Probe signals an alert on a service can carry for replicas that stopped serving."""
 
 
 def _slot(component: str, obs: Observation) -> int | None:
@@ -475,9 +479,8 @@ class HealingEngine:
                 inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
                 inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
                                   for c in rank_root_causes(members, obs)]
-            elif not self._split_off(inc, [s.alerts[i] for i in added if i in s.alerts], obs):
-                inc.alert_ids += added
-                inc.components |= {s.alerts[i].target for i in added if i in s.alerts}
+            else:
+                self._absorb(inc, [s.alerts[i] for i in added if i in s.alerts], obs)
 
     def _explains(self, root: str, component: str, obs: Observation) -> bool:
         """Whether a fault at ``root`` accounts for symptoms at ``component``."""
@@ -487,6 +490,95 @@ class HealingEngine:
             return False
         theirs = self._instances_of({component}, obs)
         return bool(theirs) and theirs <= self._instances_of({root}, obs)
+
+    def _absorb(self, inc: Incident, alerts: Sequence[AlertRecord], obs: Observation) -> None:
+        """Add new alerts to an active incident, unless they belong elsewhere.
+
+        Alerts with a confident cause of their own go (``_split_off``). Once the incident's
+        runbook has started, so do alerts on instances that are down for a reason its root
+        cause does not account for: replicas of one service that crash a probe apart (a
+        loaded machine) correlate into the incident restarting the first, which would
+        otherwise resolve once that one serves again and leave the others down, their alerts
+        taken. Before the first step ``_split_unexplained`` does the same.
+        """
+        if self._split_off(inc, alerts, obs):
+            return
+        stray = self._strays(inc, alerts, obs) if inc.step > 0 else []
+        kept = [a for a in alerts if a not in stray]
+        inc.alert_ids += [a.alert_id for a in kept if a.alert_id not in inc.alert_ids]
+        inc.components |= {a.target for a in kept}
+        if stray:
+            self._route_strays(inc, stray, obs)
+
+    def _strays(
+        self, inc: Incident, alerts: Sequence[AlertRecord], obs: Observation
+    ) -> list[AlertRecord]:
+        """Alerts on instances down for a reason ``inc``'s cause leaves out.
+
+        An alert on an instance, or a probe alert on a service (its replicas rolled into one
+        alert, or none ready), is one when an instance it names is used, not ready, not the
+        target of an action in flight (a restart, a scale-out booting), and neither the
+        root-cause component nor a replica tied with it (``_co_roots``, acted on together)
+        accounts for it.
+        """
+        if not inc.root_cause or ":" not in inc.root_cause:
+            return []
+        roots = [inc.root_cause.rsplit(":", 1)[0], *self._co_roots(inc, obs)]
+        busy = {f.action.target for f in self.gate.in_flight()}
+        out = []
+        for a in alerts:
+            i = _slot(a.target, obs)
+            if i is not None:
+                named = {i}
+            elif (a.target.startswith("svc-") and a.target not in busy
+                  and alert_metric(a) in _DOWN_METRICS):
+                named = self._instances_of({a.target}, obs)
+            else:
+                continue
+            if any(obs.inst_used[j] and not obs.inst_ready[j] and f"inst-{j}" not in busy
+                   and not any(self._explains(r, f"inst-{j}", obs) for r in roots)
+                   for j in named):
+                out.append(a)
+        return out
+
+    def _route_strays(
+        self, inc: Incident, stray: Sequence[AlertRecord], obs: Observation,
+        rediagnose: bool = False,
+    ) -> None:
+        """Move ``stray`` out of ``inc``, into an incident that accounts for them.
+
+        That is an active incident whose root cause explains them, else a new incident
+        diagnosed from them alone. ``rediagnose``: rank ``inc``'s root causes again from the
+        alerts it keeps (before its first step).
+        """
+        s = self._s
+        ids = {a.alert_id for a in stray}
+        s.routed.update(ids)
+        if any(i in ids for i in inc.alert_ids):
+            inc.alert_ids = [i for i in inc.alert_ids if i not in ids]
+            kept = {s.alerts[i].target for i in inc.alert_ids if i in s.alerts}
+            inc.components -= {a.target for a in stray} - kept
+        remaining = [s.alerts[i] for i in inc.alert_ids if i in s.alerts]
+        if rediagnose and remaining:
+            inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
+                              for c in rank_root_causes(remaining, obs)]
+        rest = []
+        for a in stray:
+            home = next((o for o in s.incidents.values()
+                         if o is not inc and o.phase in ("opened", "mitigating")
+                         and o.root_cause and ":" in o.root_cause
+                         and self._explains(o.root_cause.rsplit(":", 1)[0], a.target, obs)),
+                        None)
+            if home is None:
+                rest.append(a)
+            elif a.alert_id not in home.alert_ids:
+                home.alert_ids.append(a.alert_id)
+                home.components.add(a.target)
+        if not rest:
+            return
+        names = ", ".join(sorted({a.target for a in rest}))
+        self._log_incident(inc, inc.phase, f"alerts on {names} moved to an incident of their own")
+        self._new_incident(sorted(a.alert_id for a in rest), rest, obs)
 
     def _split_off(
         self, inc: Incident, alerts: Sequence[AlertRecord], obs: Observation
@@ -532,10 +624,7 @@ class HealingEngine:
             # problems.
             if other.phase in ("opened", "mitigating") and other.components & targets:
                 s.group_of[group.group_id] = other.incident_id
-                if not self._split_off(other, members, obs):
-                    other.alert_ids += [
-                        a.alert_id for a in members if a.alert_id not in other.alert_ids
-                    ]
+                self._absorb(other, members, obs)
                 return
         ids = list(group.alert_ids if alert_ids is None else alert_ids)
         s.group_of[group.group_id] = self._new_incident(ids, members, obs)
@@ -610,6 +699,10 @@ class HealingEngine:
         ):
             return
         if inc.step > 0 and self._healthy(inc, obs):
+            stray = self._strays(inc, [self._s.alerts[i] for i in inc.alert_ids
+                                       if i in self._s.alerts], obs)
+            if stray:
+                self._route_strays(inc, stray, obs)
             if inc.verify_after_s == 0.0:
                 inc.verify_after_s = now + self.config.verify_hold_s
             if now >= inc.verify_after_s:
@@ -717,18 +810,7 @@ class HealingEngine:
                 moved.append(a)
         if not moved:
             return
-        ids = {a.alert_id for a in moved}
-        inc.alert_ids = [i for i in inc.alert_ids if i not in ids]
-        kept = {s.alerts[i].target for i in inc.alert_ids if i in s.alerts}
-        inc.components -= {a.target for a in moved} - kept
-        s.routed.update(ids)
-        remaining = [s.alerts[i] for i in inc.alert_ids if i in s.alerts]
-        if remaining:
-            inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
-                              for c in rank_root_causes(remaining, obs)]
-        names = ", ".join(sorted({a.target for a in moved}))
-        self._log_incident(inc, inc.phase, f"alerts on {names} moved to an incident of their own")
-        self._new_incident(sorted(ids), moved, obs)
+        self._route_strays(inc, moved, obs, rediagnose=True)
 
     def _next_hypothesis(self, inc: Incident) -> bool:
         """After a runbook ran out, act on the runner-up diagnosis if it is plausible.

@@ -141,6 +141,33 @@ def test_emergency_stop_halts_actuation_within_a_second(fleet_factory: Factory) 
         runtime.stop()
 
 
+def test_replicas_crashing_during_a_restart_get_their_own(fleet_factory: Factory) -> None:
+    """Replicas that crash while another's restart runs are restarted too.
+
+    Their alerts correlate into the incident restarting the first replica. Before, that
+    incident took them and resolved once its own replica served again, leaving the later
+    two down with no incident to restart them (seen in CI on a loaded machine).
+    """
+    plant = fleet_factory(4)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.3, 0.1)
+    for k in (0, 2):
+        inject(plant, "service_crash", f"inst-{k}")
+    _run_until(plant, engine, lambda: any(
+        isinstance(r, ActionRecord) and r.phase == "started" for r in plant.log.since(0)), 30.0)
+    for k in (1, 3):
+        inject(plant, "service_crash", f"inst-{k}")
+    _run_until(plant, engine, lambda: sum(isinstance(r, FaultCleared)
+                                          for r in plant.log.since(0)) >= 4, 30.0)
+    events = plant.log.since(0)
+    started = [r.target for r in events if isinstance(r, ActionRecord)
+               and r.kind == "restart_instance" and r.phase == "started"]
+    assert sorted(started) == [f"inst-{k}" for k in range(4)], "\n".join(map(str, events))
+    control_loop(plant, engine, 1.5, 0.1)
+    obs = plant.observe()
+    assert obs.inst_ready[obs.inst_used].all()
+
+
 @pytest.mark.parametrize("last_after_s", [0.0, 0.15])
 def test_every_replica_failing_at_once_is_restarted(
     fleet_factory: Factory, last_after_s: float
