@@ -510,20 +510,27 @@ class HealingEngine:
         if stray:
             self._route_strays(inc, stray, obs)
 
+    def _roots(self, inc: Incident, obs: Observation) -> list[str]:
+        """The components ``inc``'s runbook acts on: its root cause and the replicas tied."""
+        if not inc.root_cause or ":" not in inc.root_cause:
+            return []
+        return [inc.root_cause.rsplit(":", 1)[0], *self._co_roots(inc, obs)]
+
     def _strays(
         self, inc: Incident, alerts: Sequence[AlertRecord], obs: Observation
     ) -> list[AlertRecord]:
-        """Alerts on instances down for a reason ``inc``'s cause leaves out.
+        """Alerts on instances down for a reason no incident's cause accounts for.
 
         An alert on an instance, or a probe alert on a service (its replicas rolled into one
         alert, or none ready), is one when an instance it names is used, not ready, not the
-        target of an action in flight (a restart, a scale-out booting), and neither the
-        root-cause component nor a replica tied with it (``_co_roots``, acted on together)
-        accounts for it.
+        target of an action in flight (a restart, a scale-out booting), and the root cause of
+        neither ``inc`` nor another unresolved incident (with the replicas tied with it,
+        ``_co_roots``, acted on together) explains it.
         """
-        if not inc.root_cause or ":" not in inc.root_cause:
+        if not self._roots(inc, obs):
             return []
-        roots = [inc.root_cause.rsplit(":", 1)[0], *self._co_roots(inc, obs)]
+        roots = [r for o in self._s.incidents.values() if o is inc or o.phase != "resolved"
+                 for r in self._roots(o, obs)]
         busy = {f.action.target for f in self.gate.in_flight()}
         out = []
         for a in alerts:
@@ -566,8 +573,8 @@ class HealingEngine:
         for a in stray:
             home = next((o for o in s.incidents.values()
                          if o is not inc and o.phase in ("opened", "mitigating")
-                         and o.root_cause and ":" in o.root_cause
-                         and self._explains(o.root_cause.rsplit(":", 1)[0], a.target, obs)),
+                         and any(self._explains(r, a.target, obs)
+                                 for r in self._roots(o, obs))),
                         None)
             if home is None:
                 rest.append(a)
