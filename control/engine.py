@@ -495,8 +495,8 @@ class HealingEngine:
         """Add new alerts to an active incident, unless they belong elsewhere.
 
         Alerts with a confident cause of their own go (``_split_off``). Once the incident's
-        runbook has started, so do alerts on instances that are down for a reason its root
-        cause does not account for: replicas of one service that crash a probe apart (a
+        runbook has started, so do alerts on instances down for a reason no incident's cause
+        accounts for (``_strays``): replicas of one service that crash a probe apart (a
         loaded machine) correlate into the incident restarting the first, which would
         otherwise resolve once that one serves again and leave the others down, their alerts
         taken. Before the first step ``_split_unexplained`` does the same.
@@ -561,7 +561,8 @@ class HealingEngine:
         s = self._s
         ids = {a.alert_id for a in stray}
         s.routed.update(ids)
-        if any(i in ids for i in inc.alert_ids):
+        held = any(i in ids for i in inc.alert_ids)
+        if held:
             inc.alert_ids = [i for i in inc.alert_ids if i not in ids]
             kept = {s.alerts[i].target for i in inc.alert_ids if i in s.alerts}
             inc.components -= {a.target for a in stray} - kept
@@ -578,9 +579,13 @@ class HealingEngine:
                         None)
             if home is None:
                 rest.append(a)
-            elif a.alert_id not in home.alert_ids:
+                continue
+            if a.alert_id not in home.alert_ids:
                 home.alert_ids.append(a.alert_id)
                 home.components.add(a.target)
+            if held:
+                self._log_incident(inc, inc.phase,
+                                   f"alerts on {a.target} moved to incident {home.incident_id}")
         if not rest:
             return
         names = ", ".join(sorted({a.target for a in rest}))

@@ -451,6 +451,37 @@ def test_a_replica_whose_crash_is_seen_later_shares_the_restart_already_running(
     assert f"| restart_instance | inst-{members[3]} | shared | succeeded |" in report
 
 
+@pytest.mark.parametrize("gap_s", [1, 3, 10])
+def test_replicas_that_crash_during_a_restart_are_restarted_too(gap_s: int) -> None:
+    """Two database replicas crash, then the other two once the first restart runs.
+
+    The later alerts correlate into the incident restarting the first replicas; they name
+    replicas that nothing heals and leave it for an incident of their own, rather than
+    being taken by an incident that resolves once its own replicas serve again.
+    """
+    engine, twin = _engine(SafetyConfig())
+    members = _replicas(twin, "database")
+    _run(engine, twin, 60)
+    for i in members[:2]:
+        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+    for _ in range(120):
+        _run(engine, twin, 1)
+        if any(isinstance(r, ActionRecord) and r.phase == "started" for r in twin.events()):
+            break
+    _run(engine, twin, gap_s)
+    for i in members[2:]:
+        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+    _run(engine, twin, 600)
+    events = twin.events()
+    started = sorted(r.target for r in events if isinstance(r, ActionRecord)
+                     and r.kind == "restart_instance" and r.phase == "started")
+    assert started == sorted(f"inst-{i}" for i in members)
+    assert twin.state.inst_ready[members].all()
+    assert all(o.auto_recovered for o in fault_outcomes(events))
+    phases = {r.incident_id: r.phase for r in events if isinstance(r, IncidentRecord)}
+    assert set(phases.values()) == {"resolved"}
+
+
 def test_request_share_reads_each_service_s_share_of_requests_from_its_request_rate() -> None:
     """The share of requests through each service, as the bridging shed weighs saturation.
 
