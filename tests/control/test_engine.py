@@ -46,6 +46,22 @@ def _run(engine: HealingEngine, twin: Twin, seconds: int) -> None:
         engine.step()
 
 
+def _crash(twin: Twin, slots: list[int]) -> None:
+    for i in slots:
+        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+
+
+def _assert_each_restarted_once(twin: Twin, slots: list[int]) -> list[object]:
+    """Each of ``slots`` was restarted exactly once, serves again and its fault healed."""
+    events = twin.events()
+    started = sorted(r.target for r in events if isinstance(r, ActionRecord)
+                     and r.kind == "restart_instance" and r.phase == "started")
+    assert started == sorted(f"inst-{i}" for i in slots)
+    assert twin.state.inst_ready[slots].all()
+    assert all(o.auto_recovered for o in fault_outcomes(events))
+    return list(events)
+
+
 def test_a_crashed_instance_is_detected_restarted_and_the_incident_resolved() -> None:
     """A crash is alerted within seconds, restarted by the runbook, and the incident resolves."""
     engine, twin = _engine(SafetyConfig())
@@ -313,15 +329,9 @@ def test_every_replica_of_a_service_down_at_once_is_restarted() -> None:
     members = _replicas(twin, "database")
     assert len(members) == 4
     _run(engine, twin, 60)
-    for i in members:
-        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+    _crash(twin, members)
     _run(engine, twin, 600)
-    events = twin.events()
-    restarted = sorted(r.target for r in events if isinstance(r, ActionRecord)
-                       and r.kind == "restart_instance" and r.phase == "succeeded")
-    assert restarted == sorted(f"inst-{i}" for i in members)
-    assert twin.state.inst_ready[members].all()
-    assert all(o.auto_recovered for o in fault_outcomes(events))
+    _assert_each_restarted_once(twin, members)
 
 
 def test_surge_capacity_the_plant_refuses_is_asked_for_a_bounded_number_of_times(
@@ -462,22 +472,15 @@ def test_replicas_that_crash_during_a_restart_are_restarted_too(gap_s: int) -> N
     engine, twin = _engine(SafetyConfig())
     members = _replicas(twin, "database")
     _run(engine, twin, 60)
-    for i in members[:2]:
-        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+    _crash(twin, members[:2])
     for _ in range(120):
         _run(engine, twin, 1)
         if any(isinstance(r, ActionRecord) and r.phase == "started" for r in twin.events()):
             break
     _run(engine, twin, gap_s)
-    for i in members[2:]:
-        strike(twin, FaultKind.SERVICE_CRASH, i, twin.rng_for("script", i))
+    _crash(twin, members[2:])
     _run(engine, twin, 600)
-    events = twin.events()
-    started = sorted(r.target for r in events if isinstance(r, ActionRecord)
-                     and r.kind == "restart_instance" and r.phase == "started")
-    assert started == sorted(f"inst-{i}" for i in members)
-    assert twin.state.inst_ready[members].all()
-    assert all(o.auto_recovered for o in fault_outcomes(events))
+    events = _assert_each_restarted_once(twin, members)
     phases = {r.incident_id: r.phase for r in events if isinstance(r, IncidentRecord)}
     assert set(phases.values()) == {"resolved"}
 
