@@ -756,10 +756,25 @@ class HealingEngine:
         if inc.phase == "opened":
             inc.phase = "mitigating"
             self._log_incident(inc, "mitigating", f"runbook step {inc.step}")
-        for action in (a for c in (component, *self._co_roots(inc, obs))
+        for action in (a for c in self._acted_on(component, inc, obs)
                        for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
+
+    def _acted_on(self, component: str, inc: Incident, obs: Observation) -> list[str]:
+        """The components a runbook step acts on: the root cause and the replicas tied.
+
+        Of a tie, only the replicas still down when the step starts (when any is): a
+        service-wide alert raised while one replica restarted for another incident ties it
+        with the replicas that crashed, and by the time this incident acts (after its
+        evidence wait) that replica serves again and needs no second restart.
+        """
+        tied = [component, *self._co_roots(inc, obs)]
+        if len(tied) == 1:
+            return tied
+        down = [c for c in tied if (i := _slot(c, obs)) is not None
+                and obs.inst_used[i] and not obs.inst_ready[i]]
+        return down or tied
 
     def _shed_not_worth_it(self, step: Step, component: str, obs: Observation) -> bool:
         """A surge's shed step waits while it would turn away more than the surge fails.
