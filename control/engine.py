@@ -527,26 +527,28 @@ class HealingEngine:
         neither ``inc`` nor another unresolved incident (with the replicas tied with it,
         ``_co_roots``, acted on together) explains it.
         """
-        if not self._roots(inc, obs):
+        down = [(a, {j for j in self._named(a, obs) if obs.inst_used[j] and not obs.inst_ready[j]})
+                for a in alerts]
+        down = [(a, js) for a, js in down if js]
+        if not down or not self._roots(inc, obs):
             return []
         roots = [r for o in self._s.incidents.values() if o is inc or o.phase != "resolved"
                  for r in self._roots(o, obs)]
         busy = {f.action.target for f in self.gate.in_flight()}
-        out = []
-        for a in alerts:
-            i = _slot(a.target, obs)
-            if i is not None:
-                named = {i}
-            elif (a.target.startswith("svc-") and a.target not in busy
-                  and alert_metric(a) in _DOWN_METRICS):
-                named = self._instances_of({a.target}, obs)
-            else:
-                continue
-            if any(obs.inst_used[j] and not obs.inst_ready[j] and f"inst-{j}" not in busy
-                   and not any(self._explains(r, f"inst-{j}", obs) for r in roots)
-                   for j in named):
-                out.append(a)
-        return out
+        return [a for a, js in down
+                if a.target not in busy
+                and any(f"inst-{j}" not in busy
+                        and not any(self._explains(r, f"inst-{j}", obs) for r in roots)
+                        for j in js)]
+
+    def _named(self, alert: AlertRecord, obs: Observation) -> set[int]:
+        """The instance slots an alert is about: its own, or a service's for a probe alert."""
+        i = _slot(alert.target, obs)
+        if i is not None:
+            return {i}
+        if alert.target.startswith("svc-") and alert_metric(alert) in _DOWN_METRICS:
+            return self._instances_of({alert.target}, obs)
+        return set()
 
     def _route_strays(
         self, inc: Incident, stray: Sequence[AlertRecord], obs: Observation,
@@ -566,8 +568,7 @@ class HealingEngine:
             inc.alert_ids = [i for i in inc.alert_ids if i not in ids]
             kept = {s.alerts[i].target for i in inc.alert_ids if i in s.alerts}
             inc.components -= {a.target for a in stray} - kept
-        remaining = [s.alerts[i] for i in inc.alert_ids if i in s.alerts]
-        if rediagnose and remaining:
+        if rediagnose and (remaining := [s.alerts[i] for i in inc.alert_ids if i in s.alerts]):
             inc.candidates = [(c.component + ":" + c.fault_class, c.confidence)
                               for c in rank_root_causes(remaining, obs)]
         rest = []
@@ -756,12 +757,12 @@ class HealingEngine:
         if inc.phase == "opened":
             inc.phase = "mitigating"
             self._log_incident(inc, "mitigating", f"runbook step {inc.step}")
-        for action in (a for c in self._acted_on(component, inc, obs)
+        for action in (a for c in self._acted_on(inc, obs)
                        for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
 
-    def _acted_on(self, component: str, inc: Incident, obs: Observation) -> list[str]:
+    def _acted_on(self, inc: Incident, obs: Observation) -> list[str]:
         """The components a runbook step acts on: the root cause and the replicas tied.
 
         Of a tie, only the replicas still down when the step starts (when any is): a
@@ -769,7 +770,7 @@ class HealingEngine:
         with the replicas that crashed, and by the time this incident acts (after its
         evidence wait) that replica serves again and needs no second restart.
         """
-        tied = [component, *self._co_roots(inc, obs)]
+        tied = self._roots(inc, obs)
         if len(tied) == 1:
             return tied
         down = [c for c in tied if (i := _slot(c, obs)) is not None
