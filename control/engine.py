@@ -721,18 +721,28 @@ class HealingEngine:
             if now >= inc.verify_after_s:
                 self._resolve(inc, runbook, component, obs)
             return
+        relapsed = self._relapsed(inc, obs)
         inc.verify_after_s = 0.0
         deadline = runbook.steps[inc.step - 1].deadline_s if inc.step else 0.0
         # Every action of the step has finished here; one that failed will not help however
         # long the step waits, so the next step starts at once rather than at the deadline.
         # So does a step whose every action the plant refused (a scale-out with no room),
-        # once an SLO window after the refusal has shown it unhealthy.
+        # once an SLO window after the refusal has shown it unhealthy, and one whose remedy
+        # held until what it restored went down again (``_relapsed``).
         failed = any(a not in self._s.succeeded for a in inc.step_action_ids) or (
-            self._refused(inc) and self._fresh_share(inc) is not None)
+            self._refused(inc) and self._fresh_share(inc) is not None) or bool(relapsed)
         if inc.step and now < inc.step_started_s + deadline and not failed:
             return
         if inc.step == 0 and inc.hypothesis == 0 and not inc.action_ids:
             self._split_unexplained(inc, obs)
+        if relapsed:
+            inc.relapses += 1
+            again = inc.relapses == 1
+            self._log_incident(inc, inc.phase, f"{', '.join(relapsed)} down again while step "
+                               f"{inc.step} was verified; "
+                               + ("the step runs again" if again else "the next step starts"))
+            if again:
+                inc.step -= 1
         exhausted = inc.step >= len(runbook.steps)
         if exhausted and inc.phase != "escalated" and self._next_hypothesis(inc):
             runbook, component = self._runbook(inc)
@@ -761,6 +771,25 @@ class HealingEngine:
                        for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
+
+    def _relapsed(self, inc: Incident, obs: Observation) -> list[str]:
+        """Instances the step restored that are down again while its result is verified.
+
+        The verification hold has begun (the step's actions succeeded and the incident was
+        healthy), and an instance of the root cause, or of a replica tied with it, is used,
+        not ready, and not the target of an action in flight: a new failure of what the step
+        repaired. Waiting out the step's deadline (minutes) would not bring it back, so the
+        step is over at once: the first relapse of an incident runs the same step again (the
+        remedy worked, a replica crashing again a second after its restart gets another),
+        a later one moves on to the next step, as a remedy that does not hold would. The
+        per-target cooldown still spaces the actions. Empty otherwise.
+        """
+        if inc.verify_after_s <= 0.0:
+            return []
+        busy = {f.action.target for f in self.gate.in_flight()}
+        own = self._instances_of(set(self._roots(inc, obs)), obs)
+        return [f"inst-{i}" for i in sorted(own)
+                if obs.inst_used[i] and not obs.inst_ready[i] and f"inst-{i}" not in busy]
 
     def _acted_on(self, inc: Incident, obs: Observation) -> list[str]:
         """The components a runbook step acts on: the root cause and the replicas tied.

@@ -79,6 +79,9 @@ class Incident:
     resolved_s: float | None = None
     human_reruns: int = 0
     hypothesis: int = 0
+    relapses: int = 0
+    """Times what a step restored went down again while it was verified (the first
+    relapse runs the step again, a later one moves on: see ``HealingEngine._relapsed``)."""
 
     @property
     def root_cause(self) -> str:

@@ -485,6 +485,74 @@ def test_replicas_that_crash_during_a_restart_are_restarted_too(gap_s: int) -> N
     assert set(phases.values()) == {"resolved"}
 
 
+def _restarted_then(engine: HealingEngine, twin: Twin, slot: int, after_s: int) -> float:
+    """Step until ``slot``'s restart has brought it back, ``after_s`` more, crash it; the time."""
+    for _ in range(300):
+        _run(engine, twin, 1)
+        if twin.state.inst_ready[slot] and any(
+                isinstance(r, ActionRecord) and r.phase == "succeeded"
+                and r.target == f"inst-{slot}" for r in twin.events()):
+            break
+    _run(engine, twin, after_s)
+    _crash(twin, [slot])
+    return twin.now_s
+
+
+@pytest.mark.parametrize("after_s", [1, 25])
+def test_a_replica_crashing_again_while_its_restart_is_verified_is_restarted_again(
+    after_s: int,
+) -> None:
+    """The first relapse runs the step again as soon as the cooldown allows.
+
+    Before, the incident waited out the restart step's 120 s deadline and then cold-migrated
+    the replica (up 184-208 s after the second crash, against 94-118 s now); on the live
+    fleet, where migration is refused, the replica stayed down.
+    """
+    engine, twin = _engine(SafetyConfig())
+    k = _replicas(twin, "api")[0]
+    _run(engine, twin, 60)
+    _crash(twin, [k])
+    again = _restarted_then(engine, twin, k, after_s)
+    _run(engine, twin, 400)
+    events = twin.events()
+    starts = [r for r in events if isinstance(r, ActionRecord) and r.phase == "started"
+              and r.target == f"inst-{k}"]
+    assert [r.kind for r in starts] == ["restart_instance", "restart_instance"]
+    assert starts[1].t_s - starts[0].t_s <= SafetyConfig().cooldown_s + 1.0
+    notes = [r.note for r in events if isinstance(r, IncidentRecord) and "down again" in r.note]
+    assert notes == [f"inst-{k} down again while step 1 was verified; the step runs again"]
+    assert twin.state.inst_ready[k]
+    ups = [r.t_s for r in events if isinstance(r, StateChange) and r.target == f"inst-{k}"
+           and r.state == "up" and r.t_s > again]
+    assert ups and ups[0] - again <= 120.0
+    assert {r.incident_id: r.phase for r in events if isinstance(r, IncidentRecord)} == {
+        0: "resolved"}
+
+
+def test_a_replica_that_keeps_crashing_after_its_restarts_gets_the_next_step() -> None:
+    """A second relapse moves on: the restart does not hold, so the replica is rebuilt."""
+    engine, twin = _engine(SafetyConfig())
+    k = _replicas(twin, "api")[0]
+    _run(engine, twin, 60)
+    _crash(twin, [k])
+    _restarted_then(engine, twin, k, 2)
+    for _ in range(300):  # the rerun restart
+        _run(engine, twin, 1)
+        if twin.state.inst_ready[k]:
+            break
+    _run(engine, twin, 2)
+    _crash(twin, [k])
+    _run(engine, twin, 600)
+    events = twin.events()
+    kinds = [r.kind for r in events if isinstance(r, ActionRecord) and r.phase == "started"
+             and r.target == f"inst-{k}"]
+    assert kinds == ["restart_instance", "restart_instance", "cold_migrate"]
+    notes = [r.note.rsplit("; ", 1)[1] for r in events
+             if isinstance(r, IncidentRecord) and "down again" in r.note]
+    assert notes == ["the step runs again", "the next step starts"]
+    assert twin.state.inst_ready[k]
+
+
 def test_request_share_reads_each_service_s_share_of_requests_from_its_request_rate() -> None:
     """The share of requests through each service, as the bridging shed weighs saturation.
 

@@ -213,6 +213,41 @@ def test_every_replica_failing_at_once_is_restarted(
     _heal_two_waves(plant, live_engine(plant, actuate=True), (0, 1, 3), (2,), last_after_s)
 
 
+@pytest.mark.parametrize("kind", ["service_crash", "service_hang"])
+def test_a_replica_failing_again_right_after_its_restart_is_restarted_again(
+    fleet_factory: Factory, kind: str
+) -> None:
+    """The same replica fails again while its incident verifies the restart: restarted at once.
+
+    Before, the incident waited out the restart step's deadline (60 s for a hang); for a
+    crash it then tried a cold migration, which the fleet refuses, and a scale-out, and
+    the replica stayed down.
+    """
+    plant = fleet_factory(3)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.5, 0.1)
+    inject(plant, kind, "inst-1")
+    _run_until(plant, engine, lambda: any(isinstance(r, FaultCleared)
+                                          for r in plant.log.since(0)), 30.0)
+    control_loop(plant, engine, 0.1, 0.1)
+    again = inject(plant, kind, "inst-1")
+    _run_until(plant, engine, lambda: any(
+        isinstance(r, FaultCleared) and r.fault_id == again.fault_id
+        for r in plant.log.since(again.seq)), 90.0)
+    _run_until(plant, engine, lambda: [r.phase for r in plant.log.since(0)
+                                       if isinstance(r, IncidentRecord)][-1] == "resolved", 30.0)
+    events = plant.log.since(again.seq)
+    starts = [r for r in events if isinstance(r, ActionRecord) and r.phase == "started"]
+    assert [(r.kind, r.target) for r in starts] == [("restart_instance", "inst-1")], (
+        "\n".join(map(str, events)))
+    assert starts[0].t_s - again.t_s <= 10.0
+    assert any(isinstance(r, IncidentRecord) and "down again" in r.note for r in events)
+    assert {r.incident_id: r.phase for r in plant.log.since(0)
+            if isinstance(r, IncidentRecord)} == {0: "resolved"}
+    obs = plant.observe()
+    assert obs.inst_ready[obs.inst_used].all()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("gap_s", [0.1, 0.3, 1.0, 2.5])
 @pytest.mark.parametrize(("first", "second"), [
