@@ -17,7 +17,9 @@ One :meth:`HealingEngine.step` per control interval, against any :class:`sim.pla
    a saturated main path whose scale-outs are still booting gets one step of load shed
    until they land (``HealingEngine._autoscale``).
 
-Every decision is written to the plant's event log, which is what KPIs and post-mortems read.
+Every decision is written to the plant's event log, which is what KPIs and post-mortems read,
+and from which an engine started on a plant that kept its log takes over the incidents its
+predecessor left open (``HealingEngine._take_over``).
 """
 
 from __future__ import annotations
@@ -287,28 +289,106 @@ class HealingEngine:
 
         Incident ids continue after the largest one logged, so a restarted engine's incidents
         never share an id with its predecessor's. An incident the predecessor left open
-        (opened or mitigating) is escalated: its runbook position, pending actions and
-        verification did not survive the restart, so a human is told to confirm its outcome.
-        Its symptoms, if they persist, raise fresh alerts and an incident of this engine.
+        (opened or mitigating) is taken over where the log says it stood (``_adopt``) and
+        goes on from there: verified, resolved, or moved to its next step. One whose
+        diagnosis has no runbook here is escalated, and a human is told to confirm its
+        outcome. The shed level is read back from the shed actions that succeeded.
         """
         latest: dict[int, IncidentRecord] = {}
         for r in earlier:
             if isinstance(r, IncidentRecord):
                 latest[r.incident_id] = r
+            elif isinstance(r, ActionRecord) and r.phase == "succeeded":
+                if r.kind == "shed_load":
+                    self._s.shed_level = min(self._s.shed_level + SHED_STEP, SHED_MAX)
+                elif r.kind == "stop_shedding":
+                    self._s.shed_level = 0.0
         if not latest:
             return
         self._s.next_incident = max(latest) + 1
         log = self.plant.log
         for iid in sorted(latest):
             r = latest[iid]
-            if r.phase in ("opened", "mitigating"):
+            if r.phase not in ("opened", "mitigating"):
+                continue
+            inc = self._adopt(iid, earlier)
+            if inc is None:
                 log.add(IncidentRecord(
                     log.next_seq, self.plant.now_s, iid, "escalated", r.priority, r.root_cause,
                     r.alert_ids, r.candidates,
-                    "controller restarted with this incident open: its runbook state was lost; "
-                    "on-call human asked to confirm the outcome",
+                    "controller restarted with this incident open and no runbook for its "
+                    "diagnosis; on-call human asked to confirm the outcome",
                 ))
+                continue
+            self._s.incidents[iid] = inc
+            self._log_incident(inc, inc.phase, "controller restarted: incident taken over at "
+                               + (f"runbook step {inc.step}" if inc.step else "its diagnosis"))
         self._s.seen_seq = log.next_seq
+
+    def _adopt(self, incident_id: int, earlier: Sequence[Event]) -> Incident | None:
+        """An open incident rebuilt from the log, to be carried on; None if it cannot be.
+
+        From its records: the alerts, the candidates and the one acted on, the runbook step
+        (each step's start is logged as ``runbook step N``) and when it began, its relapses.
+        From the decisions and action records: the actions it ran, which of them the current
+        step ran, and their outcomes; an action still running (the gate resumed it) is
+        waited for, and its outcome read when it comes. A step none of whose actions ran
+        (they waited for an approval, a cooldown or a limit when the process died) runs
+        again. What the log does not hold is lost: actions queued and not started, approvals
+        asked for and not answered, the verification hold under way (it starts again).
+        """
+        s = self._s
+        records = [r for r in earlier if isinstance(r, IncidentRecord)
+                   and r.incident_id == incident_id]
+        last = records[-1]
+        labels = [label for label, _ in last.candidates]
+        if last.root_cause not in labels:
+            return None
+        inc = Incident(
+            incident_id=incident_id, opened_s=records[0].t_s, priority=last.priority,
+            components=set(), alert_ids=list(last.alert_ids),
+            candidates=[(str(label), float(c)) for label, c in last.candidates],
+            phase=last.phase, hypothesis=labels.index(last.root_cause),
+        )
+        if self._runbook(inc)[0] is None:
+            return None
+        alerts = {r.alert_id: r for r in earlier if isinstance(r, AlertRecord)}
+        for aid in inc.alert_ids:
+            if aid in alerts:
+                s.alerts[aid] = alerts[aid]
+                inc.components.add(alerts[aid].target)
+        steps = [r for r in records if r.note.startswith("runbook step ")]
+        inc.step = int(steps[-1].note.split()[2]) if steps else 0
+        inc.step_started_s = steps[-1].t_s if steps else records[0].t_s
+        inc.relapses = sum(" down again while step " in r.note for r in records)
+        outcome = {r.action_id: r.phase for r in earlier if isinstance(r, ActionRecord)
+                   and r.phase in ("succeeded", "failed")}
+        for d in earlier:
+            if not (isinstance(d, DecisionRecord) and d.incident_id == incident_id
+                    and d.action_id >= 0 and (d.executed or d.verdict == "shared")):
+                continue
+            aid = d.action_id
+            inc.action_ids.append(aid)
+            if d.t_s >= inc.step_started_s and not d.reason.startswith(("follow-up", "rollback")):
+                inc.step_action_ids.append(aid)
+            if outcome.get(aid) == "succeeded":
+                s.succeeded.add(aid)
+            elif aid not in outcome:
+                inc.waiting_for.add(aid)
+            ex = s.executed.get(aid)
+            if ex is None:
+                s.executed[aid] = _Executed(
+                    Action(d.action, d.target), incident_id, self._good_share(),
+                    d.reason.startswith("rollback"), started_s=d.t_s,
+                    surge_capacity=d.reason.startswith(SURGE_CAPACITY),
+                    bridge=d.reason.startswith(BRIDGE),
+                )
+                s.latest[(d.action, d.target)] = aid
+            elif ex.incident_id != incident_id:
+                ex.sharers.append(incident_id)
+        if inc.step > 0 and not inc.step_action_ids:
+            inc.step -= 1
+        return inc
 
     def step(self) -> None:
         """One control step at the plant's current time."""
@@ -764,9 +844,11 @@ class HealingEngine:
         inc.step_started_s = now
         inc.step_action_ids = []
         inc.step_refused = 0
+        # Every step's start is logged: the post-mortem's timeline shows it, and a restarted
+        # controller reads from it where the incident stood (``_adopt``).
         if inc.phase == "opened":
             inc.phase = "mitigating"
-            self._log_incident(inc, "mitigating", f"runbook step {inc.step}")
+        self._log_incident(inc, inc.phase, f"runbook step {inc.step}")
         for action in (a for c in self._acted_on(inc, obs)
                        for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))

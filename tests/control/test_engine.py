@@ -17,6 +17,7 @@ from sim.actions import ACTION_SPECS
 from sim.events import (
     ActionRecord,
     AlertRecord,
+    ApprovalRecord,
     ControlRecord,
     DecisionRecord,
     FaultRecord,
@@ -353,13 +354,14 @@ def test_surge_capacity_the_plant_refuses_is_asked_for_a_bounded_number_of_times
     assert len(asked) <= 8
 
 
-def test_a_restarted_engine_continues_ids_escalates_orphans_and_keeps_the_gates_book() -> None:
+def test_a_restarted_engine_takes_over_open_incidents_and_keeps_the_gates_book() -> None:
     """A second engine on the same plant (a controller restart) picks up where the log says.
 
     The first engine opens an incident for a crash and starts a restart, then goes away. The
-    second one escalates that orphaned incident (its runbook state is gone), numbers its own
-    incidents after it, counts the restart still running against its gate (no second restart
-    of the same instance), and heals the next crash under incident id 1.
+    second one takes that incident over at its runbook step (logged), counts the restart
+    still running against its gate (no second restart of the same instance), resolves the
+    incident once the restart has brought the instance back, numbers its own incidents
+    after it, and heals the next crash under incident id 1. Nothing is escalated.
     """
     safety = SafetyConfig()
     first, twin = _engine(safety)
@@ -373,20 +375,67 @@ def test_a_restarted_engine_continues_ids_escalates_orphans_and_keeps_the_gates_
     assert [f.action_id for f in second.gate.in_flight()] == [f.action_id for f in running]
     verdict = second.gate.check(running[0].action, twin.observe(), twin.now_s)
     assert verdict.kind == "blocked"
-    closing = [r for r in twin.events() if isinstance(r, IncidentRecord) and r.incident_id == 0]
-    assert closing[-1].phase == "escalated" and "restarted" in closing[-1].note
+    taken = [r for r in twin.events() if isinstance(r, IncidentRecord) and r.incident_id == 0]
+    assert taken[-1].phase == "mitigating"
+    assert taken[-1].note == "controller restarted: incident taken over at runbook step 1"
+    assert second.incidents[0].step_action_ids == [running[0].action_id]
     _run(second, twin, 300)
+    events = twin.events()
+    assert [r.phase for r in events if isinstance(r, IncidentRecord)
+            and r.incident_id == 0][-1] == "resolved"
+    assert [r.action_id for r in events if isinstance(r, ActionRecord)
+            and r.phase == "started" and r.target == "inst-5"] == [running[0].action_id]
+    assert all(o.auto_recovered and not o.escalated for o in fault_outcomes(events))
     strike(twin, FaultKind.SERVICE_CRASH, 7, twin.rng_for("script", 2))
     _run(second, twin, 300)
     later = [r for r in twin.events() if isinstance(r, IncidentRecord) and r.incident_id != 0]
     assert {r.incident_id for r in later} == {1}
     assert later[0].root_cause == "inst-7:service_crash" and later[-1].phase == "resolved"
-    assert "restarted" in postmortem(twin.events(), 0)
-    # A third engine finds nothing open and no stop: it neither escalates nor blocks.
+    assert "taken over" in postmortem(twin.events(), 0)
+    # A third engine finds nothing open and no stop: it neither takes over nor blocks.
+    n = twin.log.next_seq
     third = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 13)))
-    assert not third.gate.stopped
-    assert sum(isinstance(r, IncidentRecord) and r.phase == "escalated"
-               for r in twin.events()) == 1
+    assert not third.gate.stopped and not third.incidents and twin.log.next_seq == n
+    assert not any(isinstance(r, IncidentRecord) and r.phase == "escalated"
+                   for r in twin.events())
+
+
+def test_a_restarted_engine_asks_again_for_an_approval_that_was_pending() -> None:
+    """The step waited for a human when the controller died: the new one runs it again.
+
+    The approval request died with the process (only the log survives), so the step, which
+    ran none of its actions, is run again: a new request, then the restart once approved.
+    """
+    safety = SafetyConfig(human_approval_required=True)
+    first, twin = _engine(safety)
+    _run(first, twin, 60)
+    strike(twin, FaultKind.SERVICE_CRASH, 5, twin.rng_for("script", 1))
+    _run(first, twin, 3)
+    assert not first.gate.in_flight()
+    second = HealingEngine(twin, safety, SimulatedOperator(5.0, 1.0, twin.rng_for("fork", 12)))
+    assert second.incidents[0].step == 0
+    _run(second, twin, 200)
+    events = twin.events()
+    asked = [r for r in events if isinstance(r, ApprovalRecord) and r.phase == "requested"]
+    assert len(asked) == 2
+    assert [r.phase for r in events if isinstance(r, ActionRecord) and r.target == "inst-5"] == [
+        "started", "succeeded"]
+    assert [r.phase for r in events if isinstance(r, IncidentRecord)][-1] == "resolved"
+
+
+def test_a_restarted_engine_escalates_an_open_incident_it_has_no_runbook_for() -> None:
+    """An open incident whose logged diagnosis no runbook covers goes to a human."""
+    safety = SafetyConfig()
+    _, twin = _engine(safety)
+    twin.log.add(IncidentRecord(twin.log.next_seq, twin.now_s, 4, "opened", "P3",
+                                "inst-5:unheard_of", (), (("inst-5:unheard_of", 0.9),)))
+    engine = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 12)))
+    last = [r for r in twin.events() if isinstance(r, IncidentRecord)][-1]
+    assert last.incident_id == 4 and last.phase == "escalated" and "no runbook" in last.note
+    assert not engine.incidents
+    strike(twin, FaultKind.SERVICE_CRASH, 7, twin.rng_for("script", 2))
+    _run(engine, twin, 120)
+    assert {r.incident_id for r in twin.events() if isinstance(r, IncidentRecord)} == {4, 5}
 
 
 def test_an_emergency_stop_survives_a_restart_until_it_is_lifted() -> None:
