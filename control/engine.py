@@ -295,9 +295,11 @@ class HealingEngine:
         outcome. The shed level is read back from the shed actions that succeeded.
         """
         latest: dict[int, IncidentRecord] = {}
+        opened: dict[int, float] = {}
         for r in earlier:
             if isinstance(r, IncidentRecord):
                 latest[r.incident_id] = r
+                opened.setdefault(r.incident_id, r.t_s)
             elif isinstance(r, ActionRecord) and r.phase == "succeeded":
                 if r.kind == "shed_load":
                     self._s.shed_level = min(self._s.shed_level + SHED_STEP, SHED_MAX)
@@ -307,6 +309,7 @@ class HealingEngine:
             return
         self._s.next_incident = max(latest) + 1
         log = self.plant.log
+        self._restore_follow_ups(earlier, latest, opened)
         for iid in sorted(latest):
             r = latest[iid]
             if r.phase not in ("opened", "mitigating"):
@@ -323,7 +326,72 @@ class HealingEngine:
             self._s.incidents[iid] = inc
             self._log_incident(inc, inc.phase, "controller restarted: incident taken over at "
                                + (f"runbook step {inc.step}" if inc.step else "its diagnosis"))
-        self._s.seen_seq = log.next_seq
+        # A rack or host whose incident this engine does not carry (escalated) stays as it is.
+        s = self._s
+        s.failed_over = {k: v for k, v in s.failed_over.items() if v in s.incidents}
+        s.drained = {k: v for k, v in s.drained.items() if v in s.incidents}
+        s.seen_seq = log.next_seq
+
+    def _restore_follow_ups(
+        self, earlier: Sequence[Event], latest: dict[int, IncidentRecord],
+        opened: dict[int, float],
+    ) -> None:
+        """What resolved incidents still expect: racks failed over, hosts drained, repairs.
+
+        A partition's incident resolves once its rack is failed over, and the switch repair
+        runs on as a follow-up; when the repair ends the rack is failed back. A disk's or
+        fan's host is drained, repaired, then uncordoned. Rebuilt from the log: racks whose
+        failover succeeded with no failback since, hosts drained and not uncordoned since
+        (each with the incident that acted), and the actions of resolved incidents still
+        running, whose end this engine then handles as its predecessor would have.
+        """
+        s = self._s
+        by_action: dict[int, DecisionRecord] = {
+            d.action_id: d for d in earlier
+            if isinstance(d, DecisionRecord) and d.executed and d.action_id >= 0
+        }
+        finished: set[int] = set()
+        for r in earlier:
+            if not (isinstance(r, ActionRecord) and r.phase in ("succeeded", "failed")):
+                continue
+            finished.add(r.action_id)
+            d = by_action.get(r.action_id)
+            if r.phase != "succeeded" or d is None:
+                continue
+            if r.kind == "failover_rack":
+                s.failed_over[r.target] = d.incident_id
+            elif r.kind == "failback_rack":
+                s.failed_over.pop(r.target, None)
+            elif r.kind == "drain_host":
+                s.drained[r.target] = d.incident_id
+            elif r.kind == "uncordon_host":
+                s.drained.pop(r.target, None)
+        wanted = set(s.failed_over.values()) | set(s.drained.values())
+        running = [d for aid, d in by_action.items() if aid not in finished]
+        wanted |= {d.incident_id for d in running}
+        for iid in sorted(wanted):
+            rec = latest.get(iid)
+            if rec is None or rec.phase != "resolved":
+                continue
+            s.incidents[iid] = Incident(
+                incident_id=iid, opened_s=opened[iid], priority=rec.priority, components=set(),
+                alert_ids=list(rec.alert_ids),
+                candidates=[(str(label), float(c)) for label, c in rec.candidates],
+                phase="resolved", resolved_s=rec.t_s,
+            )
+        for d in running:
+            inc = s.incidents.get(d.incident_id)
+            if inc is None or inc.phase != "resolved":
+                continue
+            inc.action_ids.append(d.action_id)
+            inc.waiting_for.add(d.action_id)
+            s.executed[d.action_id] = _Executed(
+                Action(d.action, d.target), d.incident_id, self._good_share(),
+                d.reason.startswith("rollback"), started_s=d.t_s,
+                surge_capacity=d.reason.startswith(SURGE_CAPACITY),
+                bridge=d.reason.startswith(BRIDGE),
+            )
+            s.latest[(d.action, d.target)] = d.action_id
 
     def _adopt(self, incident_id: int, earlier: Sequence[Event]) -> Incident | None:
         """An open incident rebuilt from the log, to be carried on; None if it cannot be.

@@ -423,6 +423,37 @@ def test_a_restarted_engine_asks_again_for_an_approval_that_was_pending() -> Non
     assert [r.phase for r in events if isinstance(r, IncidentRecord)][-1] == "resolved"
 
 
+def test_a_restarted_engine_fails_a_rack_back_after_the_repair_its_predecessor_started() -> None:
+    """A rack failed over by a predecessor is failed back once its switch is repaired.
+
+    The partition's incident resolved on the failover; the switch repair ran on as a
+    follow-up when the controller restarted. The new engine reads the failed-over rack and
+    the running repair from the log, and fails the rack back once the repair ends (before,
+    the rack stayed out of rotation for good).
+    """
+    safety = SafetyConfig()
+    first, twin = _engine(safety)
+    _run(first, twin, 60)
+    strike(twin, FaultKind.NETWORK_PARTITION, 1, twin.rng_for("script", 1))
+    for _ in range(900):
+        _run(first, twin, 1)
+        if any(isinstance(r, ActionRecord) and r.kind == "repair_switch" and r.phase == "started"
+               for r in twin.events()):
+            break
+    assert [i.phase for i in first.incidents.values()] == ["resolved"]
+    second = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 12)))
+    _run(second, twin, 900)
+    events = twin.events()
+    (repaired,) = [r for r in events if isinstance(r, ActionRecord)
+                   and r.kind == "repair_switch" and r.phase == "succeeded"]
+    (failback,) = [r for r in events if isinstance(r, ActionRecord)
+                   and r.kind == "failback_rack" and r.phase == "succeeded"]
+    assert failback.target == "rack-1" and failback.t_s > repaired.t_s
+    st = twin.state
+    in_rack = st.inst_used & (twin.topo.host_rack[st.inst_host] == 1)
+    assert in_rack.any() and st.inst_in_rotation[in_rack].all()
+
+
 def test_a_restarted_engine_escalates_an_open_incident_it_has_no_runbook_for() -> None:
     """An open incident whose logged diagnosis no runbook covers goes to a human."""
     safety = SafetyConfig()
