@@ -494,7 +494,7 @@ class EventDetector:
     instance, ``disk_degraded`` / ``disk_failed`` on the host. A (target, state) pair alerts
     once until a clearing state (:data:`CLEARING_STATES`) is seen for the target; events
     older than ``max_age_s`` when first seen (history read by a stage attached mid-run) are
-    ignored.
+    ignored, and so is a state cleared later among the events read in the same step.
 
     Args:
         states: alerted state -> severity.
@@ -521,20 +521,24 @@ class EventDetector:
             return []
         newest = max(obs.t_s if math.isfinite(obs.t_s) else -math.inf,
                      max(e.t_s for e in changes))
-        out: list[Detection] = []
+        # A state cleared later in the same batch is not alerted on: a stage reading the
+        # history (a restarted controller) would otherwise alert on an advisory whose patch
+        # it reads a few records further on.
+        out: dict[tuple[str, str], Detection] = {}
         for e in changes:
             for state, ends in CLEARING_STATES.items():
                 if e.state in ends:
                     self._active.discard((e.target, state))
+                    out.pop((e.target, state), None)
             severity = self.states.get(e.state)
             if severity is None or (e.target, e.state) in self._active:
                 continue
             if newest - e.t_s > self.max_age_s:
                 continue
             self._active.add((e.target, e.state))
-            out.append(Detection("event", e.target, e.state, severity,
-                                 {e.state: 1.0, "age_s": newest - e.t_s}))
-        return out
+            out[(e.target, e.state)] = Detection("event", e.target, e.state, severity,
+                                                 {e.state: 1.0, "age_s": newest - e.t_s})
+        return list(out.values())
 
 
 # --------------------------------------------------------------------------- metric rules
