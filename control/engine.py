@@ -400,10 +400,12 @@ class HealingEngine:
         (each step's start is logged as ``runbook step N``) and when it began, its relapses.
         From the decisions and action records: the actions it ran, which of them the current
         step ran, and their outcomes; an action still running (the gate resumed it) is
-        waited for, and its outcome read when it comes. A step none of whose actions ran
-        (they waited for an approval, a cooldown or a limit when the process died) runs
-        again. What the log does not hold is lost: actions queued and not started, approvals
-        asked for and not answered, the verification hold under way (it starts again).
+        waited for, and its outcome read when it comes. Actions of the step the plant
+        refused count as refused (the step then fails as it would have). A step none of whose
+        actions ran or were refused (they waited for an approval, a cooldown or a limit when
+        the process died) runs again. What the log does not hold is lost: actions queued
+        and not started, approvals asked for and not answered, the verification hold under
+        way (it starts again).
         """
         s = self._s
         records = [r for r in earlier if isinstance(r, IncidentRecord)
@@ -432,8 +434,11 @@ class HealingEngine:
         outcome = {r.action_id: r.phase for r in earlier if isinstance(r, ActionRecord)
                    and r.phase in ("succeeded", "failed")}
         for d in earlier:
-            if not (isinstance(d, DecisionRecord) and d.incident_id == incident_id
-                    and d.action_id >= 0 and (d.executed or d.verdict == "shared")):
+            if not (isinstance(d, DecisionRecord) and d.incident_id == incident_id):
+                continue
+            if d.verdict == "rejected" and d.t_s >= inc.step_started_s:
+                inc.step_refused += 1  # the plant refused an action of the step
+            if not (d.action_id >= 0 and (d.executed or d.verdict == "shared")):
                 continue
             aid = d.action_id
             inc.action_ids.append(aid)
@@ -454,7 +459,7 @@ class HealingEngine:
                 s.latest[(d.action, d.target)] = aid
             elif ex.incident_id != incident_id:
                 ex.sharers.append(incident_id)
-        if inc.step > 0 and not inc.step_action_ids:
+        if inc.step > 0 and not inc.step_action_ids and not inc.step_refused:
             inc.step -= 1
         return inc
 

@@ -454,6 +454,32 @@ def test_a_restarted_engine_fails_a_rack_back_after_the_repair_its_predecessor_s
     assert in_rack.any() and st.inst_in_rotation[in_rack].all()
 
 
+def test_a_restarted_engine_keeps_a_step_the_plant_refused_as_refused() -> None:
+    """A step whose action the plant refused moves on after a restart; it is not rerun.
+
+    Seen with the engine replaced every 97 s: a surge diagnosed as a bad deploy had its
+    rollback refused (the service ran its last good configuration); each new engine
+    counted the step as one that ran nothing and ran it again, so the incident never
+    reached its runner-up diagnosis.
+    """
+    safety = SafetyConfig()
+    _, twin = _engine(safety)
+    _run(HealingEngine(twin, safety), twin, 60)
+    log, t = twin.log, twin.now_s
+    cands = (("svc-api:bad_config", 0.6), ("cluster:load_surge", 0.3))
+    for phase, note in (("opened", ""), ("mitigating", "runbook step 1")):
+        log.add(IncidentRecord(log.next_seq, t, 9, phase, "P2", "svc-api:bad_config", (),
+                               cands, note))
+    log.add(DecisionRecord(log.next_seq, t, 9, "config_rollback", "svc-api", "rejected",
+                           "svc-api already runs its last good configuration", False))
+    engine = HealingEngine(twin, safety, SimulatedOperator(30.0, 1.0, twin.rng_for("fork", 12)))
+    assert engine.incidents[9].step == 1 and engine.incidents[9].step_refused == 1
+    _run(engine, twin, 150)
+    notes = [r.note for r in twin.events() if isinstance(r, IncidentRecord) and r.incident_id == 9]
+    assert "runbook step 2" in notes
+    assert notes.count("runbook step 1") == 1
+
+
 def test_a_restarted_engine_escalates_an_open_incident_it_has_no_runbook_for() -> None:
     """An open incident whose logged diagnosis no runbook covers goes to a human."""
     safety = SafetyConfig()
