@@ -220,6 +220,43 @@ class _State:
     seen_seq: int = 0
 
 
+class _LogBook:
+    """An earlier engine's log, read once for a restarted engine (``_take_over``).
+
+    Incident records and decisions per incident, alerts by id, each action's outcome, and
+    the action records that succeeded, in log order.
+    """
+
+    def __init__(self, earlier: Sequence[Event]) -> None:
+        self.records: dict[int, list[IncidentRecord]] = {}
+        self.decisions: dict[int, list[DecisionRecord]] = {}
+        self.alerts: dict[int, AlertRecord] = {}
+        self.outcome: dict[int, str] = {}
+        self.succeeded: list[ActionRecord] = []
+        for r in earlier:
+            if isinstance(r, IncidentRecord):
+                self.records.setdefault(r.incident_id, []).append(r)
+            elif isinstance(r, DecisionRecord):
+                self.decisions.setdefault(r.incident_id, []).append(r)
+            elif isinstance(r, AlertRecord):
+                self.alerts[r.alert_id] = r
+            elif isinstance(r, ActionRecord) and r.phase in ("succeeded", "failed"):
+                self.outcome[r.action_id] = r.phase
+                if r.phase == "succeeded":
+                    self.succeeded.append(r)
+
+    def incident(self, incident_id: int) -> Incident:
+        """The incident as its latest record states it (phase, diagnosis, alerts)."""
+        records = self.records[incident_id]
+        last = records[-1]
+        return Incident(
+            incident_id=incident_id, opened_s=records[0].t_s, priority=last.priority,
+            components=set(), alert_ids=list(last.alert_ids),
+            candidates=[(str(label), float(c)) for label, c in last.candidates],
+            phase=last.phase, resolved_s=last.t_s if last.phase == "resolved" else None,
+        )
+
+
 class HealingEngine:
     """Rule-based policy over a plant, behind the safety gate.
 
@@ -294,27 +331,23 @@ class HealingEngine:
         diagnosis has no runbook here is escalated, and a human is told to confirm its
         outcome. The shed level is read back from the shed actions that succeeded.
         """
-        latest: dict[int, IncidentRecord] = {}
-        opened: dict[int, float] = {}
-        for r in earlier:
-            if isinstance(r, IncidentRecord):
-                latest[r.incident_id] = r
-                opened.setdefault(r.incident_id, r.t_s)
-            elif isinstance(r, ActionRecord) and r.phase == "succeeded":
-                if r.kind == "shed_load":
-                    self._s.shed_level = min(self._s.shed_level + SHED_STEP, SHED_MAX)
-                elif r.kind == "stop_shedding":
-                    self._s.shed_level = 0.0
-        if not latest:
+        s = self._s
+        book = _LogBook(earlier)
+        for done in book.succeeded:
+            if done.kind == "shed_load":
+                s.shed_level = min(s.shed_level + SHED_STEP, SHED_MAX)
+            elif done.kind == "stop_shedding":
+                s.shed_level = 0.0
+        if not book.records:
             return
-        self._s.next_incident = max(latest) + 1
+        s.next_incident = max(book.records) + 1
         log = self.plant.log
-        self._restore_follow_ups(earlier, latest, opened)
-        for iid in sorted(latest):
-            r = latest[iid]
+        self._restore_follow_ups(book)
+        for iid in sorted(book.records):
+            r = book.records[iid][-1]
             if r.phase not in ("opened", "mitigating"):
                 continue
-            inc = self._adopt(iid, earlier)
+            inc = self._adopt(iid, book)
             if inc is None:
                 log.add(IncidentRecord(
                     log.next_seq, self.plant.now_s, iid, "escalated", r.priority, r.root_cause,
@@ -323,19 +356,15 @@ class HealingEngine:
                     "diagnosis; on-call human asked to confirm the outcome",
                 ))
                 continue
-            self._s.incidents[iid] = inc
+            s.incidents[iid] = inc
             self._log_incident(inc, inc.phase, "controller restarted: incident taken over at "
                                + (f"runbook step {inc.step}" if inc.step else "its diagnosis"))
         # A rack or host whose incident this engine does not carry (escalated) stays as it is.
-        s = self._s
         s.failed_over = {k: v for k, v in s.failed_over.items() if v in s.incidents}
         s.drained = {k: v for k, v in s.drained.items() if v in s.incidents}
         s.seen_seq = log.next_seq
 
-    def _restore_follow_ups(
-        self, earlier: Sequence[Event], latest: dict[int, IncidentRecord],
-        opened: dict[int, float],
-    ) -> None:
+    def _restore_follow_ups(self, book: _LogBook) -> None:
         """What resolved incidents still expect: racks failed over, hosts drained, repairs.
 
         A partition's incident resolves once its rack is failed over, and the switch repair
@@ -346,17 +375,11 @@ class HealingEngine:
         running, whose end this engine then handles as its predecessor would have.
         """
         s = self._s
-        by_action: dict[int, DecisionRecord] = {
-            d.action_id: d for d in earlier
-            if isinstance(d, DecisionRecord) and d.executed and d.action_id >= 0
-        }
-        finished: set[int] = set()
-        for r in earlier:
-            if not (isinstance(r, ActionRecord) and r.phase in ("succeeded", "failed")):
-                continue
-            finished.add(r.action_id)
+        by_action = {d.action_id: d for ds in book.decisions.values() for d in ds
+                     if d.executed and d.action_id >= 0}
+        for r in book.succeeded:
             d = by_action.get(r.action_id)
-            if r.phase != "succeeded" or d is None:
+            if d is None:
                 continue
             if r.kind == "failover_rack":
                 s.failed_over[r.target] = d.incident_id
@@ -366,34 +389,31 @@ class HealingEngine:
                 s.drained[r.target] = d.incident_id
             elif r.kind == "uncordon_host":
                 s.drained.pop(r.target, None)
-        wanted = set(s.failed_over.values()) | set(s.drained.values())
-        running = [d for aid, d in by_action.items() if aid not in finished]
-        wanted |= {d.incident_id for d in running}
+        running = [d for aid, d in by_action.items() if aid not in book.outcome]
+        wanted = {*s.failed_over.values(), *s.drained.values(), *(d.incident_id for d in running)}
         for iid in sorted(wanted):
-            rec = latest.get(iid)
-            if rec is None or rec.phase != "resolved":
-                continue
-            s.incidents[iid] = Incident(
-                incident_id=iid, opened_s=opened[iid], priority=rec.priority, components=set(),
-                alert_ids=list(rec.alert_ids),
-                candidates=[(str(label), float(c)) for label, c in rec.candidates],
-                phase="resolved", resolved_s=rec.t_s,
-            )
+            records = book.records.get(iid)
+            if records is not None and records[-1].phase == "resolved":
+                s.incidents[iid] = book.incident(iid)
         for d in running:
             inc = s.incidents.get(d.incident_id)
             if inc is None or inc.phase != "resolved":
                 continue
             inc.action_ids.append(d.action_id)
             inc.waiting_for.add(d.action_id)
-            s.executed[d.action_id] = _Executed(
-                Action(d.action, d.target), d.incident_id, self._good_share(),
-                d.reason.startswith("rollback"), started_s=d.t_s,
-                surge_capacity=d.reason.startswith(SURGE_CAPACITY),
-                bridge=d.reason.startswith(BRIDGE),
-            )
-            s.latest[(d.action, d.target)] = d.action_id
+            self._remember(d)
 
-    def _adopt(self, incident_id: int, earlier: Sequence[Event]) -> Incident | None:
+    def _remember(self, d: DecisionRecord) -> None:
+        """Book an action a predecessor started (``d``) as this engine's own."""
+        self._s.executed[d.action_id] = _Executed(
+            Action(d.action, d.target), d.incident_id, self._good_share(),
+            d.reason.startswith("rollback"), started_s=d.t_s,
+            surge_capacity=d.reason.startswith(SURGE_CAPACITY),
+            bridge=d.reason.startswith(BRIDGE),
+        )
+        self._s.latest[(d.action, d.target)] = d.action_id
+
+    def _adopt(self, incident_id: int, book: _LogBook) -> Incident | None:
         """An open incident rebuilt from the log, to be carried on; None if it cannot be.
 
         From its records: the alerts, the candidates and the one acted on, the runbook step
@@ -408,34 +428,23 @@ class HealingEngine:
         way (it starts again).
         """
         s = self._s
-        records = [r for r in earlier if isinstance(r, IncidentRecord)
-                   and r.incident_id == incident_id]
-        last = records[-1]
-        labels = [label for label, _ in last.candidates]
-        if last.root_cause not in labels:
+        records = book.records[incident_id]
+        inc = book.incident(incident_id)
+        labels = [label for label, _ in inc.candidates]
+        if records[-1].root_cause not in labels:
             return None
-        inc = Incident(
-            incident_id=incident_id, opened_s=records[0].t_s, priority=last.priority,
-            components=set(), alert_ids=list(last.alert_ids),
-            candidates=[(str(label), float(c)) for label, c in last.candidates],
-            phase=last.phase, hypothesis=labels.index(last.root_cause),
-        )
+        inc.hypothesis = labels.index(records[-1].root_cause)
         if self._runbook(inc)[0] is None:
             return None
-        alerts = {r.alert_id: r for r in earlier if isinstance(r, AlertRecord)}
         for aid in inc.alert_ids:
-            if aid in alerts:
-                s.alerts[aid] = alerts[aid]
-                inc.components.add(alerts[aid].target)
+            if aid in book.alerts:
+                s.alerts[aid] = book.alerts[aid]
+                inc.components.add(book.alerts[aid].target)
         steps = [r for r in records if r.note.startswith("runbook step ")]
         inc.step = int(steps[-1].note.split()[2]) if steps else 0
         inc.step_started_s = steps[-1].t_s if steps else records[0].t_s
         inc.relapses = sum(" down again while step " in r.note for r in records)
-        outcome = {r.action_id: r.phase for r in earlier if isinstance(r, ActionRecord)
-                   and r.phase in ("succeeded", "failed")}
-        for d in earlier:
-            if not (isinstance(d, DecisionRecord) and d.incident_id == incident_id):
-                continue
+        for d in book.decisions.get(incident_id, []):
             if d.verdict == "rejected" and d.t_s >= inc.step_started_s:
                 inc.step_refused += 1  # the plant refused an action of the step
             if not (d.action_id >= 0 and (d.executed or d.verdict == "shared")):
@@ -444,19 +453,13 @@ class HealingEngine:
             inc.action_ids.append(aid)
             if d.t_s >= inc.step_started_s and not d.reason.startswith(("follow-up", "rollback")):
                 inc.step_action_ids.append(aid)
-            if outcome.get(aid) == "succeeded":
+            if book.outcome.get(aid) == "succeeded":
                 s.succeeded.add(aid)
-            elif aid not in outcome:
+            elif aid not in book.outcome:
                 inc.waiting_for.add(aid)
             ex = s.executed.get(aid)
             if ex is None:
-                s.executed[aid] = _Executed(
-                    Action(d.action, d.target), incident_id, self._good_share(),
-                    d.reason.startswith("rollback"), started_s=d.t_s,
-                    surge_capacity=d.reason.startswith(SURGE_CAPACITY),
-                    bridge=d.reason.startswith(BRIDGE),
-                )
-                s.latest[(d.action, d.target)] = aid
+                self._remember(d)
             elif ex.incident_id != incident_id:
                 ex.sharers.append(incident_id)
         if inc.step > 0 and not inc.step_action_ids and not inc.step_refused:
