@@ -33,7 +33,17 @@ import numpy as np
 from control.detection import DetectionStage, alert_metric, default_detectors
 from control.incidents import Impact, Incident, priority
 from control.prediction import PredictionStage
-from control.rca import SLOW_P99_S, SLOW_RESPONSE, AlertGroup, correlate, rank_root_causes
+from control.rca import (
+    ERROR_RESPONSES,
+    SERVICE_HANG,
+    SLOW_P99_S,
+    SLOW_RESPONSE,
+    AlertGroup,
+    correlate,
+    produces,
+    rank_root_causes,
+    second_problem,
+)
 from control.runbooks import RUNBOOKS, Runbook, Step
 from control.safety import (
     ApprovalTicket,
@@ -63,9 +73,13 @@ _RPS = INSTANCE_FEATURES.index("rps")
 _ERR = INSTANCE_FEATURES.index("error_rate")
 _P99 = INSTANCE_FEATURES.index("p99_latency_s")
 HEALTHY_ERROR_RATE = 0.01
+_ALONE = frozenset({SLOW_RESPONSE, ERROR_RESPONSES, SERVICE_HANG})
+"""Live-only causes that strike one replica on its own (``control.rca._degraded_instances``)."""
 CONFIDENT = 0.7
 EVIDENCE_WAIT_S = 3.0
-"""A diagnosis below CONFIDENT waits this long for more alerts (e.g. a VM's telemetry)."""
+"""A diagnosis below CONFIDENT waits this long for more alerts (e.g. a VM's telemetry),
+unless what holds it below is a second problem its group caught
+(``HealingEngine._split_second_problem``)."""
 SHED_STEP, SHED_MAX = 0.2, 0.6
 """What one shed_load action rate-limits, and the most it can (see sim.actions)."""
 UNSHED_UTIL = 0.6
@@ -758,6 +772,12 @@ class HealingEngine:
         (a bad deploy on the service of an instance being restarted for a leak): when the
         new alerts alone point with confidence at a component the incident's root cause does
         not account for, they join the active incident with that diagnosis, or open one.
+        A replica diagnosed as slow, failing or hung on its own (the live-only causes, which
+        by their rule strike at most half of a service) is such a component even inside a
+        service whose incident is open, unless the service's cause shows that way anyway
+        (``rca.SERVICE_SYMPTOMS``: a bad deploy fails requests, but does not make one
+        replica slow, and that replica, ready all along, would be left slow when the
+        deploy's incident resolves).
 
         Returns:
             Whether the alerts were routed away.
@@ -766,8 +786,11 @@ class HealingEngine:
         if not ranked or ranked[0].confidence < CONFIDENT or not inc.root_cause:
             return False
         top = ranked[0]
-        if top.label == inc.root_cause or self._explains(
-            inc.root_cause.rsplit(":", 1)[0], top.component, obs
+        root = inc.root_cause.rsplit(":", 1)[0]
+        alone = (top.fault_class in _ALONE and top.component != root
+                 and not produces(inc.root_cause.rsplit(":", 1)[1], alerts))
+        if top.label == inc.root_cause or (
+            not alone and self._explains(root, top.component, obs)
         ):
             return False
         s = self._s
@@ -864,7 +887,7 @@ class HealingEngine:
             return
         if (
             inc.step == 0 and inc.candidates and inc.candidates[0][1] < CONFIDENT
-            and now - inc.opened_s < EVIDENCE_WAIT_S
+            and now - inc.opened_s < EVIDENCE_WAIT_S and not self._split_second_problem(inc, obs)
         ):
             return
         if inc.step > 0 and self._healthy(inc, obs):
@@ -1000,6 +1023,24 @@ class HealingEngine:
                     and obs.inst_used[i] and int(obs.inst_service[i]) == svc):
                 out.append(other)
         return out
+
+    def _split_second_problem(self, inc: Incident, obs: Observation) -> bool:
+        """Give a second problem the group caught its own incident (``rca.second_problem``).
+
+        A low-confidence diagnosis waits for more evidence, unless what lowers it is a
+        second, independent problem: its alerts move to an incident of their own, and the
+        leader, diagnosed again from the rest, is acted on at once when that makes it
+        confident.
+
+        Returns:
+            Whether the incident's diagnosis is now confident.
+        """
+        alerts = [self._s.alerts[i] for i in inc.alert_ids if i in self._s.alerts]
+        theirs = second_problem(alerts, obs, confident=CONFIDENT)
+        if not theirs or rank_root_causes(alerts, obs)[0].label != inc.root_cause:
+            return False
+        self._route_strays(inc, theirs, obs, rediagnose=True)
+        return bool(inc.candidates) and inc.candidates[0][1] >= CONFIDENT
 
     def _split_unexplained(self, inc: Incident, obs: Observation) -> None:
         """Before the first step, give instances down for a cause of their own an incident.

@@ -68,6 +68,20 @@ twin's hosts report their sensors, and there slowness and errors are traced to a
 link, disk, configuration or load instead, and a stopped process to a crash, VM or leak;
 the twin injects no such fault, so these are not :class:`sim.faults.FaultKind` members."""
 
+SERVICE_SYMPTOMS: Mapping[str, frozenset[str]] = {
+    FaultKind.BAD_CONFIG.value: frozenset({"error_rate", "ready", "ready_instances"}),
+}
+"""What a service-wide cause shows on its replicas: a bad configuration fails requests and
+readiness, so a replica's errors under it are its doing, while a replica slow on its own is
+not (:func:`second_problem`, ``HealingEngine._split_off``)."""
+
+
+def produces(fault_class: str, alerts: Iterable[AlertRecord]) -> bool:
+    """Whether a cause of ``fault_class`` shows as every one of ``alerts``' metrics."""
+    shown = SERVICE_SYMPTOMS.get(fault_class, frozenset())
+    return all(alert_metric(a) in shown for a in alerts)
+
+
 NO_SENSOR_TEMP_C = 1.0
 """A plant whose hosts all report a temperature at or below this reports no host sensors."""
 
@@ -366,6 +380,9 @@ def rank_root_causes(
       instances that are not saturated is not counted as saturated by load;
     * slow instances on a throttled host: ``fan_failure``; on a host far busier than the
       rest: ``noisy_neighbour``; slowness with no such host: weakly ``load_surge``;
+    * on a plant without host sensors (:func:`_degraded_instances`): one replica slow,
+      failing or hung on its own; every live replica of a service answering probes yet
+      failing readiness: ``bad_config`` on the service;
     * nothing matched: every cause that can sit on an alerted component, weakly.
 
     Args:
@@ -623,10 +640,15 @@ def _degraded_instances(
     service's live instances show the same symptom (more is a service-wide cause, e.g. a
     bad configuration or load). A probe alert on an instance that stopped answering while
     its process still holds memory below the limit is a hang (``service_hang``), ranked
-    above the crash the instance-down rule proposes (an exited process holds none).
+    above the crash the instance-down rule proposes (an exited process holds none). A
+    readiness alert on a service whose live instances (at least two, or all of them) all
+    answer their probes yet fail readiness is a ``bad_config`` of the service: every
+    replica reads the same configuration, and a crash, hang or leak takes the process's
+    liveness with it.
     """
     if host.shape[0] and float(host[:, _H["temp_c"]].max()) > NO_SENSOR_TEMP_C:
         return
+    _unready_everywhere(facts, hyp, obs)
     for a in facts.alerts:
         i = component_index(a.target)
         if (alert_metric(a) in _PROBE_DOWN and a.target.startswith("inst-")
@@ -654,6 +676,31 @@ def _degraded_instances(
                 hyp.add(a.target, kind, 6.0, "degraded instance", a.alert_id,
                         f"{alert_metric(a)} on {a.target} alone: {n_showing} of "
                         f"{n_members} instances of its service affected")
+
+
+def _unready_everywhere(facts: _Facts, hyp: _Hypotheses, obs: Observation) -> None:
+    """Services whose live instances all fail readiness while answering probes: bad_config."""
+    alerts: dict[int, list[AlertRecord]] = {}
+    for a in facts.alerts:
+        if alert_metric(a) not in ("ready", "ready_instances"):
+            continue
+        if a.target.startswith("svc-") and a.target[4:] in obs.service_names:
+            svc = obs.service_names.index(a.target[4:])
+        elif a.target.startswith("inst-") and 0 <= component_index(a.target) < obs.inst_used.size:
+            svc = int(obs.inst_service[component_index(a.target)])
+        else:
+            continue
+        alerts.setdefault(svc, []).append(a)
+    for svc, found in sorted(alerts.items()):
+        used = obs.inst_used & (obs.inst_service == svc)
+        live = used & obs.inst_live
+        n_used, n_live = int(used.sum()), int(live.sum())
+        if n_live == 0 or (obs.inst_ready & live).any() or not (n_live >= 2 or n_live == n_used):
+            continue
+        name = obs.service_names[svc]
+        hyp.add(f"svc-{name}", FaultKind.BAD_CONFIG, 9.0, "unready everywhere",
+                *facts.ids(found), f"{n_live} of {n_used} instances of {name} answer probes "
+                "but fail readiness: a configuration they share")
 
 
 def _saturated(inst: np.ndarray) -> np.ndarray:
@@ -774,3 +821,44 @@ def _alternatives(keys: list[tuple[str, str]], hyp: _Hypotheses) -> None:
         for alt in _ALTERNATIVES.get(kind, ()):
             if (component, alt.value) not in hyp.scores:
                 hyp.add(component, alt, 0.2, "alternative", "same component, other cause")
+
+
+def second_problem(
+    group_alerts: Sequence[AlertRecord], obs: Observation, *, confident: float = 0.7,
+    fan_nominal_rpm: float | None = None,
+) -> list[AlertRecord]:
+    """The alerts of a second, independent problem caught in the same group, if any.
+
+    A ranking shares one group's evidence among every hypothesis, so two problems
+    correlated into one group (a bad deploy of a service and, beside it, one slow replica
+    of that service) lower each other's confidence as two readings of one problem would.
+    They are two problems when the runner-up sits on another, alerted component whose
+    alerts are not what the leader's cause shows anyway (:data:`SERVICE_SYMPTOMS`: a
+    replica failing requests under a bad deploy is the deploy's), and each side alone is
+    diagnosed with confidence: the group without that component's alerts still names the
+    leader, and those alerts alone name the runner-up.
+
+    Args:
+        group_alerts: the alerts of one group.
+        obs: the latest observation.
+        confident: the confidence each side must reach alone.
+        fan_nominal_rpm: as for :func:`rank_root_causes`.
+
+    Returns:
+        The runner-up's alerts, or an empty list when the leader has a rival for the same
+        evidence.
+    """
+    ranked = rank_root_causes(group_alerts, obs, fan_nominal_rpm=fan_nominal_rpm)
+    if len(ranked) < 2 or ranked[1].component == ranked[0].component:
+        return []
+    top, rival = ranked[0], ranked[1]
+    theirs = [a for a in group_alerts if a.target == rival.component]
+    rest = [a for a in group_alerts if a.target != rival.component]
+    if not theirs or not rest or produces(top.fault_class, theirs):
+        return []
+    lead = rank_root_causes(rest, obs, fan_nominal_rpm=fan_nominal_rpm)
+    own = rank_root_causes(theirs, obs, fan_nominal_rpm=fan_nominal_rpm)
+    if (lead and own and lead[0].label == top.label and lead[0].confidence >= confident
+            and own[0].label == rival.label and own[0].confidence >= confident):
+        return theirs
+    return []

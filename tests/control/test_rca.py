@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from control.detection import DetectionStage
-from control.rca import AlertGroup, Candidate, correlate, rank_root_causes
+from control.rca import (
+    AlertGroup,
+    Candidate,
+    correlate,
+    rank_root_causes,
+    second_problem,
+)
 from sim.events import AlertRecord, FaultRecord
 from sim.faults import FaultKind, strike
 from sim.scenarios import make_config
@@ -350,3 +356,62 @@ def test_one_instance_slow_or_failing_alone_without_host_sensors_is_its_own_faul
         cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "live", 0.0, source="probe")],
                                  hung)
         assert cands[0].label == f"inst-{i}:{expected}" and cands[0].confidence > 0.7
+
+
+def test_every_live_replica_failing_readiness_without_host_sensors_is_a_bad_config(
+    obs: Observation,
+) -> None:
+    """A live fleet's bad deploy: every replica answers its probes yet none is ready.
+
+    The readiness alert alone names the service's configuration, with the confidence to act
+    at once (before this rule it fell through to the no-rule fallback, a tie of bad_config
+    and security_vulnerability at 0.5). With one replica still ready, or with host sensors
+    (the twin, where a bad configuration shows as errors, not readiness), it does not apply.
+    """
+    api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
+    sensorless = dataclasses.replace(obs, host=obs.host.copy(),
+                                     inst_ready=obs.inst_ready.copy())
+    sensorless.host[:, H["temp_c"]] = 0.0
+    sensorless.inst_ready[api] = False
+    alerts = [alert(0, 1.0, "svc-api", "ready", 0.0, source="probe"),
+              alert(1, 1.0, "svc-api", "ready_instances", 0.0, source="probe")]
+    cands = rank_root_causes(alerts, sensorless)
+    assert cands[0].label == "svc-api:bad_config" and cands[0].confidence > 0.9
+    assert "fail readiness" in " ".join(str(e) for e in cands[0].evidence)
+    one_ready = dataclasses.replace(sensorless, inst_ready=sensorless.inst_ready.copy())
+    one_ready.inst_ready[api[0]] = True
+    assert rank_root_causes(alerts, one_ready)[0].confidence < 0.7
+    with_sensors = dataclasses.replace(sensorless, host=obs.host)
+    assert rank_root_causes(alerts, with_sensors)[0].confidence < 0.7
+
+
+def test_a_second_problem_in_the_group_is_told_from_a_rival_diagnosis(
+    obs: Observation,
+) -> None:
+    """Bad deploy plus one slow replica: two problems, each diagnosed with confidence alone.
+
+    The ranking shares the evidence among both, so the deploy leads below the confidence
+    the engine acts on; without the slow replica's alert it is certain, and that alert alone
+    names the slow replica, so that alert is a second problem's. Two readings of one
+    alert (a crash or a VM failure, the VM's state not sampled yet) are not.
+    """
+    api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
+    i = int(api[0])
+    sensorless = dataclasses.replace(obs, host=obs.host.copy(),
+                                     inst_ready=obs.inst_ready.copy())
+    sensorless.host[:, H["temp_c"]] = 0.0
+    sensorless.inst_ready[api] = False
+    sensorless = with_inst(sensorless, [i], "p99_latency_s", 1.5)
+    alerts = [alert(0, 1.0, "svc-api", "ready", 0.0, source="probe"),
+              alert(1, 1.0, "svc-api", "ready_instances", 0.0, source="probe"),
+              alert(2, 1.0, f"inst-{i}", "p99_latency_s", 1.5)]
+    ranked = rank_root_causes(alerts, sensorless)
+    assert ranked[0].label == "svc-api:bad_config" and ranked[0].confidence < 0.7
+    assert ranked[1].label == f"inst-{i}:slow_response"
+    assert [a.alert_id for a in second_problem(alerts, sensorless)] == [2]
+    down = dataclasses.replace(obs, inst_live=obs.inst_live.copy())
+    down.inst_live[i] = True
+    one = [alert(0, 1.0, f"inst-{i}", "live", 0.0, source="probe")]
+    crash = rank_root_causes(one, down)
+    assert {c.fault_class for c in crash[:2]} == {"service_crash", "vm_failure"}
+    assert crash[0].confidence < 0.7 and second_problem(one, down) == []

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from control.engine import CONFIDENT, EVIDENCE_WAIT_S
 from control.kpi import fault_outcomes
 from live.chaos import inject
 from live.controller import (
@@ -97,6 +98,37 @@ def test_one_replica_slow_or_failing_alone_is_diagnosed_and_restarted(
     assert [r.target for r in restarts] == ["inst-1"]
     (out,) = fault_outcomes(plant.log.since(0), hold_s=0.5, deadline_s=30.0)
     assert out.rca_rank == 1 and out.auto_recovered
+
+
+def test_a_bad_deploy_is_rolled_back_at_once(fleet_factory: Factory) -> None:
+    """A configuration every replica rejects: diagnosed from readiness, rolled back, no wait.
+
+    Every replica answers its probes but none is ready. The RCA names the service's
+    configuration with the confidence to act, so the rollback starts as soon as the alert is
+    raised instead of after the engine's evidence wait (3 s) for a low-confidence diagnosis;
+    the replicas keep their processes.
+    """
+    plant = fleet_factory(3)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.5, 0.1)
+    pids = plant.pids()
+    rec = inject(plant, "bad_config", "svc-api")
+    _run_until(plant, engine, lambda: any(
+        isinstance(r, IncidentRecord) and r.phase == "resolved"
+        for r in plant.log.since(rec.seq)), 30.0)
+    control_loop(plant, engine, 1.5, 0.1)
+    events = plant.log.since(rec.seq)
+    opened = next(r for r in events if isinstance(r, IncidentRecord) and r.phase == "opened")
+    assert opened.root_cause == "svc-api:bad_config" and opened.candidates[0][1] >= CONFIDENT
+    rollback = next(r for r in events if isinstance(r, ActionRecord)
+                    and r.kind == "config_rollback" and r.phase == "started")
+    assert rollback.t_s - opened.t_s < EVIDENCE_WAIT_S / 2
+    assert [r.kind for r in events if isinstance(r, ActionRecord) and r.phase == "started"] \
+        == ["config_rollback"]
+    assert any(isinstance(r, FaultCleared) and r.fault_id == rec.fault_id for r in events)
+    (out,) = fault_outcomes(plant.log.since(0), hold_s=0.5, deadline_s=30.0)
+    assert out.rca_rank == 1 and out.auto_recovered
+    assert plant.pids() == pids and plant.observe().inst_ready[:3].all()
 
 
 def test_dry_run_changes_no_process(fleet_factory: Factory) -> None:
