@@ -8,7 +8,8 @@ rule-based engine (``live.controller.live_engine``, actuation on) every 0.1 s, s
 bounded load of ``--rate`` requests per second through HAProxy from a separate process
 (``python -m live.loadgen``), and injects ``--faults`` faults of mixed kinds, one every
 ``--interval-s`` into a healthy replica (kind by ``--mix`` weight and target drawn from a
-seeded generator; ``slow_response`` and ``error_responses`` may be added to the mix).
+seeded generator; ``slow_response``, ``error_responses`` and ``bad_config``, which strikes
+the whole service, may be added to the mix).
 KPIs come from the event log through ``control.kpi`` exactly as in simulation (recovery held
 for 1 s, healing deadline 30 s). Prints one JSON object.
 """
@@ -37,8 +38,9 @@ from live.plant import FleetSpec, LivePlant  # noqa: E402
 from sim.events import IncidentRecord  # noqa: E402
 
 MIX = {"service_crash": 0.4, "service_hang": 0.35, "memory_leak": 0.25}
-INSTANCE_KINDS = tuple(k for k in FAULT_KINDS if k != "bad_config")
-"""Chaos kinds that strike one replica (``--mix`` draws among these)."""
+MIX_KINDS = FAULT_KINDS
+"""Chaos kinds ``--mix`` draws among (``bad_config`` strikes the service, the rest one
+replica)."""
 QUIET_S = 1.0
 """A replica gets its next fault no sooner than this after its last one was cleared, and not
 while an incident about it is still open: the engine resolves an incident only once every
@@ -74,8 +76,7 @@ def main() -> None:
     ap.add_argument("--lb-port", type=int, default=18300)
     ap.add_argument("--events-out", default="", help="write the event log here (JSON Lines)")
     ap.add_argument("--mix", default=",".join(f"{k}={w}" for k, w in MIX.items()),
-                    help="fault kinds and weights, KIND=WEIGHT,... (kinds of live.chaos that "
-                         "strike one replica)")
+                    help="fault kinds and weights, KIND=WEIGHT,... (kinds of live.chaos)")
     args = ap.parse_args()
     if args.faults < 1 or args.replicas < 2 or args.interval_s <= 0:
         ap.error("need --faults >= 1, --replicas >= 2 and --interval-s > 0")
@@ -83,9 +84,9 @@ def main() -> None:
         mix = {k.strip(): float(w) for k, w in (p.split("=", 1) for p in args.mix.split(","))}
     except ValueError:
         ap.error(f"--mix must read KIND=WEIGHT,..., got {args.mix!r}")
-    wrong = sorted(set(mix) - set(INSTANCE_KINDS))
+    wrong = sorted(set(mix) - set(MIX_KINDS))
     if wrong:
-        ap.error(f"--mix: {wrong} are not replica fault kinds; known: {list(INSTANCE_KINDS)}")
+        ap.error(f"--mix: {wrong} are not live fault kinds; known: {list(MIX_KINDS)}")
 
     workdir = Path(tempfile.mkdtemp(prefix="live_healing_"))
     spec = FleetSpec(replicas=args.replicas, max_replicas=args.replicas + 2,
@@ -115,11 +116,16 @@ def main() -> None:
                            and not plant.active_faults(k)
                            and plant.now_s - plant.last_cleared_s(k) >= QUIET_S
                            and f"inst-{k}" not in _open_incident_targets(plant)]
-                if healthy:
+                # Not while the service scales: a scale-in picks its replica when it runs,
+                # and a fault injected into that one would leave no trace.
+                scaling = plant.acting_on(f"svc-{spec.service}")
+                if healthy and not scaling:
                     chaos.inject_next(healthy)
                     injected += 1
                     last_healthy_s = plant.now_s
                     bar.update(1)
+                elif healthy:
+                    last_healthy_s = plant.now_s
                 elif plant.now_s - last_healthy_s > STALL_S:
                     stalled = True
                     break

@@ -343,6 +343,11 @@ class LivePlant:
         """Whether an action is running on a slot's replica."""
         return self._slots[slot].busy
 
+    def acting_on(self, target: str) -> bool:
+        """Whether an action on ``target`` (``inst-k``, ``svc-<name>``, ``cluster``) is running."""
+        with self._lock:
+            return target in self._busy_targets
+
     def active_faults(self, slot: int) -> dict[int, str]:
         """Injected faults on a slot's replica not yet cleared: fault id -> kind."""
         return dict(self._slots[slot].faults)
