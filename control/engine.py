@@ -457,7 +457,7 @@ class HealingEngine:
         steps = [r for r in records if r.note.startswith("runbook step ")]
         inc.step = int(steps[-1].note.split()[2]) if steps else 0
         inc.step_started_s = steps[-1].t_s if steps else records[0].t_s
-        inc.relapses = sum(" down again while step " in r.note for r in records)
+        inc.relapses = sum(" again while step " in r.note for r in records)
         for d in book.decisions.get(incident_id, []):
             if d.verdict == "rejected" and d.t_s >= inc.step_started_s:
                 inc.step_refused += 1  # the plant refused an action of the step
@@ -917,7 +917,10 @@ class HealingEngine:
         if relapsed:
             inc.relapses += 1
             again = inc.relapses == 1
-            self._log_incident(inc, inc.phase, f"{', '.join(relapsed)} down again while step "
+            down = all(not obs.inst_ready[i] for c in relapsed
+                       if (i := _slot(c, obs)) is not None)
+            self._log_incident(inc, inc.phase, f"{', '.join(relapsed)} "
+                               f"{'down' if down else 'failing'} again while step "
                                f"{inc.step} was verified; "
                                + ("the step runs again" if again else "the next step starts"))
             if again:
@@ -963,14 +966,26 @@ class HealingEngine:
         step is over at once: the first relapse of an incident runs the same step again (the
         remedy worked, a replica crashing again a second after its restart gets another),
         a later one moves on to the next step, as a remedy that does not hold would. The
-        per-target cooldown still spaces the actions. Empty otherwise.
+        per-target cooldown still spaces the actions. A replica restarted for being slow or
+        failing requests on its own relapses the same way when, still ready, it is slow
+        again (p99 at least ``SLOW_P99_S``) or fails more than ``HEALTHY_ERROR_RATE`` of its
+        requests again. Empty otherwise.
         """
         if inc.verify_after_s <= 0.0:
             return []
         busy = {f.action.target for f in self.gate.in_flight()}
         own = self._instances_of(set(self._roots(inc, obs)), obs)
+        cause = inc.root_cause.rsplit(":", 1)[-1]
+
+        def again(i: int) -> bool:
+            if not obs.inst_ready[i]:
+                return True
+            if cause == SLOW_RESPONSE:
+                return bool(obs.inst[i, _P99] >= SLOW_P99_S)
+            return cause == ERROR_RESPONSES and bool(obs.inst[i, _ERR] > HEALTHY_ERROR_RATE)
+
         return [f"inst-{i}" for i in sorted(own)
-                if obs.inst_used[i] and not obs.inst_ready[i] and f"inst-{i}" not in busy]
+                if obs.inst_used[i] and again(i) and f"inst-{i}" not in busy]
 
     def _acted_on(self, inc: Incident, obs: Observation) -> list[str]:
         """The components a runbook step acts on: the root cause and the replicas tied.

@@ -189,3 +189,38 @@ def test_a_bad_deploy_and_a_slow_replica_alerted_together_are_both_acted_on_at_o
     incidents = {r.incident_id: r.root_cause for r in fleet.log.since(0)
                  if isinstance(r, IncidentRecord)}
     assert sorted(incidents.values()) == ["inst-1:slow_response", "svc-api:bad_config"]
+
+
+def test_a_replica_slow_again_while_its_restart_is_verified_is_restarted_again() -> None:
+    """A relapse need not be a crash: a restarted replica that is slow again, still ready.
+
+    The first relapse runs the restart again at once, not after the step's 60 s deadline;
+    one that keeps coming back runs the runbook's second restart and is then escalated.
+    """
+    fleet = ScriptedFleet()
+    engine = live_engine(fleet, actuate=True)
+    _run(fleet, engine, 1.0)
+
+    def restarts() -> list[float]:
+        return [t for t, k, tgt in fleet.applied if (k, tgt) == ("restart_instance", "inst-1")]
+
+    fleet.p99[1] = 1.5
+    slowed = []
+    for n in (1, 2, 3):  # slow again 0.3 s after each restart, within its verification
+        for _ in range(100):  # 10 s at most
+            if len(restarts()) >= n and fleet.p99[1] < 1.0:
+                break
+            _run(fleet, engine, 0.1)
+        assert len(restarts()) == n, f"restart {n} not within 10 s"
+        _run(fleet, engine, 0.3)
+        fleet.p99[1] = 1.5
+        slowed.append(fleet.t)
+    _run(fleet, engine, 2.0)
+    assert restarts()[1] - slowed[0] <= 1.5  # the 1 s cooldown, not the 60 s deadline
+    records = [r for r in fleet.log.since(0) if isinstance(r, IncidentRecord)]
+    notes = [r.note for r in records if " again while step " in r.note]
+    assert notes == ["inst-1 failing again while step 1 was verified; the step runs again",
+                     "inst-1 failing again while step 1 was verified; the next step starts",
+                     "inst-1 failing again while step 2 was verified; the next step starts"]
+    assert {r.incident_id for r in records} == {0} and len(restarts()) == 3
+    assert records[-1].phase == "escalated" and "resolved" not in {r.phase for r in records}
