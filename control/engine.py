@@ -1051,8 +1051,8 @@ class HealingEngine:
             Whether the incident's diagnosis is now confident.
         """
         alerts = [self._s.alerts[i] for i in inc.alert_ids if i in self._s.alerts]
-        theirs = second_problem(alerts, obs, confident=CONFIDENT)
-        if not theirs or rank_root_causes(alerts, obs)[0].label != inc.root_cause:
+        theirs = second_problem(alerts, obs, confident=CONFIDENT, leader=inc.root_cause)
+        if not theirs:
             return False
         self._route_strays(inc, theirs, obs, rediagnose=True)
         return bool(inc.candidates) and inc.candidates[0][1] >= CONFIDENT

@@ -825,7 +825,7 @@ def _alternatives(keys: list[tuple[str, str]], hyp: _Hypotheses) -> None:
 
 def second_problem(
     group_alerts: Sequence[AlertRecord], obs: Observation, *, confident: float = 0.7,
-    fan_nominal_rpm: float | None = None,
+    leader: str | None = None, fan_nominal_rpm: float | None = None,
 ) -> list[AlertRecord]:
     """The alerts of a second, independent problem caught in the same group, if any.
 
@@ -842,6 +842,7 @@ def second_problem(
         group_alerts: the alerts of one group.
         obs: the latest observation.
         confident: the confidence each side must reach alone.
+        leader: when given, the label the group must rank first (none is returned if not).
         fan_nominal_rpm: as for :func:`rank_root_causes`.
 
     Returns:
@@ -849,7 +850,9 @@ def second_problem(
         evidence.
     """
     ranked = rank_root_causes(group_alerts, obs, fan_nominal_rpm=fan_nominal_rpm)
-    if len(ranked) < 2 or ranked[1].component == ranked[0].component:
+    if len(ranked) < 2 or ranked[1].component == ranked[0].component or (
+        leader is not None and ranked[0].label != leader
+    ):
         return []
     top, rival = ranked[0], ranked[1]
     theirs = [a for a in group_alerts if a.target == rival.component]

@@ -409,6 +409,7 @@ def test_a_second_problem_in_the_group_is_told_from_a_rival_diagnosis(
     assert ranked[0].label == "svc-api:bad_config" and ranked[0].confidence < 0.7
     assert ranked[1].label == f"inst-{i}:slow_response"
     assert [a.alert_id for a in second_problem(alerts, sensorless)] == [2]
+    assert second_problem(alerts, sensorless, leader=f"inst-{i}:slow_response") == []
     down = dataclasses.replace(obs, inst_live=obs.inst_live.copy())
     down.inst_live[i] = True
     one = [alert(0, 1.0, f"inst-{i}", "live", 0.0, source="probe")]
