@@ -786,9 +786,8 @@ class HealingEngine:
         if not ranked or ranked[0].confidence < CONFIDENT or not inc.root_cause:
             return False
         top = ranked[0]
-        root = inc.root_cause.rsplit(":", 1)[0]
-        alone = (top.fault_class in _ALONE and top.component != root
-                 and not produces(inc.root_cause.rsplit(":", 1)[1], alerts))
+        root, cause = inc.root_cause.rsplit(":", 1)
+        alone = top.fault_class in _ALONE and top.component != root and not produces(cause, alerts)
         if top.label == inc.root_cause or (
             not alone and self._explains(root, top.component, obs)
         ):

@@ -684,10 +684,11 @@ def _unready_everywhere(facts: _Facts, hyp: _Hypotheses, obs: Observation) -> No
     for a in facts.alerts:
         if alert_metric(a) not in ("ready", "ready_instances"):
             continue
+        i = component_index(a.target)
         if a.target.startswith("svc-") and a.target[4:] in obs.service_names:
             svc = obs.service_names.index(a.target[4:])
-        elif a.target.startswith("inst-") and 0 <= component_index(a.target) < obs.inst_used.size:
-            svc = int(obs.inst_service[component_index(a.target)])
+        elif a.target.startswith("inst-") and 0 <= i < obs.inst_used.size:
+            svc = int(obs.inst_service[i])
         else:
             continue
         alerts.setdefault(svc, []).append(a)
