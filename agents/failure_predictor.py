@@ -12,7 +12,11 @@ Inputs: each feature is standardised with its training mean and standard deviati
 deviation floored at 1 % of the mean's magnitude) and passed through ``asinh``, linear within
 about one deviation and logarithmic beyond. Clipping instead would merge the sizes of the rare,
 large excursions (a stalled fan, a worn-out disk), and an absolute floor on the deviation would
-hide a feature that moves on a small scale (disk latency moves in its fourth decimal).
+hide a feature that moves on a small scale (disk latency moves in its fourth decimal). Each
+step's change since the previous one is scaled on its own: divided by the training windows'
+standard deviation of that feature's step changes, then ``asinh``. Taken instead as the change
+of the scaled level (this module before), a step's change reached the LSTM at 0.05-0.12 of the
+level's scale on the twin's data, and the trends that warn of a failure with it.
 
 Inference: :meth:`LSTMFailurePredictor.predict_proba` for a batch of windows,
 :class:`StreamingPredictor` for one new feature row per host at a time.
@@ -37,7 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 FloatArray = npt.NDArray[np.float32]
-INPUT_SCALING = "mean-std-asinh"
+INPUT_SCALING = "mean-std-asinh+step-std-asinh"
 """Recorded in saved predictors; a file with another scaling is refused on load."""
 
 
@@ -47,6 +51,18 @@ def _input_scale(flat: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]
     scale = np.maximum(flat.std(axis=0), 0.01 * np.abs(center))
     # A feature constant at 0 in training: any unit will do; its excursions stay bounded by asinh.
     return center, np.where(scale > 0, scale, 1.0)
+
+
+def _step_changes(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``(n, seq, f)`` -> each step's change since the previous one (0 for the first)."""
+    return np.diff(x, axis=1, prepend=x[:, :1, :])
+
+
+def _step_scale(x: npt.NDArray[np.float32]) -> np.ndarray:
+    """Per-feature standard deviation of the step changes within the windows ``x``."""
+    std = np.diff(x, axis=1).reshape(-1, x.shape[2]).std(axis=0)
+    # A feature that never changes within a window in training: its changes stay bounded by asinh.
+    return np.where(std > 0, std, 1.0)
 
 
 class PredictorError(ValueError):
@@ -106,7 +122,11 @@ class PredictorConfig:
 
 
 class FailureLSTM(nn.Module):
-    """Stacked LSTM and a linear head giving the failure logit."""
+    """Stacked LSTM and a linear head giving the failure logit.
+
+    Its input per step is ``2 * n_features`` wide: the scaled levels, then the scaled step
+    changes (:meth:`LSTMFailurePredictor.inputs`).
+    """
 
     def __init__(self, cfg: PredictorConfig) -> None:
         super().__init__()
@@ -120,13 +140,12 @@ class FailureLSTM(nn.Module):
         self.head = nn.Linear(cfg.hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, seq, features)`` -> logits ``(batch,)``.
+        """``(batch, seq, 2 * features)`` -> logits ``(batch,)``.
 
-        Each step is fed with its change since the previous step beside it, so trends (the
+        Each step comes with its change since the previous step beside it, so trends (the
         warning signs) are first-order inputs rather than something to learn to subtract.
         """
-        delta = torch.diff(x, dim=1, prepend=x[:, :1, :])
-        out, _ = self.lstm(torch.cat([x, delta], dim=-1))
+        out, _ = self.lstm(x)
         return self.head(out[:, -1, :]).squeeze(-1)
 
 
@@ -151,6 +170,7 @@ class LSTMFailurePredictor:
         self.model = FailureLSTM(self.cfg)
         self.center = np.zeros(self.cfg.n_features, dtype=np.float32)
         self.scale = np.ones(self.cfg.n_features, dtype=np.float32)
+        self.step_scale = np.ones(self.cfg.n_features, dtype=np.float32)
         self.platt = (1.0, 0.0)
         self.history: list[dict[str, float]] = []
 
@@ -159,15 +179,19 @@ class LSTMFailurePredictor:
         """Rows per input window."""
         return self.cfg.seq_len
 
-    def _tensor(self, x: npt.ArrayLike) -> torch.Tensor:
-        z = np.arcsinh((np.asarray(x, dtype=np.float32) - self.center) / self.scale)
+    def inputs(self, x: npt.ArrayLike) -> torch.Tensor:
+        """Raw ``(n, seq, f)`` windows -> the model's ``(n, seq, 2 f)`` scaled inputs."""
+        a = np.asarray(x, dtype=np.float32)
+        levels = np.arcsinh((a - self.center) / self.scale)
+        steps = np.arcsinh(_step_changes(a) / self.step_scale)
+        z = np.concatenate([levels, steps], axis=-1)
         return torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
 
     def logits(self, x: npt.ArrayLike, batch: int = 4096) -> npt.NDArray[np.float64]:
         """Uncalibrated logits of a batch of windows."""
         _check_xy(x, None, self.cfg, "x")
         self.model.eval()
-        xt = self._tensor(x)
+        xt = self.inputs(x)
         out = []
         with torch.no_grad():
             for s in range(0, xt.shape[0], batch):
@@ -207,8 +231,9 @@ class LSTMFailurePredictor:
         flat = xtr_raw.reshape(-1, cfg.n_features)
         center, scale = _input_scale(flat)
         self.center, self.scale = center.astype(np.float32), scale.astype(np.float32)
-        xtr = self._tensor(xtr_raw)
-        xva = self._tensor(x_val)
+        self.step_scale = _step_scale(xtr_raw).astype(np.float32)
+        xtr = self.inputs(xtr_raw)
+        xva = self.inputs(x_val)
         ytr_t = torch.from_numpy(ytr)
         yva_t = torch.from_numpy(yva)
         torch.manual_seed(cfg.seed)
@@ -288,6 +313,7 @@ class LSTMFailurePredictor:
             "inputs": INPUT_SCALING,
             "center": self.center.tolist(),
             "scale": self.scale.tolist(),
+            "step_scale": self.step_scale.tolist(),
             "platt": list(self.platt),
         }
         (folder / "predictor.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -309,6 +335,7 @@ class LSTMFailurePredictor:
         pred.model.eval()
         pred.center = np.asarray(meta["center"], dtype=np.float32)
         pred.scale = np.asarray(meta["scale"], dtype=np.float32)
+        pred.step_scale = np.asarray(meta["step_scale"], dtype=np.float32)
         pred.platt = (float(meta["platt"][0]), float(meta["platt"][1]))
         return pred
 

@@ -166,9 +166,29 @@ def test_inputs_keep_small_scales_and_bound_excursions() -> None:
     probe = np.full((3, 8, 10), 0.5, dtype=np.float32)
     probe[:, :, 0] = [[12_000.0], [11_000.0], [0.0]]
     probe[:, :, 6] = [[1e-4], [1.05e-4], [1.2e-4]]
-    z = pred._tensor(probe).numpy()[:, -1, :]
+    z = pred.inputs(probe).numpy()[:, -1, :10]
     assert z[2, 0] < z[1, 0] < z[0, 0] and z[2, 0] > -6.0
     assert z[0, 6] < z[1, 6] < z[2, 6] and z[1, 6] - z[0, 6] > 1.0 and z[2, 6] < 6.0
+
+
+def test_step_changes_reach_the_lstm_on_their_own_scale() -> None:
+    """A slow trend, tiny beside the spread of levels between hosts, is a unit-sized input."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.5, 0.1, (300, 12, 10)).astype(np.float32)
+    level = rng.normal(1e-3, 2e-4, (300, 1))  # each host's own level
+    slope = rng.normal(0.0, 1e-6, (300, 1))  # its drift per step: 1/200 of the level spread
+    x[:, :, 6] = level + slope * np.arange(12)
+    y = np.zeros(300, bool)
+    y[:30] = True
+    pred = LSTMFailurePredictor(PredictorConfig(hidden=8, layers=1, seq_len=12, max_epochs=1))
+    pred.fit(x, y, x, y, progress=False)
+    z = pred.inputs(x).numpy()
+    level_steps = np.diff(z[:, :, 6], axis=1)
+    steps = z[:, 1:, 10 + 6]
+    assert np.abs(level_steps).max() < 0.05  # as the change of the scaled level: lost
+    assert 0.5 < steps.std() < 1.5  # on its own scale: as large as any other input
+    assert np.corrcoef(steps[:, 0], slope[:, 0])[0, 1] > 0.99  # and it is the drift
+    assert np.all(z[:, 0, 10:] == 0.0)  # a window's first step has no change
 
 
 def test_dropout_sits_between_lstm_layers() -> None:
