@@ -116,16 +116,14 @@ def main() -> None:
                            and not plant.active_faults(k)
                            and plant.now_s - plant.last_cleared_s(k) >= QUIET_S
                            and f"inst-{k}" not in _open_incident_targets(plant)]
-                # Not while the service scales: a scale-in picks its replica when it runs,
-                # and a fault injected into that one would leave no trace.
-                scaling = plant.acting_on(f"svc-{spec.service}")
-                if healthy and not scaling:
-                    chaos.inject_next(healthy)
-                    injected += 1
+                if healthy:
                     last_healthy_s = plant.now_s
-                    bar.update(1)
-                elif healthy:
-                    last_healthy_s = plant.now_s
+                    # Not while the service scales: a scale-in picks its replica when it
+                    # runs, and a fault injected into that one would leave no trace.
+                    if not plant.acting_on(f"svc-{spec.service}"):
+                        chaos.inject_next(healthy)
+                        injected += 1
+                        bar.update(1)
                 elif plant.now_s - last_healthy_s > STALL_S:
                     stalled = True
                     break

@@ -681,9 +681,7 @@ def _degraded_instances(
 def _unready_everywhere(facts: _Facts, hyp: _Hypotheses, obs: Observation) -> None:
     """Services whose live instances all fail readiness while answering probes: bad_config."""
     alerts: dict[int, list[AlertRecord]] = {}
-    for a in facts.alerts:
-        if alert_metric(a) not in ("ready", "ready_instances"):
-            continue
+    for a in facts.with_metric("ready", "ready_instances"):
         i = component_index(a.target)
         if a.target.startswith("svc-") and a.target[4:] in obs.service_names:
             svc = obs.service_names.index(a.target[4:])
