@@ -94,6 +94,11 @@ def main() -> None:
     parser.add_argument("--draw-effects", choices=("auto", "on", "off"), default="auto",
                         help="score genomes through fitted draw-set effects (ga.draw_effects): "
                         "auto (the default) for NSGA-II only, on or off for every search")
+    parser.add_argument("--capacity-shift", type=float, default=None,
+                        help="probability that an offspring's capacity levels all move by one "
+                        "common step (ga.capacity_shift) for every search; by default each "
+                        "search's own (agents.evolution.NSGA2_CAPACITY_SHIFT for NSGA-II, 0 "
+                        "for the GA)")
     args = parser.parse_args()
     searches = [s.strip() for s in args.searches.split(",") if s.strip()]
     if not searches or any(s not in ("ga", "nsga2") for s in searches):
@@ -106,7 +111,8 @@ def main() -> None:
     params = GAParams(pop_size=args.pop, max_generations=args.gens,
                       tournament_size=min(5, args.pop), period=max(args.gens, 1),
                       resample=not args.no_resample, final_draws=args.final_draws,
-                      draw_effects={"auto": None, "on": True, "off": False}[args.draw_effects])
+                      draw_effects={"auto": None, "on": True, "off": False}[args.draw_effects],
+                      capacity_shift=args.capacity_shift)
 
     def new_evaluator(seed: int, mode: str) -> TwinEvaluator:
         return TwinEvaluator(space, spec, seed=seed, n_jobs=args.jobs,
@@ -194,6 +200,7 @@ def main() -> None:
         "hours": args.hours, "replicates": spec.replicates,
         "fault_rate_scale": spec.fault_rate_scale, "resample": params.resample,
         "draw_effects": args.draw_effects,
+        "capacity_shift": {m: params.capacity_shift_for(m) for m in searches},
         "final_draws": params.final_draws, "jobs": args.jobs, "cpu_count": os.cpu_count(),
         "wall_s": round(time.perf_counter() - wall0, 1),
         "main_process_cpu_s": round(time.process_time() - cpu0, 1),

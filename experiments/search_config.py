@@ -43,6 +43,7 @@ class GASchema:
     final_draws: int = 5
     seeded_share: float = 0.25
     draw_effects: bool | None = None
+    capacity_shift: float | None = None
 
 
 @dataclass

@@ -208,7 +208,9 @@ def test_first_population_holds_default_and_its_mutants(space: GenomeSpace) -> N
 @pytest.mark.parametrize(("kwargs", "words"), [({"final_draws": 0}, "final_draws"),
                                                ({"seeded_share": 2.0}, "seeded_share"),
                                                ({"resample": "yes"}, "resample"),
-                                               ({"draw_effects": 1}, "draw_effects")])
+                                               ({"draw_effects": 1}, "draw_effects"),
+                                               ({"capacity_shift": 1.5}, "capacity_shift"),
+                                               ({"capacity_shift": True}, "capacity_shift")])
 def test_bad_resampling_params_are_clear_errors(kwargs: dict[str, object], words: str) -> None:
     """Out-of-range re-drawing settings raise ArchitectureError naming the setting."""
     with pytest.raises(ArchitectureError, match=words):
@@ -300,3 +302,41 @@ def test_draw_effects_default_is_on_for_nsga2_only(space: GenomeSpace) -> None:
         SMALL.draw_effects_for("random")
     plain = run_search(TwinEvaluator(space, SPEC), off, "nsga2", seed=1)
     assert plain.hypervolume > 0
+
+
+def test_capacity_shift_moves_every_capacity_level_by_one_common_step(space: GenomeSpace) -> None:
+    """With the shift certain and no per-gene mutation, only the capacity genes move, together.
+
+    Each offspring's five capacity levels move by the same step of +-1 or +-2 (clipped at the
+    ends of their range); with the shift off, the mutation draws exactly what it drew before.
+    """
+    from sim.architecture import SIZED_SERVICES, TARGET_UTIL_LEVELS
+
+    problem = _problem(space)
+    capacity = [space.index(f"{s}.capacity") for s in SIZED_SERVICES]
+    mid = len(TARGET_UTIL_LEVELS) // 2
+    X = np.tile(space.default_genome(), (40, 1))
+    X[:, capacity] = mid
+    shifted = StructuralMutation(0.0, shift=1.0)._do(problem, X.copy(),
+                                                     random_state=np.random.default_rng(3))
+    others = [j for j in range(space.n_genes) if j not in capacity]
+    assert np.array_equal(shifted[:, others], X[:, others])
+    steps = shifted[:, capacity] - mid
+    assert (steps == steps[:, :1]).all()
+    assert set(np.unique(steps[:, 0])) <= {-2, -1, 1, 2} and len(np.unique(steps[:, 0])) > 1
+    a = StructuralMutation(0.3)._do(problem, X.copy(), random_state=np.random.default_rng(4))
+    b = StructuralMutation(0.3, shift=0.0)._do(problem, X.copy(),
+                                               random_state=np.random.default_rng(4))
+    assert np.array_equal(a, b)
+
+
+def test_capacity_shift_default_is_per_search() -> None:
+    """``capacity_shift=None`` takes each search's own default; a number sets both."""
+    from agents.evolution import NSGA2_CAPACITY_SHIFT
+
+    assert SMALL.capacity_shift_for("ga") == 0.0
+    assert SMALL.capacity_shift_for("nsga2") == NSGA2_CAPACITY_SHIFT
+    both = dataclasses.replace(SMALL, capacity_shift=0.3)
+    assert both.capacity_shift_for("ga") == both.capacity_shift_for("nsga2") == 0.3
+    with pytest.raises(ArchitectureError, match="mode"):
+        SMALL.capacity_shift_for("random")
