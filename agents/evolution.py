@@ -438,7 +438,8 @@ class StructuralMutation(Mutation):
         flipped = space.low[None, :] + space.high[None, :] - X
         X = np.where(hit & categorical[None, :], flipped, X)
         X = np.where(hit & ~categorical[None, :], X + step, X)
-        if self.shift > 0.0:
+        # A checkpoint written before the shift existed resumes without it, as it started.
+        if getattr(self, "shift", 0.0) > 0.0:
             capacity = np.array([space.index(f"{s}.capacity") for s in SIZED_SERVICES])
             rows = np.flatnonzero(random_state.random(X.shape[0]) < self.shift)
             common = random_state.choice(np.array([-2, -1, 1, 2]), size=rows.size)

@@ -340,3 +340,14 @@ def test_capacity_shift_default_is_per_search() -> None:
     assert both.capacity_shift_for("ga") == both.capacity_shift_for("nsga2") == 0.3
     with pytest.raises(ArchitectureError, match="mode"):
         SMALL.capacity_shift_for("random")
+
+
+def test_a_mutation_pickled_before_the_capacity_shift_still_runs(space: GenomeSpace) -> None:
+    """An operator restored from an older checkpoint (no ``shift`` attribute) mutates as before."""
+    old = StructuralMutation(0.3)
+    del old.__dict__["shift"]
+    X = np.tile(space.default_genome(), (6, 1))
+    a = old._do(_problem(space), X.copy(), random_state=np.random.default_rng(5))
+    b = StructuralMutation(0.3)._do(_problem(space), X.copy(),
+                                    random_state=np.random.default_rng(5))
+    assert np.array_equal(a, b)
