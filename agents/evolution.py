@@ -64,6 +64,12 @@ HV_REF_POINT = (1.0, 3.0, 1.0)
 ``(1 - performance, cost / cost_ref, 1 - reliability)``."""
 
 
+def _check_mode(mode: str) -> None:
+    """Refuse a search mode other than "ga" or "nsga2"."""
+    if mode not in ("ga", "nsga2"):
+        raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class GAParams:
     """Settings of the genetic search; defaults are the issue's full-size run.
@@ -145,14 +151,12 @@ class GAParams:
 
     def draw_effects_for(self, mode: str) -> bool:
         """Whether the search ``mode`` ("ga" or "nsga2") reads draw sets through their effects."""
-        if mode not in ("ga", "nsga2"):
-            raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
+        _check_mode(mode)
         return mode == "nsga2" if self.draw_effects is None else self.draw_effects
 
     def capacity_shift_for(self, mode: str) -> float:
         """The capacity-shift probability of the search ``mode`` ("ga" or "nsga2")."""
-        if mode not in ("ga", "nsga2"):
-            raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
+        _check_mode(mode)
         if self.capacity_shift is not None:
             return float(self.capacity_shift)
         return NSGA2_CAPACITY_SHIFT if mode == "nsga2" else 0.0
@@ -704,8 +708,7 @@ def run_search(
         ArchitectureError: unknown mode, a checkpoint of another mode or seed, or
             ``params.draw_effects_for(mode)`` not the evaluator's setting.
     """
-    if mode not in ("ga", "nsga2"):
-        raise ArchitectureError(f"mode must be 'ga' or 'nsga2', got {mode!r}")
+    _check_mode(mode)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ArchitectureError(f"seed must be a non-negative integer, got {seed!r}")
     _check_draw_effects(evaluator, params, mode)
