@@ -649,6 +649,7 @@ def _degraded_instances(
     if host.shape[0] and float(host[:, _H["temp_c"]].max()) > NO_SENSOR_TEMP_C:
         return
     _unready_everywhere(facts, hyp, obs)
+    _unready_answering(facts, hyp, inst, obs)
     for a in facts.alerts:
         i = component_index(a.target)
         if (alert_metric(a) in _PROBE_DOWN and a.target.startswith("inst-")
@@ -700,6 +701,33 @@ def _unready_everywhere(facts: _Facts, hyp: _Hypotheses, obs: Observation) -> No
         hyp.add(f"svc-{name}", FaultKind.BAD_CONFIG, 9.0, "unready everywhere",
                 *facts.ids(found), f"{n_live} of {n_used} instances of {name} answer probes "
                 "but fail readiness: a configuration they share")
+
+
+def _unready_answering(
+    facts: _Facts, hyp: _Hypotheses, inst: np.ndarray, obs: Observation
+) -> None:
+    """A replica that answers its probes yet fails readiness: its service's configuration.
+
+    The instance-down rule reads a readiness alert like a stop not yet confirmed by the next
+    sample (``service_crash`` first). Once that sample shows the replica answering, its
+    process runs: a crash, a VM failure or a leak's kill would have taken its liveness too,
+    so those are scaled down and ``bad_config`` on the service leads. This holds for the
+    first replica to reject a bad deploy as much as for all of them: each rereads the
+    shared configuration on its own, and a loaded machine can leave a sibling's probe
+    unanswered (its readiness not yet known) for a tick or two, so the rule does not wait
+    for every replica to fail (:func:`_unready_everywhere` adds its weight when they do).
+    """
+    for a in facts.with_metric("ready"):
+        i = component_index(a.target)
+        if not (a.target.startswith("inst-") and 0 <= i < obs.inst_used.size
+                and obs.inst_used[i] and obs.inst_live[i] and not obs.inst_ready[i]
+                and inst[i, _I["up"]] > 0.5):
+            continue
+        name = obs.service_names[int(obs.inst_service[i])]
+        hyp.add(f"svc-{name}", FaultKind.BAD_CONFIG, 8.0, "unready while answering",
+                a.alert_id, f"{a.target} answers its probes but fails readiness")
+        for kind in (FaultKind.SERVICE_CRASH, FaultKind.VM_FAILURE, FaultKind.MEMORY_LEAK):
+            hyp.scale(a.target, kind, 0.2, f"{a.target} answers its probes: its process runs")
 
 
 def _saturated(inst: np.ndarray) -> np.ndarray:

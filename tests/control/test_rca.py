@@ -385,6 +385,33 @@ def test_every_live_replica_failing_readiness_without_host_sensors_is_a_bad_conf
     assert rank_root_causes(alerts, with_sensors)[0].confidence < 0.7
 
 
+def test_one_replica_failing_readiness_while_answering_without_host_sensors_is_a_bad_config(
+    obs: Observation,
+) -> None:
+    """The first replica to reject a bad deploy: it answers its probes, so it has not crashed.
+
+    Its readiness alert alone names the service's configuration with the confidence to act
+    (a loaded machine can leave its siblings' probes unanswered for a tick, their readiness
+    not yet known). When the replica stopped answering (holding its memory: hung), or with
+    host sensors (the twin), the alert still reads as the replica's own stop.
+    """
+    api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
+    i = int(api[0])
+    sensorless = dataclasses.replace(obs, host=obs.host.copy(),
+                                     inst_ready=obs.inst_ready.copy())
+    sensorless.host[:, H["temp_c"]] = 0.0
+    sensorless.inst_ready[i] = False
+    assert sensorless.inst_ready[api[1:]].all() and sensorless.inst_live[i]
+    one = [alert(0, 1.0, f"inst-{i}", "ready", 0.0, source="probe")]
+    cands = rank_root_causes(one, sensorless)
+    assert cands[0].label == "svc-api:bad_config" and cands[0].confidence >= 0.7
+    assert "answers its probes" in " ".join(str(e) for e in cands[0].evidence)
+    silent = with_inst(sensorless, [i], "up", 0.0)
+    assert rank_root_causes(one, silent)[0].label == f"inst-{i}:service_hang"
+    with_sensors = dataclasses.replace(sensorless, host=obs.host)
+    assert rank_root_causes(one, with_sensors)[0].label == f"inst-{i}:service_crash"
+
+
 def test_a_second_problem_in_the_group_is_told_from_a_rival_diagnosis(
     obs: Observation,
 ) -> None:

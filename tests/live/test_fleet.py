@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -129,6 +130,38 @@ def test_a_bad_deploy_is_rolled_back_at_once(fleet_factory: Factory) -> None:
     (out,) = fault_outcomes(plant.log.since(0), hold_s=0.5, deadline_s=30.0)
     assert out.rca_rank == 1 and out.auto_recovered
     assert plant.pids() == pids and plant.observe().inst_ready[:3].all()
+
+
+def test_a_bad_deploy_while_one_replica_stalls_is_one_rollback(fleet_factory: Factory) -> None:
+    """A bad deploy seen first by some replicas while another does not answer for a moment.
+
+    A loaded machine can leave one replica's probes unanswered for a few ticks just as the
+    others reject the deploy (reproduced here by stopping that replica for 0.35 s). The
+    replicas that answer yet fail readiness have not crashed: each incident their alerts
+    open names the service's configuration, and one rollback serves them all; no replica
+    is restarted.
+    """
+    plant = fleet_factory(3)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.5, 0.1)
+    pids = plant.pids()
+    os.kill(pids["inst-0"], signal.SIGSTOP)
+    try:
+        rec = inject(plant, "bad_config", "svc-api")
+        control_loop(plant, engine, 0.35, 0.1)
+    finally:
+        os.kill(pids["inst-0"], signal.SIGCONT)
+    _run_until(plant, engine, lambda: any(
+        isinstance(r, FaultCleared) and r.fault_id == rec.fault_id
+        for r in plant.log.since(rec.seq)), 30.0)
+    control_loop(plant, engine, 1.5, 0.1)
+    events = plant.log.since(rec.seq)
+    opened = [r.root_cause for r in events
+              if isinstance(r, IncidentRecord) and r.phase == "opened"]
+    assert opened and set(opened) == {"svc-api:bad_config"}
+    assert [r.kind for r in events if isinstance(r, ActionRecord) and r.phase == "started"] \
+        == ["config_rollback"]
+    assert plant.pids() == pids
 
 
 def test_dry_run_changes_no_process(fleet_factory: Factory) -> None:
