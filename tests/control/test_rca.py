@@ -323,6 +323,13 @@ def test_an_advisory_opens_its_own_group(obs: Observation) -> None:
         "svc-frontend:security_vulnerability")
 
 
+def _sensorless(obs: Observation) -> Observation:
+    """``obs`` as a plant without host sensors reports it (a live fleet); readiness copied."""
+    out = dataclasses.replace(obs, host=obs.host.copy(), inst_ready=obs.inst_ready.copy())
+    out.host[:, H["temp_c"]] = 0.0
+    return out
+
+
 def test_one_instance_slow_or_failing_alone_without_host_sensors_is_its_own_fault(
     obs: Observation,
 ) -> None:
@@ -333,8 +340,7 @@ def test_one_instance_slow_or_failing_alone_without_host_sensors_is_its_own_faul
     """
     api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
     i = int(api[0])
-    sensorless = dataclasses.replace(obs, host=obs.host.copy())
-    sensorless.host[:, H["temp_c"]] = 0.0
+    sensorless = _sensorless(obs)
     slow = with_inst(sensorless, [i], "p99_latency_s", 1.5)
     cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "p99_latency_s", 1.5)], slow)
     assert cands[0].label == f"inst-{i}:slow_response" and cands[0].confidence > 0.7
@@ -369,9 +375,7 @@ def test_every_live_replica_failing_readiness_without_host_sensors_is_a_bad_conf
     (the twin, where a bad configuration shows as errors, not readiness), it does not apply.
     """
     api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
-    sensorless = dataclasses.replace(obs, host=obs.host.copy(),
-                                     inst_ready=obs.inst_ready.copy())
-    sensorless.host[:, H["temp_c"]] = 0.0
+    sensorless = _sensorless(obs)
     sensorless.inst_ready[api] = False
     alerts = [alert(0, 1.0, "svc-api", "ready", 0.0, source="probe"),
               alert(1, 1.0, "svc-api", "ready_instances", 0.0, source="probe")]
@@ -397,9 +401,7 @@ def test_one_replica_failing_readiness_while_answering_without_host_sensors_is_a
     """
     api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
     i = int(api[0])
-    sensorless = dataclasses.replace(obs, host=obs.host.copy(),
-                                     inst_ready=obs.inst_ready.copy())
-    sensorless.host[:, H["temp_c"]] = 0.0
+    sensorless = _sensorless(obs)
     sensorless.inst_ready[i] = False
     assert sensorless.inst_ready[api[1:]].all() and sensorless.inst_live[i]
     one = [alert(0, 1.0, f"inst-{i}", "ready", 0.0, source="probe")]
@@ -424,9 +426,7 @@ def test_a_second_problem_in_the_group_is_told_from_a_rival_diagnosis(
     """
     api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
     i = int(api[0])
-    sensorless = dataclasses.replace(obs, host=obs.host.copy(),
-                                     inst_ready=obs.inst_ready.copy())
-    sensorless.host[:, H["temp_c"]] = 0.0
+    sensorless = _sensorless(obs)
     sensorless.inst_ready[api] = False
     sensorless = with_inst(sensorless, [i], "p99_latency_s", 1.5)
     alerts = [alert(0, 1.0, "svc-api", "ready", 0.0, source="probe"),
