@@ -381,8 +381,9 @@ def rank_root_causes(
     * slow instances on a throttled host: ``fan_failure``; on a host far busier than the
       rest: ``noisy_neighbour``; slowness with no such host: weakly ``load_surge``;
     * on a plant without host sensors (:func:`_degraded_instances`): one replica slow,
-      failing or hung on its own; every live replica of a service answering probes yet
-      failing readiness: ``bad_config`` on the service;
+      failing or hung on its own; a replica answering its probes yet failing readiness
+      (more weight when every live replica of the service does): ``bad_config`` on the
+      service;
     * nothing matched: every cause that can sit on an alerted component, weakly.
 
     Args:
@@ -644,7 +645,8 @@ def _degraded_instances(
     readiness alert on a service whose live instances (at least two, or all of them) all
     answer their probes yet fail readiness is a ``bad_config`` of the service: every
     replica reads the same configuration, and a crash, hang or leak takes the process's
-    liveness with it.
+    liveness with it; so is one such replica alone, its crash read as unlikely
+    (:func:`_unready_answering`).
     """
     if host.shape[0] and float(host[:, _H["temp_c"]].max()) > NO_SENSOR_TEMP_C:
         return
