@@ -639,9 +639,11 @@ def _degraded_instances(
     diagnoses never change here. An instance counts when an alert names it for tail
     latency (``slow_response``) or errors (``error_responses``) and at most half of its
     service's live instances show the same symptom (more is a service-wide cause, e.g. a
-    bad configuration or load). A probe alert on an instance that stopped answering while
-    its process still holds memory below the limit is a hang (``service_hang``), ranked
-    above the crash the instance-down rule proposes (an exited process holds none). A
+    bad configuration or load); a replica that fails readiness as well as requests is
+    rejecting its configuration, so its errors are not counted as its own fault. A probe
+    alert on an instance that stopped answering while its process still holds memory below
+    the limit is a hang (``service_hang``), ranked above the crash the instance-down rule
+    proposes (an exited process holds none). A
     readiness alert on a service whose live instances (at least two, or all of them) all
     answer their probes yet fail readiness is a ``bad_config`` of the service: every
     replica reads the same configuration, and a crash, hang or leak takes the process's
@@ -673,6 +675,8 @@ def _degraded_instances(
             i = component_index(a.target)
             if not (a.target.startswith("inst-") and 0 <= i < live.size and live[i]):
                 continue
+            if kind == ERROR_RESPONSES and not obs.inst_ready[i]:
+                continue  # failing readiness too: a configuration it rejects (bad_config)
             members = live & (obs.inst_service == obs.inst_service[i])
             n_members, n_showing = int(members.sum()), int((showing & members).sum())
             if n_members >= 2 and n_showing * 2 <= n_members:

@@ -414,6 +414,34 @@ def test_one_replica_failing_readiness_while_answering_without_host_sensors_is_a
     assert rank_root_causes(one, with_sensors)[0].label == f"inst-{i}:service_crash"
 
 
+def test_a_bad_deploy_whose_first_errors_show_on_half_the_replicas_is_still_confident(
+    obs: Observation,
+) -> None:
+    """Every replica unready; in the first sample only half of them have failed requests yet.
+
+    Those errors are the rejected configuration's, not each replica's own fault: the deploy
+    keeps the confidence to act at once (it fell to 0.43, beside ``error_responses`` on each
+    erroring replica, and the rollback waited 3 s for evidence). A replica failing requests
+    while ready is still its own suspect.
+    """
+    api = np.flatnonzero(obs.inst_used & (obs.inst_service == obs.service_names.index("api")))
+    half = api[: len(api) // 2].tolist()
+    sensorless = _sensorless(obs)
+    sensorless.inst_ready[api] = False
+    failing = with_inst(sensorless, half, "error_rate", 1.0)
+    alerts = [alert(0, 1.0, "svc-api", "ready", 0.0, source="probe"),
+              alert(1, 1.0, "svc-api", "ready_instances", 0.0, source="probe"),
+              alert(2, 1.0, "svc-api", "error_rate", 0.5),
+              *(alert(3 + k, 1.0, f"inst-{i}", "error_rate", 1.0) for k, i in enumerate(half))]
+    cands = rank_root_causes(alerts, failing)
+    assert cands[0].label == "svc-api:bad_config" and cands[0].confidence >= 0.7
+    assert not any(c.fault_class == "error_responses" for c in cands)
+    i = half[0]
+    ready = with_inst(_sensorless(obs), [i], "error_rate", 0.5)
+    cands = rank_root_causes([alert(0, 1.0, f"inst-{i}", "error_rate", 0.5)], ready)
+    assert cands[0].label == f"inst-{i}:error_responses"
+
+
 def test_a_second_problem_in_the_group_is_told_from_a_rival_diagnosis(
     obs: Observation,
 ) -> None:
