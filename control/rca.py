@@ -652,8 +652,9 @@ def _degraded_instances(
     """
     if host.shape[0] and float(host[:, _H["temp_c"]].max()) > NO_SENSOR_TEMP_C:
         return
+    live = obs.inst_used & obs.inst_live & (inst[:, _I["up"]] > 0.5)
     _unready_everywhere(facts, hyp, obs)
-    _unready_answering(facts, hyp, inst, obs)
+    _unready_answering(facts, hyp, live, obs)
     for a in facts.alerts:
         i = component_index(a.target)
         if (alert_metric(a) in _PROBE_DOWN and a.target.startswith("inst-")
@@ -664,7 +665,6 @@ def _degraded_instances(
                     f"{a.target} answers nothing; its process still holds "
                     f"{inst[i, _I['mem_util']]:.0%} of its memory limit")
             hyp.scale(a.target, FaultKind.SERVICE_CRASH, 0.2, "its process has not exited")
-    live = obs.inst_used & obs.inst_live & (inst[:, _I["up"]] > 0.5)
     symptoms = (
         (SLOW_RESPONSE, ("latency_s", "p99_latency_s"),
          inst[:, _I["p99_latency_s"]] >= SLOW_P99_S),
@@ -710,7 +710,7 @@ def _unready_everywhere(facts: _Facts, hyp: _Hypotheses, obs: Observation) -> No
 
 
 def _unready_answering(
-    facts: _Facts, hyp: _Hypotheses, inst: np.ndarray, obs: Observation
+    facts: _Facts, hyp: _Hypotheses, live: np.ndarray, obs: Observation
 ) -> None:
     """A replica that answers its probes yet fails readiness: its service's configuration.
 
@@ -722,12 +722,12 @@ def _unready_answering(
     shared configuration on its own, and a loaded machine can leave a sibling's probe
     unanswered (its readiness not yet known) for a tick or two, so the rule does not wait
     for every replica to fail (:func:`_unready_everywhere` adds its weight when they do).
+    ``live``: instances in use, live and answering in the latest sample.
     """
     for a in facts.with_metric("ready"):
         i = component_index(a.target)
-        if not (a.target.startswith("inst-") and 0 <= i < obs.inst_used.size
-                and obs.inst_used[i] and obs.inst_live[i] and not obs.inst_ready[i]
-                and inst[i, _I["up"]] > 0.5):
+        if not (a.target.startswith("inst-") and 0 <= i < live.size and live[i]
+                and not obs.inst_ready[i]):
             continue
         name = obs.service_names[int(obs.inst_service[i])]
         hyp.add(f"svc-{name}", FaultKind.BAD_CONFIG, 8.0, "unready while answering",
