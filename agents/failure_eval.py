@@ -168,22 +168,21 @@ def pr_auc_items(
     return keep, sel_pos[keep]
 
 
-def event_metrics(
+def event_leads(
     ds: FailureDataset,
     w: Windows,
     idx: npt.NDArray[np.int64],
-    scores: npt.NDArray[np.float64],
-    threshold: float,
+    alarms: npt.NDArray[np.bool_],
     horizon_s: float,
     warning: bool,
-) -> dict[str, float]:
-    """Alarm precision, event recall and lead times for failures with / without warning."""
-    keep, y = pr_auc_items(w, idx, warning)
-    sel_pos = w.label[idx] & keep
-    alarms = (scores >= threshold) & keep
-    n_alarms = int(alarms.sum())
-    precision = float(np.sum(alarms & sel_pos) / n_alarms) if n_alarms else float("nan")
-    pr_auc = float(average_precision_score(y, scores[keep])) if y.any() else float("nan")
+) -> tuple[list[float], int]:
+    """Lead time (s) of each failure caught by an alarm, and how many failures could be.
+
+    A failure with (``warning``) or without warning signs counts when one of the windows
+    ``idx`` of its host ends within the horizon before it; it is caught when one of those
+    windows raised an alarm (``alarms``, a mask over ``idx``), and its lead time is from the
+    end of the earliest such window to the failure.
+    """
     fleets, hosts = w.fleet[idx], w.host[idx]
     t_end = ds.times_s[w.end[idx]]
     f = ds.failures
@@ -201,6 +200,26 @@ def event_metrics(
         hit = in_horizon & alarms
         if hit.any():
             leads.append(float(t_fail - t_end[hit].min()))
+    return leads, n_events
+
+
+def event_metrics(
+    ds: FailureDataset,
+    w: Windows,
+    idx: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.float64],
+    threshold: float,
+    horizon_s: float,
+    warning: bool,
+) -> dict[str, float]:
+    """Alarm precision, event recall and lead times for failures with / without warning."""
+    keep, y = pr_auc_items(w, idx, warning)
+    sel_pos = w.label[idx] & keep
+    alarms = (scores >= threshold) & keep
+    n_alarms = int(alarms.sum())
+    precision = float(np.sum(alarms & sel_pos) / n_alarms) if n_alarms else float("nan")
+    pr_auc = float(average_precision_score(y, scores[keep])) if y.any() else float("nan")
+    leads, n_events = event_leads(ds, w, idx, alarms, horizon_s, warning)
     recall = len(leads) / n_events if n_events else float("nan")
     return {
         "events": float(n_events),

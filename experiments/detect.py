@@ -18,6 +18,8 @@ compares the LSTM failure predictor with the baselines on held-out hosts.
 
 The schema is :class:`DetectSchema` (Hydra ConfigStore, no YAML). The last line of standard
 output is one JSON object; everything is logged to MLflow unless ``tracking.enabled=false``.
+The Hydra output folder gets ``result.json`` and the run's figures (PNG,
+:mod:`experiments.detect_plots`), and they are the MLflow run's artifacts.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from agents.detectors import DetectorInputError
 from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
 from agents.failure_predictor import PRECISIONS
 from agents.smd_scoring import SmdDataError
-from experiments import joblog, jsonout, tracking
+from experiments import detect_plots, joblog, jsonout, tracking
 from experiments.config import TrackingSchema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,11 +183,15 @@ def score_published(root: Path, detector: str) -> dict[str, Any]:
 
 
 def run_detect(
-    schema: DetectSchema, log_metric: Callable[[str, float, int], None] | None = None
+    schema: DetectSchema,
+    log_metric: Callable[[str, float, int], None] | None = None,
+    plot_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Do the work for one composed config; returns the result object.
 
     ``log_metric(name, value, step)`` receives the LSTM's per-epoch metrics (``dataset=twin``).
+    With ``plot_dir`` the run's figures are written there as PNG
+    (:mod:`experiments.detect_plots`; none for ``score_published``).
     """
     _check(schema)
     spec = DetectorSpec(
@@ -198,7 +204,7 @@ def run_detect(
     if schema.dataset == "twin":
         from experiments.detect_twin import run_twin
 
-        return run_twin(schema.twin, schema.seed, log_metric)
+        return run_twin(schema.twin, schema.seed, log_metric, plot_dir)
     root = _root(schema)
     if schema.dataset == "nab" and schema.score_published is not None:
         return {
@@ -218,7 +224,11 @@ def run_detect(
             )
         else:
             result = smd_evaluate(root, schema.detectors, spec, progress=progress)
-    return {"dataset": schema.dataset, "data_root": str(root), **result}
+    out = {"dataset": schema.dataset, "data_root": str(root), **result}
+    if plot_dir is not None:
+        for name, fig in detect_plots.result_figures(out).items():
+            detect_plots.save(fig, plot_dir / name)
+    return out
 
 
 def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -270,7 +280,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             def log_metric(name: str, value: float, step: int) -> None:
                 tracked_client.log_metric(tracked_run, name, value, step=step)
 
-        result = run_detect(schema, log_metric)
+        result = run_detect(schema, log_metric, plot_dir=out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "result.json").write_text(jsonout.dumps(result, indent=1) + "\n")
         joblog.log_result("experiments.detect", result)

@@ -6,7 +6,8 @@ LSTM and the baselines on the same split, picks each model's threshold on the va
 windows (see :func:`event_threshold`: the middle of the thresholds with the best event
 recall at precision >= 0.90 on failures with warning signs), and reports
 the held-out hosts' figures per model, with the LSTM - best baseline PR-AUC difference and its
-interval over resampled held-out hosts (:func:`host_bootstrap_difference`).
+interval over resampled held-out hosts (:func:`host_bootstrap_difference`). Draws the
+precision-recall curves, lead times and the LSTM's training curve (:func:`write_twin_figures`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from agents import failure_data as fd
 from agents.failure_eval import (
     baseline_scores,
+    event_leads,
     event_metrics,
     fit_baselines,
     pr_auc_items,
@@ -33,6 +35,8 @@ from agents.failure_eval import (
     window_features,
 )
 from agents.failure_predictor import LSTMFailurePredictor, PredictorConfig
+from experiments.detect_plots import plot_lead_times, plot_pr_curves, plot_training
+from experiments.detect_plots import save as save_figure
 from experiments.stats import cluster_bootstrap, t_interval
 
 if TYPE_CHECKING:
@@ -194,16 +198,51 @@ def _repeat_summary(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def write_twin_figures(
+    plot_dir: Path,
+    ds: fd.FailureDataset,
+    windows: fd.Windows,
+    test_idx: np.ndarray,
+    scores_test: dict[str, np.ndarray],
+    thresholds: dict[str, float],
+    horizon_s: float,
+    history: list[dict[str, float]],
+) -> list[Path]:
+    """``pr_curves.png``, ``lead_times.png`` and ``lstm_training.png`` in ``plot_dir``.
+
+    The curves are those of the run's figures: the held-out windows the PR-AUC counts, and
+    each model's lead times at its validation threshold (failures with warning signs). A
+    held-out set without positives (or without a failure to catch) gets no PR (or lead-time)
+    figure rather than an error after the training.
+    """
+    keep, y = pr_auc_items(windows, test_idx, warning=True)
+    leads: dict[str, list[float]] = {}
+    events = 0
+    for name, s in scores_test.items():
+        alarms = (np.asarray(s) >= thresholds[name]) & keep
+        lead_s, events = event_leads(ds, windows, test_idx, alarms, horizon_s, warning=True)
+        leads[name] = [v / 3600.0 for v in lead_s]
+    figures = {"lstm_training.png": plot_training(history)}
+    if y.any() and not y.all():  # a held-out set without both classes has no curve to draw
+        kept = {n: np.asarray(s)[keep] for n, s in scores_test.items()}
+        figures["pr_curves.png"] = plot_pr_curves(y, kept)
+    if events:
+        figures["lead_times.png"] = plot_lead_times(leads, events)
+    return [save_figure(fig, plot_dir / name) for name, fig in figures.items()]
+
+
 def run_twin(
     schema: TwinDataSchema,
     seed: int,
     log_metric: Callable[[str, float, int], None] | None = None,
+    plot_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Build / load the data set, train and evaluate every model; returns the result object.
 
     The main figures are those of repeat 0. With ``schema.repeats`` above 1 every model is
     trained again on fresh draws of the training negatives (and the LSTM from a fresh
     initialisation), same split, and ``repeats`` gives each figure's mean and 95% interval.
+    With ``plot_dir``, repeat 0's figures are drawn there (:func:`write_twin_figures`).
     """
     torch.set_num_threads(2)
     ds, folder = dataset_for(schema, seed)
@@ -266,6 +305,12 @@ def run_twin(
         )
         if r == 0:
             lstm.save(folder / f"lstm_seed{seed}")
+            if plot_dir is not None:
+                write_twin_figures(
+                    plot_dir, ds, windows, split.test, scores_test,
+                    {n: m["threshold"] for n, m in per_repeat[0].items()}, horizon_s,
+                    lstm.history,
+                )
             bootstrap = (
                 host_bootstrap_difference(
                     ds, windows, split.test, scores_test, schema.bootstrap, seed

@@ -326,3 +326,33 @@ def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None
     diff = out["lstm_minus_best_baseline_pr_auc"]
     assert diff["values"] == pytest.approx([-0.02, 0.03, 0.0])
     assert diff["mean"] == pytest.approx(0.01 / 3)
+
+
+def test_twin_figures_draw_the_runs_curves(small_ds: fd.FailureDataset, tmp_path: Path) -> None:
+    """PR curves, lead times and training curve are written; the lead curve is the recall."""
+    from experiments.detect_twin import write_twin_figures
+
+    w, idx, good, rng = _separating_scores(small_ds)
+    scores = {"lstm": good, "logistic": rng.uniform(size=idx.size)}
+    thresholds = {"lstm": 0.5, "logistic": 2.0}  # logistic raises no alarm
+    history = [{"train_loss": 0.7, "val_loss": 0.6, "val_pr_auc": 0.5}]
+    paths = write_twin_figures(tmp_path, small_ds, w, idx, scores, thresholds, HORIZON_S, history)
+    assert sorted(p.name for p in paths) == ["lead_times.png", "lstm_training.png",
+                                             "pr_curves.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    m = event_metrics(small_ds, w, idx, good, 0.5, HORIZON_S, warning=True)
+    assert m["event_recall"] == pytest.approx(1.0)  # every lead is caught: the curve starts at 1
+
+
+def test_twin_figures_skip_curves_a_held_out_set_cannot_have(
+    small_ds: fd.FailureDataset, tmp_path: Path
+) -> None:
+    """Held-out windows without a positive get the training curve only, not an error."""
+    from experiments.detect_twin import write_twin_figures
+
+    w, idx, good, _ = _separating_scores(small_ds)
+    negatives = idx[~w.label[idx]]
+    history = [{"train_loss": 0.7, "val_loss": 0.6, "val_pr_auc": 0.5}]
+    paths = write_twin_figures(tmp_path, small_ds, w, negatives, {"lstm": good[negatives]},
+                               {"lstm": 0.5}, HORIZON_S, history)
+    assert [p.name for p in paths] == ["lstm_training.png"]

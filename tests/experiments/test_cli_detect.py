@@ -60,6 +60,8 @@ def test_nab_detectors_are_scored_next_to_published_ones(tmp_path: Path) -> None
         assert len(ours["per_file"]) == 3 and ours["normalised"] <= 100.0
     assert {"numenta", "windowedGaussian", "skyline", "randomCutForest"} <= set(result["published"])
     assert result["published"]["null"]["standard"]["normalised"] == 0.0
+    figure = tmp_path / "outputs" / "nab_scores.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> None:
