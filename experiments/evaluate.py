@@ -5,12 +5,14 @@
     python -m experiments.evaluate 'agents=[rules,dqn]' +models.service_crash=exports/sc
 
 Every agent runs the same seeds (so the same fault schedules) on each scenario's env. For
-each scenario and agent the table gives the mean and Student-t 95% interval of the KPIs;
+each scenario and agent the table gives the mean and Student-t 95% interval of the KPIs
+(clipped to each KPI's range: an availability's interval does not pass 1);
 for each agent against the baseline (``rules``) on ``metric`` (availability) a two-sided
 Mann-Whitney U test with its rank-biserial effect size (positive: the agent tends higher),
 and, since the seeds pair the episodes, a Wilcoxon signed-rank test as well. Printed as
-Markdown, written with per-episode rows to ``out_dir`` (default: the run's Hydra output
-folder, like the other entry points), logged to MLflow; the last line of
+Markdown, written with per-episode rows and a figure (``comparison.png``: every seed's
+``metric`` per agent, mean and interval, the tests' p-values) to ``out_dir`` (default: the
+run's Hydra output folder, like the other entry points), logged to MLflow; the last line of
 standard output is one JSON object.
 """
 
@@ -40,7 +42,7 @@ from agents.base import (
     SymptomPolicy,
     run_episode,
 )
-from experiments import joblog, jsonout, tracking
+from experiments import joblog, jsonout, plots, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
     EvaluateSchema,
@@ -56,6 +58,11 @@ from sim.scenarios import SCENARIOS
 AGENTS = ("noop", "random", "rules", "symptoms", "dqn")
 KPIS = ("availability", "time_availability", "slo_violation_minutes", "mttr_s",
         "healing_success_rate", "actions", "action_cost_usd", "episode_return")
+KPI_BOUNDS = {"availability": (0.0, 1.0), "time_availability": (0.0, 1.0),
+              "healing_success_rate": (0.0, 1.0), "slo_violation_minutes": (0.0, math.inf),
+              "mttr_s": (0.0, math.inf), "actions": (0.0, math.inf),
+              "action_cost_usd": (0.0, math.inf), "episode_return": (-math.inf, math.inf)}
+"""The range each KPI can take; its interval is clipped to it."""
 
 
 def check(schema: EvaluateSchema) -> None:
@@ -217,7 +224,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             eps = [e for e in episodes if e["scenario"] == scenario and e["agent"] == agent]
             row: dict[str, Any] = {"scenario": scenario, "agent": agent, "episodes": len(eps)}
             for k in KPIS:
-                mean, lo, hi = t_interval(np.array([e[k] for e in eps], dtype=float))
+                mean, lo, hi = t_interval(np.array([e[k] for e in eps], dtype=float),
+                                          KPI_BOUNDS[k])
                 row[k] = {"mean": mean, "lo": lo, "hi": hi}
             if agent != schema.baseline:
                 row.update(compare(np.array([e[schema.metric] for e in eps]), base))
@@ -228,6 +236,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                                            encoding="utf-8")
     (out_dir / "comparison.json").write_text(jsonout.dumps(rows, indent=1) + "\n",
                                              encoding="utf-8")
+    plots.plot_comparison(episodes, rows, schema.metric, schema.baseline).savefig(
+        out_dir / "comparison.png", dpi=110)
     run_id = None
     if schema.tracking.enabled:
         client = tracking.client_for(schema.tracking.tracking_uri)

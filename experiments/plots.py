@@ -1,4 +1,4 @@
-"""Figures of a run: cluster telemetry, and an incident timeline on a time axis.
+"""Figures of a run: cluster telemetry, an incident timeline, and agents compared over seeds.
 
 Figures are built with matplotlib's object API (no pyplot state), so they render under the
 Agg backend in scripts and inline in notebooks alike.
@@ -6,7 +6,9 @@ Agg backend in scripts and inline in notebooks alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.artist import Artist
@@ -193,3 +195,55 @@ def _legend() -> list[Artist]:
     ]
     items.append(Patch(color="tab:red", alpha=0.12, label="SLO window below target"))
     return items
+
+
+def plot_comparison(
+    episodes: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    baseline: str,
+) -> Figure:
+    """One panel per scenario: each agent's per-seed ``metric``, mean and 95% interval.
+
+    ``episodes`` are ``experiments.evaluate``'s per-episode rows (``scenario``, ``agent``,
+    ``seed`` and the KPIs) and ``rows`` its summary rows (the interval, and the tests against
+    ``baseline``). Each seed is a dot, joined across agents by a faint line (the seeds pair
+    the episodes: the same fault schedule); the bar is the Student-t 95% interval around the
+    mean; under each agent, the Mann-Whitney and Wilcoxon p-values against the baseline.
+    """
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    if not scenarios:
+        raise ValueError("no comparison rows to plot")
+    agents = list(dict.fromkeys(r["agent"] for r in rows))
+    fig = Figure(figsize=(max(4.5, 1.3 * len(agents)) * len(scenarios), 4.8),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(scenarios), squeeze=False)[0])
+    for ax, scenario in zip(axes, scenarios, strict=True):
+        by_seed: dict[int, list[float]] = {}
+        labels = []
+        for j, agent in enumerate(agents):
+            eps = [e for e in episodes if e["scenario"] == scenario and e["agent"] == agent]
+            vals = np.array([float(e[metric]) for e in eps])
+            for e, v in zip(eps, vals, strict=True):
+                by_seed.setdefault(int(e["seed"]), [math.nan] * len(agents))[j] = v
+            colour = "tab:gray" if agent == baseline else "tab:blue"
+            ax.scatter(np.full(vals.size, j), vals, s=12, color=colour, alpha=0.6, zorder=3)
+            row = next(r for r in rows if r["scenario"] == scenario and r["agent"] == agent)
+            m = row[metric]
+            if math.isfinite(m["mean"]):
+                ax.errorbar([j + 0.18], [m["mean"]], yerr=[[m["mean"] - m["lo"]],
+                                                          [m["hi"] - m["mean"]]],
+                            fmt="o", color="black", capsize=4, zorder=4)
+            tests = ("baseline" if agent == baseline else
+                     f"MW p {row['mw_p']:.3g}\nWx p {row['wilcoxon_p']:.3g}"
+                     if "mw_p" in row else "")
+            labels.append(f"{agent}\n{tests}" if tests else agent)
+        for vals_by_agent in by_seed.values():
+            ax.plot(range(len(agents)), vals_by_agent, color="gray", lw=0.5, alpha=0.3)
+        ax.set_xticks(range(len(agents)), labels, fontsize=8)
+        ax.set_xlim(-0.5, len(agents) - 0.3)
+        ax.set_title(scenario)
+        ax.set_ylabel(metric)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{metric} per seed (dots), mean and 95% interval (bars), against {baseline}")
+    return fig

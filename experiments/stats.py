@@ -9,8 +9,15 @@ import numpy as np
 from scipy import stats
 
 
-def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and Student-t 95% interval (NaNs dropped; NaN when fewer than two values)."""
+def t_interval(
+    values: np.ndarray, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> tuple[float, float, float]:
+    """Mean and Student-t 95% interval (NaNs dropped; NaN when fewer than two values).
+
+    ``bounds``: the range the quantity can take (an availability lies in [0, 1]); the
+    interval is clipped to it, since a skewed sample of a bounded quantity would otherwise
+    give bounds it cannot take.
+    """
     v = values[np.isfinite(values)]
     if v.size == 0:
         return math.nan, math.nan, math.nan
@@ -18,7 +25,7 @@ def t_interval(values: np.ndarray) -> tuple[float, float, float]:
     if v.size < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return mean, mean - half, mean + half
+    return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1])
 
 
 def cluster_bootstrap(

@@ -112,6 +112,7 @@ def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
     assert "mw_p" not in rows["rules"]
     assert "| service_crash | dqn |" in ev.stdout
     assert (tmp_path / "eval" / "comparison.md").is_file() and line["mlflow_run_id"]
+    assert (tmp_path / "eval" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
     out = tmp_path / "export"
     ex = _run("experiments.export", tmp_path, f"model={model}", f"out={out}", "env.hosts=20",

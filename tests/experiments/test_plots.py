@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.collections import PathCollection
 
-from experiments.plots import availability_series, plot_telemetry, plot_timeline
+from experiments.plots import (
+    availability_series,
+    plot_comparison,
+    plot_telemetry,
+    plot_timeline,
+)
 from sim.events import (
     ActionRecord,
     AlertRecord,
@@ -57,3 +63,27 @@ def test_telemetry_figure_has_four_panels() -> None:
     empty = plot_telemetry(EVENTS, np.zeros(0), np.zeros((0, hosts, len(HOST_FEATURES))),
                            np.zeros((0, slots, len(INSTANCE_FEATURES))))
     assert "no samples" in empty.axes[1].get_title()
+
+
+def test_comparison_shows_every_seed_the_interval_and_the_tests() -> None:
+    """Dots are the episodes' values; the bar spans the row's interval; p-values label agents."""
+    episodes = [
+        {"scenario": "sc", "agent": a, "seed": s, "availability": v}
+        for a, vals in (("rules", [0.99, 0.98]), ("dqn", [0.995, 0.97])) for s, v in enumerate(vals)
+    ]
+    rows = [
+        {"scenario": "sc", "agent": "rules",
+         "availability": {"mean": 0.985, "lo": 0.92, "hi": 1.0}},
+        {"scenario": "sc", "agent": "dqn", "availability": {"mean": 0.9825, "lo": 0.9, "hi": 1.0},
+         "mw_p": 1.0, "wilcoxon_p": 0.5},
+    ]
+    fig = plot_comparison(episodes, rows, "availability", "rules")
+    ax = fig.axes[0]
+    dots = sorted(float(y) for c in ax.collections if isinstance(c, PathCollection)
+                  for _, y in c.get_offsets())
+    assert dots == sorted([0.99, 0.98, 0.995, 0.97])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["rules\nbaseline", "dqn\nMW p 1\nWx p 0.5"]
+    pairs = [line.get_ydata().tolist() for line in ax.get_lines() if len(line.get_ydata()) == 2
+             and line.get_color() == "gray"]
+    assert sorted(pairs) == [[0.98, 0.97], [0.99, 0.995]]  # seed 1, seed 0: rules then dqn

@@ -1,11 +1,11 @@
-"""The cluster bootstrap behind the twin predictor's PR-AUC interval."""
+"""The cluster bootstrap behind the twin predictor's PR-AUC interval, and the t interval."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from experiments.stats import cluster_bootstrap
+from experiments.stats import cluster_bootstrap, t_interval
 
 
 def test_cluster_bootstrap_weights_whole_clusters() -> None:
@@ -43,3 +43,14 @@ def test_cluster_bootstrap_is_seeded_and_centred() -> None:
     assert a.std() == pytest.approx(values[::4].std() / np.sqrt(30), rel=0.25)
     with pytest.raises(ValueError, match="n_resamples"):
         cluster_bootstrap(mean, groups, 0, seed=0)
+
+
+def test_t_interval_is_clipped_to_the_range_and_needs_two_values() -> None:
+    """A skewed sample of a bounded quantity keeps its interval inside the bounds."""
+    values = np.array([0.9999, 0.9998, 0.93, 1.0, np.nan])
+    mean, lo, hi = t_interval(values)
+    assert mean == pytest.approx(np.nanmean(values)) and hi > 1.0
+    mean_b, lo_b, hi_b = t_interval(values, (0.0, 1.0))
+    assert (mean_b, lo_b, hi_b) == (mean, lo, 1.0)
+    one = t_interval(np.array([0.5]))
+    assert one[0] == 0.5 and np.isnan(one[1]) and np.isnan(one[2])
