@@ -247,3 +247,45 @@ def plot_comparison(
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{metric} per seed (dots), mean and 95% interval (bars), against {baseline}")
     return fig
+
+
+def plot_learning_curve(curve: Sequence[tuple[str, float, int]]) -> Figure:
+    """A training run's curve: episode returns and the periodic greedy evaluations.
+
+    ``curve`` holds ``(metric, value, step)`` as ``experiments.train`` records them:
+    ``train/episode_return`` (one per finished training episode, drawn as dots with the mean
+    of the last 10), ``eval/return`` (the best marked) and ``eval/availability``.
+    """
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for key, value, step in curve:
+        steps, values = series.setdefault(key, ([], []))
+        steps.append(int(step))
+        values.append(float(value))
+    if "train/episode_return" not in series and "eval/return" not in series:
+        raise ValueError("the curve has no episode returns and no evaluations")
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax_ret, ax_av = fig.subplots(1, 2)
+    if "train/episode_return" in series:
+        steps, values = series["train/episode_return"]
+        ax_ret.scatter(steps, values, s=8, color="tab:blue", alpha=0.4,
+                       label="training episode return")
+        if len(values) >= 2:
+            k = min(10, len(values))
+            rolling = np.convolve(values, np.ones(k) / k, mode="valid")
+            ax_ret.plot(steps[k - 1:], rolling, color="tab:blue", label=f"mean of last {k}")
+    if "eval/return" in series:
+        steps, values = series["eval/return"]
+        ax_ret.plot(steps, values, "o-", color="tab:red", label="greedy evaluation return")
+        best = int(np.argmax(values))
+        ax_ret.plot(steps[best], values[best], "*", ms=14, color="black",
+                    label=f"best (kept): {values[best]:.4g} at step {steps[best]:,}")
+    ax_ret.set(xlabel="environment steps", ylabel="episode return", title="Returns")
+    ax_ret.legend(fontsize=7)
+    ax_ret.grid(alpha=0.3)
+    if "eval/availability" in series:
+        steps, values = series["eval/availability"]
+        ax_av.plot(steps, values, "o-", color="tab:green")
+    ax_av.set(xlabel="environment steps", ylabel="request-weighted availability",
+              title="Greedy evaluation: availability")
+    ax_av.grid(alpha=0.3)
+    return fig

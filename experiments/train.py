@@ -10,8 +10,9 @@ are written to ``run_dir`` (atomically); starting the same command again continu
 there. Every ``eval_freq`` steps the greedy policy runs ``eval_episodes`` episodes of
 ``eval_hours`` on fixed seeds (apart from any evaluation seeds) and the best so far is kept
 as ``best_model.zip``, as stable-baselines3's EvalCallback does. The learning curve
-(episode returns, evaluations, training speed) goes to MLflow with the flattened config
-as params and the models as artifacts.
+(episode returns, evaluations, training speed) is written to ``run_dir`` as
+``learning_curve.csv`` and drawn as ``learning_curve.png``, and goes to MLflow with the
+flattened config as params and the models as artifacts.
 With ``demo.policy=symptoms`` the DQN learns from demonstrations as well
 (:mod:`agents.demonstrations`): ``demo.episodes`` episodes of the training env played by
 :class:`agents.base.SymptomPolicy` are recorded, the network is pre-trained on them for
@@ -42,7 +43,7 @@ from tqdm import tqdm
 from agents import demonstrations
 from agents.base import SymptomPolicy, evaluate
 from agents.dqn import DqnPolicy, MaskedDQN, make_dqn
-from experiments import joblog, jsonout, tracking
+from experiments import joblog, jsonout, plots, tracking
 from experiments.config import run_app
 from experiments.rl_config import (
     TrainSchema,
@@ -341,15 +342,18 @@ def app(cfg: DictConfig) -> dict[str, Any]:
             "mlflow_run_id": run_id,
         }
         (run_dir / "result.json").write_text(jsonout.dumps(line) + "\n", encoding="utf-8")
+        curve_path = run_dir / "learning_curve.csv"
+        curve_path.write_text(
+            "metric,value,step\n" + "".join(f"{k},{v},{st}\n" for k, v, st in run.curve),
+            encoding="utf-8",
+        )
+        figure_path = run_dir / "learning_curve.png"
+        plots.plot_learning_curve(run.curve).savefig(figure_path, dpi=110)
         if client is not None and run_id is not None:
-            curve_path = run_dir / "learning_curve.csv"
-            curve_path.write_text(
-                "metric,value,step\n" + "".join(f"{k},{v},{st}\n" for k, v, st in run.curve),
-                encoding="utf-8",
-            )
             client.log_artifact(run_id, str(model_path))
             client.log_artifact(run_id, str(run_dir / BEST))
             client.log_artifact(run_id, str(curve_path))
+            client.log_artifact(run_id, str(figure_path))
             client.log_artifact(run_id, str(run_dir / "result.json"))
             client.set_tag(run_id, "steps_per_s", str(line["steps_per_s"]))
             tracking.end_run(client, run_id)

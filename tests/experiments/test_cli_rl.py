@@ -67,6 +67,10 @@ def test_train_resumes_after_being_killed(tmp_path: Path) -> None:
     assert line["trained_steps_this_run"] == 800 - saved
     assert (run_dir / "model.zip").is_file() and line["mlflow_run_id"]
     assert 0.0 < line["eval_availability"] <= 1.0
+    rows = (run_dir / "learning_curve.csv").read_text().splitlines()
+    assert rows[0] == "metric,value,step"
+    assert f"eval/availability,{line['eval_availability']},800" in rows
+    assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     from mlflow import MlflowClient
 
     tags = MlflowClient(_env(tmp_path)["MLFLOW_TRACKING_URI"]).get_run(
@@ -91,6 +95,9 @@ def test_train_with_demonstrations_and_resume(tmp_path: Path) -> None:
     assert line["resumed_from"] == 200 and line["timesteps"] == 400
     assert line["demonstrations"]["transitions"] == demo["transitions"]
     assert line["demonstrations"]["pretrain_steps"] == 0
+    # Without tracking the curve and its figure are still written beside the model.
+    assert (run_dir / "learning_curve.csv").is_file()
+    assert (run_dir / "learning_curve.png").is_file()
 
 
 @pytest.mark.slow

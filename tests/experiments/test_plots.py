@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from matplotlib.collections import PathCollection
 
 from experiments.plots import (
     availability_series,
     plot_comparison,
+    plot_learning_curve,
     plot_telemetry,
     plot_timeline,
 )
@@ -87,3 +89,20 @@ def test_comparison_shows_every_seed_the_interval_and_the_tests() -> None:
     pairs = [line.get_ydata().tolist() for line in ax.get_lines() if len(line.get_ydata()) == 2
              and line.get_color() == "gray"]
     assert sorted(pairs) == [[0.98, 0.97], [0.99, 0.995]]  # seed 1, seed 0: rules then dqn
+
+
+def test_learning_curve_marks_the_best_evaluation() -> None:
+    """Training returns as dots with their running mean; the best evaluation is starred."""
+    curve = [("train/episode_return", float(r), 100 * (i + 1)) for i, r in enumerate(range(12))]
+    curve += [("eval/return", -5.0, 400), ("eval/return", 3.0, 800), ("eval/return", 1.0, 1200),
+              ("eval/availability", 0.99, 400), ("eval/availability", 0.999, 800),
+              ("train/steps_per_s", 50.0, 800)]
+    fig = plot_learning_curve(curve)
+    ret, av = fig.axes
+    best = [line for line in ret.get_lines() if line.get_label().startswith("best")]
+    assert [line.get_label() for line in best] == ["best (kept): 3 at step 800"]
+    running = next(line for line in ret.get_lines() if line.get_label() == "mean of last 10")
+    assert running.get_ydata()[0] == pytest.approx(4.5)
+    assert av.get_lines()[0].get_ydata().tolist() == [0.99, 0.999]
+    with pytest.raises(ValueError, match="no episode returns"):
+        plot_learning_curve([("train/steps_per_s", 1.0, 1)])
