@@ -9,6 +9,7 @@ multirun aggregated over seeds once every job has finished.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 
 from experiments import tracking
 from experiments.config import CONFIG_ERRORS, StartupAbort, error_line, to_run_spec, to_schema
-from experiments.summarize import DEFAULT_BY, from_sweep, report
+from experiments.summarize import DEFAULT_BY, from_sweep, report, write_plot
 
 
 class CheckAtStart(Callback):
@@ -43,10 +44,15 @@ def _check(config: DictConfig) -> None:
 
 
 class MultirunSummary(Callback):
-    """Print per-scenario KPIs over the jobs of a multirun, JSON as the last line."""
+    """Print per-scenario KPIs over the jobs of a multirun, JSON as the last line.
+
+    The same KPIs are drawn to ``summary.png`` in the sweep folder.
+    """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Aggregate the jobs of this multirun from their output folders."""
         sweep_dir = str(config.hydra.sweep.dir)
-        sys.stdout.write(report(f"sweep:{sweep_dir}", from_sweep(sweep_dir), DEFAULT_BY) + "\n")
+        runs = from_sweep(sweep_dir)
+        write_plot(runs, DEFAULT_BY, Path(sweep_dir) / "summary.png")
+        sys.stdout.write(report(f"sweep:{sweep_dir}", runs, DEFAULT_BY) + "\n")
         sys.stdout.flush()

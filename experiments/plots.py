@@ -289,3 +289,56 @@ def plot_learning_curve(curve: Sequence[tuple[str, float, int]]) -> Figure:
               title="Greedy evaluation: availability")
     ax_av.grid(alpha=0.3)
     return fig
+
+
+SUMMARY_KPIS = ("availability", "mttd_s", "mttr_s", "healing_success_rate",
+                "human_intervention_rate", "rca_top1")
+"""The KPIs :func:`plot_kpis` draws by default."""
+
+
+def plot_kpis(
+    groups: Mapping[str, Sequence[Mapping[str, float]]],
+    keys: Sequence[str] = SUMMARY_KPIS,
+) -> Figure:
+    """One panel per KPI: each group's runs as dots, the mean and the 95% interval as a bar.
+
+    ``groups`` maps a group's label (e.g. its scenario) to its runs' KPI mappings; the
+    interval is :func:`control.kpi.aggregate`'s (Student-t, clipped to the KPI's range). A
+    KPI a run lacks, or NaN, is left out of that run.
+    """
+    from control.kpi import aggregate
+
+    if not groups:
+        raise ValueError("no runs to plot")
+    labels = list(groups)
+    fig = Figure(figsize=(3.2 * len(keys), 3.2 + 0.15 * max(len(s) for s in labels)),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(keys), squeeze=False)[0])
+    for ax, key in zip(axes, keys, strict=True):
+        drawn = 0
+        for j, label in enumerate(labels):
+            runs = groups[label]
+            vals = np.array([float(r[key]) for r in runs if key in r], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            ax.scatter(np.full(vals.size, j), vals, s=10, color="tab:blue", alpha=0.5, zorder=3)
+            drawn += vals.size
+            agg = aggregate([{key: float(v)} for v in vals]) if vals.size else {}
+            mean_v, ci_v = agg.get(key), agg.get(f"{key}_ci95")
+            mean = mean_v if isinstance(mean_v, float) else math.nan
+            lo, hi = ci_v if isinstance(ci_v, list) else (math.nan, math.nan)
+            if math.isfinite(mean):
+                err = [[mean - lo], [hi - mean]] if math.isfinite(lo) else None
+                ax.errorbar([j + 0.2], [mean], yerr=err, fmt="o", color="black", capsize=4,
+                            zorder=4)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(labels) - 0.3)
+        ax.set_title(key, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        if not drawn:  # e.g. MTTD in runs where no fault needed healing
+            ax.text(0.5, 0.5, "undefined in every run", transform=ax.transAxes, ha="center",
+                    va="center", color="gray")
+            ax.set_yticks([])
+    n = sum(len(v) for v in groups.values())
+    fig.suptitle(f"{n} runs: each run (dots), mean and 95% interval (bars)")
+    return fig

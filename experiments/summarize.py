@@ -19,9 +19,12 @@ to restoration, how many were not healed automatically, and the requests lost pe
 charged to the kind (:func:`control.kpi.lost_requests_by_kind`, pooled over the jobs); the
 JSON object gains ``"by_kind"``.
 
+With ``--plot FILE.png`` every run's main KPIs are drawn per group, with the means and
+intervals (:func:`experiments.plots.plot_kpis`).
+
 After ``python -m experiments.run -m ...`` the callback
 :class:`experiments.callbacks.MultirunSummary` prints the same summary for the jobs of that
-multirun.
+multirun and draws it to ``summary.png`` in the sweep folder.
 """
 
 from __future__ import annotations
@@ -241,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "event logs")
     parser.add_argument("--filter", default="",
                         help="MLflow search filter, e.g. \"tags.hydra_sweep_dir = 'multirun/...'\"")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="also draw every run's main KPIs per group, with the means and "
+                             "intervals, to this PNG file")
     args = parser.parse_args(argv)
     kinds = None
     try:
@@ -259,8 +265,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.plot is not None:
+        write_plot(runs, args.by, Path(args.plot))
     print(report(name, runs, args.by, kinds))
     return 0
+
+
+def write_plot(runs: Sequence[RunKpis], by: Sequence[str], path: Path) -> Path | None:
+    """Draw the runs' main KPIs per group (:func:`experiments.plots.plot_kpis`) to ``path``.
+
+    A group is labelled by its values of the ``by`` keys. Nothing is drawn without runs.
+    """
+    from experiments.plots import plot_kpis
+
+    if not runs:
+        return None
+    groups: dict[str, list[Mapping[str, float]]] = {}
+    for r in runs:
+        groups.setdefault(" / ".join(r.params.get(k, "?") for k in by), []).append(r.kpis)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_kpis(dict(sorted(groups.items()))).savefig(path, dpi=110)
+    return path
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ def test_multirun_lands_one_mlflow_run_per_job_and_summarizes(sandbox: Sandbox) 
 
     sweep = done.last_json
     assert sweep["runs"] == 6
+    assert (sandbox.root / "multirun" / "summary.png").read_bytes()[:4] == b"\x89PNG"
     assert [g["scenario.name"] for g in sweep["groups"]] == ["mixed", "service_crash"]
     for group in sweep["groups"]:
         assert group["runs"] == 3

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments.jsonout import json_safe
@@ -121,3 +122,29 @@ def test_from_mlflow_reads_only_the_healing_runs(tmp_path: Path) -> None:
     assert sorted(r.kpis["availability"] for r in runs) == [0.998, 0.999]
     with pytest.raises(ValueError, match="entry_point must be one of"):
         tracking.start_run(client, exp, "x", {}, {}, entry_point="notebook")
+
+
+def test_plot_draws_each_run_and_the_groups_interval(tmp_path: Path) -> None:
+    """--plot writes a PNG; each panel holds every run's value and the aggregate's interval."""
+    from experiments.plots import plot_kpis
+    from experiments.summarize import write_plot
+
+    runs = [_run("a", 0, 0.99, 10.0), _run("a", 1, 0.97, 20.0), _run("a", 2, 0.98, math.nan),
+            _run("b", 0, 0.5, 5.0)]
+    fig = plot_kpis({"a": [r.kpis for r in runs[:3]], "b": [runs[3].kpis]},
+                    keys=("availability", "mttd_s"))
+    avail, mttd = fig.axes
+    dots = sorted(float(y) for c in avail.collections if hasattr(c, "get_offsets")
+                  for _, y in c.get_offsets() if c.get_offsets().size)
+    assert 0.97 in dots and 0.99 in dots and 0.5 in dots
+    group = summarize(runs[:3], ("scenario.name",))[0]
+    lo, hi = group["availability_ci95"]
+    bars = [seg for c in avail.collections if c.__class__.__name__ == "LineCollection"
+            for seg in c.get_segments()]
+    assert any(np.allclose(seg[:, 1], [lo, hi]) for seg in bars)
+    assert [t.get_text() for t in mttd.get_xticklabels()] == ["a", "b"]
+    out = write_plot(runs, ("scenario.name", "agent.name"), tmp_path / "s" / "summary.png")
+    assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
+    assert write_plot([], ("scenario.name",), tmp_path / "none.png") is None
+    assert main(["--sweep-dir", str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 0
+    assert not (tmp_path / "p.png").exists()  # no job folders: nothing to draw
