@@ -1,4 +1,4 @@
-"""notebooks/quickstart.ipynb runs top to bottom and shows KPIs, a post-mortem and a plot."""
+"""The notebooks run top to bottom: quickstart (KPIs, a post-mortem, plots) and prediction."""
 
 from __future__ import annotations
 
@@ -24,3 +24,20 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
     assert any("| metric | value |" in text for text in markdown)
     assert any(text.lstrip().startswith("#") for text in markdown)
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+PREDICTION = NOTEBOOK.parent / "failure_prediction.ipynb"
+
+
+def test_failure_prediction_notebook_executes(tmp_path: Path) -> None:
+    """Every cell runs; it shows the held-out table of every model and its four figures."""
+    nb = nbformat.read(PREDICTION, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    markdown = "".join(o["data"].get("text/markdown", "") for o in outputs if "data" in o)
+    for model in ("lstm", "threshold", "logistic", "gboost"):
+        assert f"| {model} | " in markdown
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(figures) == 4  # training curve, PR curves, lead times, NAB scores
