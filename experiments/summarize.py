@@ -266,7 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.plot is not None:
-        write_plot(runs, args.by, Path(args.plot))
+        try:
+            write_plot(runs, args.by, Path(args.plot))
+        except OSError as err:
+            print(f"error: --plot: cannot write {args.plot}: {err.strerror or err}",
+                  file=sys.stderr)
+            return 2
     print(report(name, runs, args.by, kinds))
     return 0
 

@@ -148,3 +148,19 @@ def test_plot_draws_each_run_and_the_groups_interval(tmp_path: Path) -> None:
     assert write_plot([], ("scenario.name",), tmp_path / "none.png") is None
     assert main(["--sweep-dir", str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 0
     assert not (tmp_path / "p.png").exists()  # no job folders: nothing to draw
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError):
+        write_plot(runs, ("scenario.name",), tmp_path / "file" / "x.png")
+
+
+def test_plot_to_an_unwritable_path_is_one_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --plot path under a file names the path and writes nothing else."""
+    sweep = tmp_path / "sweep"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "0" / "kpis.json").write_text('{"availability": 0.99}')
+    (sweep / "0" / ".hydra" / "config.yaml").write_text("scenario:\n  name: a\n")
+    (tmp_path / "file").write_text("")
+    assert main(["--sweep-dir", str(sweep), "--plot", str(tmp_path / "file" / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --plot: cannot write") and "file/p.png" in err
