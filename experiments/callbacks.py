@@ -53,6 +53,9 @@ class MultirunSummary(Callback):
         """Aggregate the jobs of this multirun from their output folders."""
         sweep_dir = str(config.hydra.sweep.dir)
         runs = from_sweep(sweep_dir)
-        write_plot(runs, DEFAULT_BY, Path(sweep_dir) / "summary.png")
+        try:
+            write_plot(runs, DEFAULT_BY, Path(sweep_dir) / "summary.png")
+        except (OSError, ValueError) as err:  # the figure is a convenience; the summary stands
+            print(f"warning: {sweep_dir}/summary.png not written: {err}", file=sys.stderr)
         sys.stdout.write(report(f"sweep:{sweep_dir}", runs, DEFAULT_BY) + "\n")
         sys.stdout.flush()
