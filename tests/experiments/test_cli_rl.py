@@ -100,6 +100,25 @@ def test_train_with_demonstrations_and_resume(tmp_path: Path) -> None:
     assert (run_dir / "learning_curve.png").is_file()
 
 
+def test_evaluate_rule_agents_writes_tables_and_figure(tmp_path: Path) -> None:
+    """Without a DQN: the comparison's files, the figure, and intervals inside [0, 1]."""
+    ev = _run("experiments.evaluate", tmp_path, "agents=[random,rules]",
+              "scenarios=[service_crash]", "seeds=5", "hours=1", "env.hosts=20",
+              "tracking=off", f"out_dir={tmp_path / 'eval'}")
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    line = _last_json(ev.stdout)
+    for row in line["rows"]:
+        assert 0.0 <= row["ci95"][0] <= row["availability"] <= row["ci95"][1] <= 1.0
+    rows = {r["agent"]: r for r in line["rows"]}
+    # One of the random agent's five episodes loses about 7% of its requests: unclipped, its
+    # interval would end at 1.024.
+    assert rows["random"]["ci95"][1] == 1.0 and rows["random"]["availability"] < 0.99
+    assert 0.0 <= rows["random"]["mw_p"] <= 1.0 and "mw_p" not in rows["rules"]
+    episodes = json.loads((tmp_path / "eval" / "episodes.json").read_text())
+    assert len(episodes) == 10
+    assert (tmp_path / "eval" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow
 def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
     """Evaluate rules, no-op and DQN with statistics; export the DQN with full parity."""
