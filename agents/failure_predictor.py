@@ -28,7 +28,7 @@ import collections
 import copy
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +63,19 @@ def _step_scale(x: npt.NDArray[np.float32]) -> np.ndarray:
     std = np.diff(x, axis=1).reshape(-1, x.shape[2]).std(axis=0)
     # A feature that never changes within a window in training: its changes stay bounded by asinh.
     return np.where(std > 0, std, 1.0)
+
+
+MIN_IMPROVEMENT = 1e-4
+"""How much an epoch's validation PR-AUC must beat the best so far for early stopping to keep it."""
+
+
+def kept_epoch(history: Sequence[Mapping[str, float]]) -> int:
+    """Index of the epoch whose weights :meth:`LSTMFailurePredictor.fit` kept, from its history."""
+    best, kept = -1.0, 0
+    for i, metrics in enumerate(history):
+        if metrics["val_pr_auc"] > best + MIN_IMPROVEMENT:
+            best, kept = metrics["val_pr_auc"], i
+    return kept
 
 
 class PredictorError(ValueError):
@@ -266,7 +279,7 @@ class LSTMFailurePredictor:
             bar.set_postfix(metrics)
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
-            if val_ap > best_ap + 1e-4:
+            if val_ap > best_ap + MIN_IMPROVEMENT:
                 best_ap, best_state, bad_epochs = val_ap, copy.deepcopy(self.model.state_dict()), 0
             else:
                 bad_epochs += 1

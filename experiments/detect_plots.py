@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
+from agents.failure_predictor import kept_epoch
+
 _LSTM_COLOUR = "tab:red"
 _OTHER_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:olive")
 NAB_PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
@@ -99,7 +101,7 @@ def plot_lead_times(
 def plot_training(history: Sequence[Mapping[str, float]]) -> Figure:
     """The LSTM's loss (training, validation) and validation PR-AUC per epoch.
 
-    The kept epoch (early stopping keeps the best validation PR-AUC) is marked.
+    The epoch early stopping kept (:func:`agents.failure_predictor.kept_epoch`) is marked.
     """
     if not history:
         raise ValueError("no epochs to plot")
@@ -115,7 +117,7 @@ def plot_training(history: Sequence[Mapping[str, float]]) -> Figure:
     ax2 = ax.twinx()
     ap = [h["val_pr_auc"] for h in history]
     ax2.plot(epochs, ap, "s-", color="tab:green", label="validation PR-AUC")
-    best = int(np.argmax(ap))
+    best = kept_epoch(history)
     ax2.plot(epochs[best], ap[best], "*", ms=14, color="tab:red",
              label=f"kept: epoch {best + 1}")
     ax2.set_ylabel("validation PR-AUC")

@@ -226,14 +226,10 @@ def plot_comparison(
             vals = np.array([float(e[metric]) for e in eps])
             for e, v in zip(eps, vals, strict=True):
                 by_seed.setdefault(int(e["seed"]), [math.nan] * len(agents))[j] = v
-            colour = "tab:gray" if agent == baseline else "tab:blue"
-            ax.scatter(np.full(vals.size, j), vals, s=12, color=colour, alpha=0.6, zorder=3)
             row = next(r for r in rows if r["scenario"] == scenario and r["agent"] == agent)
             m = row[metric]
-            if math.isfinite(m["mean"]):
-                ax.errorbar([j + 0.18], [m["mean"]], yerr=[[m["mean"] - m["lo"]],
-                                                          [m["hi"] - m["mean"]]],
-                            fmt="o", color="black", capsize=4, zorder=4)
+            _dots_and_interval(ax, j, vals, m["mean"], m["lo"], m["hi"],
+                               "tab:gray" if agent == baseline else "tab:blue")
             tests = ("baseline" if agent == baseline else
                      f"MW p {row['mw_p']:.3g}\nWx p {row['wilcoxon_p']:.3g}"
                      if "mw_p" in row else "")
@@ -247,6 +243,15 @@ def plot_comparison(
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{metric} per seed (dots), mean and 95% interval (bars), against {baseline}")
     return fig
+
+
+def _dots_and_interval(ax: Any, x: int, values: np.ndarray, mean: float, lo: float,
+                       hi: float, colour: str) -> None:
+    """Each value as a dot at ``x``; beside them the mean, with its interval where it has one."""
+    ax.scatter(np.full(values.size, x), values, s=12, color=colour, alpha=0.6, zorder=3)
+    if math.isfinite(mean):
+        err = [[mean - lo], [hi - mean]] if math.isfinite(lo) and math.isfinite(hi) else None
+        ax.errorbar([x + 0.18], [mean], yerr=err, fmt="o", color="black", capsize=4, zorder=4)
 
 
 def plot_learning_curve(curve: Sequence[tuple[str, float, int]]) -> Figure:
@@ -314,22 +319,17 @@ def plot_kpis(
     fig = Figure(figsize=(3.2 * len(keys), 3.2 + 0.15 * max(len(s) for s in labels)),
                  layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(keys), squeeze=False)[0])
+    aggregates = {label: aggregate(runs) for label, runs in groups.items()}
     for ax, key in zip(axes, keys, strict=True):
         drawn = 0
         for j, label in enumerate(labels):
-            runs = groups[label]
-            vals = np.array([float(r[key]) for r in runs if key in r], dtype=float)
+            vals = np.array([float(r[key]) for r in groups[label] if key in r], dtype=float)
             vals = vals[np.isfinite(vals)]
-            ax.scatter(np.full(vals.size, j), vals, s=10, color="tab:blue", alpha=0.5, zorder=3)
             drawn += vals.size
-            agg = aggregate([{key: float(v)} for v in vals]) if vals.size else {}
-            mean_v, ci_v = agg.get(key), agg.get(f"{key}_ci95")
+            mean_v, ci_v = aggregates[label].get(key), aggregates[label].get(f"{key}_ci95")
             mean = mean_v if isinstance(mean_v, float) else math.nan
             lo, hi = ci_v if isinstance(ci_v, list) else (math.nan, math.nan)
-            if math.isfinite(mean):
-                err = [[mean - lo], [hi - mean]] if math.isfinite(lo) else None
-                ax.errorbar([j + 0.2], [mean], yerr=err, fmt="o", color="black", capsize=4,
-                            zorder=4)
+            _dots_and_interval(ax, j, vals, mean, lo, hi, "tab:blue")
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.5, len(labels) - 0.3)
         ax.set_title(key, fontsize=10)

@@ -192,14 +192,20 @@ def summarize(runs: Sequence[RunKpis], by: Sequence[str] = DEFAULT_BY) -> list[d
     A KPI a run did not report (MLflow keeps no NaN metrics) is left out for that run, as
     :func:`aggregate` leaves out NaN.
     """
-    groups: dict[tuple[str, ...], list[Mapping[str, float]]] = {}
-    for r in runs:
-        label = tuple(r.params.get(k, "?") for k in by)
-        groups.setdefault(label, []).append(r.kpis)
     return [
         {**dict(zip(by, label, strict=True)), **aggregate(rows)}
-        for label, rows in sorted(groups.items())
+        for label, rows in _grouped(runs, by).items()
     ]
+
+
+def _grouped(
+    runs: Sequence[RunKpis], by: Sequence[str]
+) -> dict[tuple[str, ...], list[Mapping[str, float]]]:
+    """The runs' KPIs by their values of the config keys ``by`` ("?" where unset), sorted."""
+    groups: dict[tuple[str, ...], list[Mapping[str, float]]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r.params.get(k, "?") for k in by), []).append(r.kpis)
+    return dict(sorted(groups.items()))
 
 
 def markdown(groups: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
@@ -285,11 +291,9 @@ def write_plot(runs: Sequence[RunKpis], by: Sequence[str], path: Path) -> Path |
 
     if not runs:
         return None
-    groups: dict[str, list[Mapping[str, float]]] = {}
-    for r in runs:
-        groups.setdefault(" / ".join(r.params.get(k, "?") for k in by), []).append(r.kpis)
+    groups = {" / ".join(label): rows for label, rows in _grouped(runs, by).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot_kpis(dict(sorted(groups.items()))).savefig(path, dpi=110)
+    plot_kpis(groups).savefig(path, dpi=110)
     return path
 
 
