@@ -30,6 +30,7 @@ from agents.failure_eval import (
     event_leads,
     event_metrics,
     fit_baselines,
+    pr_auc_by_onset,
     pr_auc_items,
     split_windows,
     window_features,
@@ -110,7 +111,11 @@ def _models(
     scores_test: dict[str, np.ndarray],
     horizon_s: float,
 ) -> dict[str, Any]:
-    """Each model's validation threshold and its held-out figures, with / without warning."""
+    """Each model's validation threshold and its held-out figures, with / without warning.
+
+    The figures on failures with warning signs also hold the PR-AUC split by whether the
+    positive window ends after its fault's onset (:func:`agents.failure_eval.pr_auc_by_onset`).
+    """
     models: dict[str, Any] = {}
     for name in scores_test:
         thr = event_threshold(ds, windows, val_idx, scores_val[name], horizon_s)
@@ -119,6 +124,7 @@ def _models(
             models[name][key] = event_metrics(
                 ds, windows, test_idx, scores_test[name], thr, horizon_s, warning=warning
             )
+        models[name]["warning"].update(pr_auc_by_onset(ds, windows, test_idx, scores_test[name]))
     return models
 
 
@@ -178,7 +184,14 @@ def _repeat_summary(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"repeats": len(per_repeat), "models": {}}
     for name in per_repeat[0]:
         out["models"][name] = {}
-        for key in ("pr_auc", "event_recall", "alarm_precision", "median_lead_h"):
+        for key in (
+            "pr_auc",
+            "pr_auc_begun",
+            "pr_auc_not_begun",
+            "event_recall",
+            "alarm_precision",
+            "median_lead_h",
+        ):
             vals = np.array([r[name]["warning"][key] for r in per_repeat], dtype=float)
             mean, lo, hi = t_interval(vals)
             out["models"][name][key] = {"mean": mean, "ci95": [lo, hi], "values": vals.tolist()}

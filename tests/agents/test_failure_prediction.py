@@ -14,7 +14,9 @@ from agents.failure_eval import (
     baseline_scores,
     event_metrics,
     fit_baselines,
+    pr_auc_by_onset,
     split_windows,
+    warning_begun,
     window_features,
 )
 from agents.failure_predictor import (
@@ -241,6 +243,30 @@ def test_event_metrics_on_a_perfect_score(small_ds: fd.FailureDataset) -> None:
     assert m["median_lead_h"] <= 3.0
 
 
+def test_pr_auc_by_onset_splits_positives_at_their_fault_onset(
+    small_ds: fd.FailureDataset,
+) -> None:
+    """Positives are split at their next failure's onset; each part is ranked on its own."""
+    horizon = 6 * 3600.0
+    w = fd.make_windows(small_ds, 4, horizon)
+    idx = np.arange(w.label.size)
+    begun = warning_begun(small_ds, w, idx)
+    f = small_ds.failures
+    t_end = small_ds.times_s[w.end]
+    for i in np.flatnonzero(w.label):  # the next failure of the window's host, found directly
+        mine = (f.fleet == w.fleet[i]) & (f.host == w.host[i]) & (f.t_s > t_end[i])
+        k = np.flatnonzero(mine)[np.argmin(f.t_s[mine])]
+        assert begun[i] == (t_end[i] >= f.onset_s[k])
+    assert not begun[~w.label].any()
+    positive = w.label & w.warning
+    assert (positive & begun).any() and (positive & ~begun).any()
+    m = pr_auc_by_onset(small_ds, w, idx, begun.astype(float))
+    assert m["pr_auc_begun"] == pytest.approx(1.0)
+    # Not-begun positives scored like the negatives: no better than their base rate.
+    assert m["pr_auc_not_begun"] == pytest.approx(m["base_rate_not_begun"])
+    assert m["positives_begun"] + m["positives_not_begun"] == positive.sum()
+
+
 HORIZON_S = 3 * 3600.0
 
 
@@ -306,6 +332,8 @@ def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None
         return {
             "warning": {
                 "pr_auc": pr_auc,
+                "pr_auc_begun": 0.97,
+                "pr_auc_not_begun": 0.06,
                 "event_recall": 1.0,
                 "alarm_precision": 0.95,
                 "median_lead_h": 30.0,
@@ -323,6 +351,7 @@ def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None
     lo, hi = out["models"]["lstm"]["pr_auc"]["ci95"]
     assert lo < 0.6333333 < hi
     assert out["models"]["gboost"]["event_recall"]["ci95"] == [1.0, 1.0]
+    assert out["models"]["lstm"]["pr_auc_begun"]["mean"] == pytest.approx(0.97)
     diff = out["lstm_minus_best_baseline_pr_auc"]
     assert diff["values"] == pytest.approx([-0.02, 0.03, 0.0])
     assert diff["mean"] == pytest.approx(0.01 / 3)
