@@ -351,7 +351,8 @@ class Windows:
 
     ``label`` is 1 when the host fails within the horizon after the window's end;
     ``warning`` tells whether that next failure gives warning signs; ``time_to_failure_s`` is
-    the time to the host's next failure (inf when none is recorded).
+    the time to the host's next failure (inf when none is recorded) and ``next_failure`` its
+    row in ``failures`` (-1 when none).
     """
 
     fleet: npt.NDArray[np.int64]
@@ -360,6 +361,7 @@ class Windows:
     label: npt.NDArray[np.bool_]
     warning: npt.NDArray[np.bool_]
     time_to_failure_s: npt.NDArray[np.float64]
+    next_failure: npt.NDArray[np.int64]
 
 
 def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
@@ -375,7 +377,7 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
     if horizon_s <= 0:
         raise FailureDataError(f"horizon_s must be > 0, got {horizon_s}")
     n_fleets, n_hosts, n_steps, _ = ds.features.shape
-    fl, ho, en, lab, warn, ttf = [], [], [], [], [], []
+    fl, ho, en, lab, warn, ttf, nf = [], [], [], [], [], [], []
     f = ds.failures
     t_last = float(ds.times_s[-1])
     for a in range(n_fleets):
@@ -396,14 +398,17 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
             dt[has] = t_fail[nxt[has]] - t_end[has]
             w = np.zeros(ends.size, dtype=bool)
             w[has] = w_fail[nxt[has]]
+            row = np.full(ends.size, -1, dtype=np.int64)
+            row[has] = np.flatnonzero(sel)[nxt[has]]
             known = (dt <= horizon_s) | (t_end + horizon_s <= t_last)
-            ends, t_end, dt, w = ends[known], t_end[known], dt[known], w[known]
+            ends, t_end, dt, w, row = ends[known], t_end[known], dt[known], w[known], row[known]
             fl.append(np.full(ends.size, a))
             ho.append(np.full(ends.size, h))
             en.append(ends)
             lab.append(dt <= horizon_s)
             warn.append(w)
             ttf.append(dt)
+            nf.append(row)
     return Windows(
         fleet=np.concatenate(fl).astype(np.int64),
         host=np.concatenate(ho).astype(np.int64),
@@ -411,6 +416,7 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
         label=np.concatenate(lab),
         warning=np.concatenate(warn),
         time_to_failure_s=np.concatenate(ttf),
+        next_failure=np.concatenate(nf).astype(np.int64),
     )
 
 

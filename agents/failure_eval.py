@@ -177,21 +177,9 @@ def warning_begun(
     failure with warning signs may be before the fault causing it has begun (a leak fails
     18-60 h after its onset in the failure data sets): such a window holds no sign of it.
     """
-    f = ds.failures
-    t_end = ds.times_s[w.end[idx]]
-    begun = np.zeros(idx.size, dtype=bool)
-    for a, h in {(int(a), int(h)) for a, h in zip(w.fleet[idx], w.host[idx], strict=True)}:
-        sel = (f.fleet == a) & (f.host == h)
-        if not sel.any():
-            continue
-        order = np.argsort(f.t_s[sel])
-        t_fail, onset = f.t_s[sel][order], f.onset_s[sel][order]
-        mine = (w.fleet[idx] == a) & (w.host[idx] == h) & w.label[idx]
-        nxt = np.searchsorted(t_fail, t_end[mine], side="right")
-        ok = nxt < t_fail.size
-        hit = np.zeros(nxt.size, dtype=bool)
-        hit[ok] = t_end[mine][ok] >= onset[nxt[ok]]
-        begun[np.flatnonzero(mine)] = hit
+    nxt = w.next_failure[idx]
+    begun = w.label[idx].copy()
+    begun[begun] = ds.times_s[w.end[idx][begun]] >= ds.failures.onset_s[nxt[begun]]
     return begun
 
 
@@ -215,8 +203,9 @@ def pr_auc_by_onset(
         out[f"pr_auc_{key}"] = (
             float(average_precision_score(y, scores[keep])) if y.any() else float("nan")
         )
-        if key == "not_begun":
-            out["base_rate_not_begun"] = float(y.mean()) if y.size else float("nan")
+    not_begun = positive & ~begun
+    n = int((negative | not_begun).sum())
+    out["base_rate_not_begun"] = float(not_begun.sum() / n) if n else float("nan")
     return out
 
 
