@@ -25,7 +25,7 @@ The Hydra output folder gets ``result.json`` and the run's figures (PNG,
 from __future__ import annotations
 
 import dataclasses
-import os
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +41,19 @@ from tqdm import tqdm
 from agents import nab_scoring as nab
 from agents.detectors import DetectorInputError
 from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
-from agents.failure_predictor import PRECISIONS
+from agents.failure_data import FailureDataError, FleetSpec
+from agents.failure_predictor import PRECISIONS, PredictorError
 from agents.smd_scoring import SmdDataError
 from experiments import detect_plots, joblog, jsonout, tracking
-from experiments.config import TrackingSchema
+from experiments.config import (
+    CONFIG_ERRORS,
+    StartupAbort,
+    TrackingSchema,
+    _reject_unknown_keys,
+    error_line,
+    run_app,
+)
+from sim.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,8 +117,16 @@ joblog.register()
 ConfigStore.instance().store(name="detect_config", node=DetectSchema)
 
 
-class DetectConfigError(ValueError):
-    """A bad value in the detect config."""
+class DetectConfigError(ConfigError):
+    """A bad value in the detect config (a :class:`ConfigError`: one line from ``run_app``)."""
+
+
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    DetectorInputError, nab.NabDataError, SmdDataError, FailureDataError, PredictorError,
+)
+"""What a data set the run cannot use raises: one line on stderr and exit status 2 (:func:`app`)."""
+
+_REPORTED = CONFIG_ERRORS + DATA_ERRORS
 
 
 def _check(schema: DetectSchema) -> None:
@@ -138,6 +155,40 @@ def _check(schema: DetectSchema) -> None:
         raise DetectConfigError(f"contamination: must be in (0, 0.5), got {schema.contamination}")
     if schema.novelty_tolerance <= 0.0:
         raise DetectConfigError(f"novelty_tolerance: must be > 0, got {schema.novelty_tolerance}")
+    _check_twin(schema.twin)
+
+
+def _check_twin(t: TwinDataSchema) -> None:
+    """The twin data set's sizes, checked before the fleets are built (minutes at the defaults).
+
+    Only what the build, the split or the training would refuse anyway is refused here.
+    """
+    try:
+        spec = FleetSpec(hosts=t.hosts, days=t.days, tick_s=t.tick_s, step_s=t.step_s)
+    except FailureDataError as err:  # "hosts must be >= 2, got 0": the field comes first
+        field_name, _, rest = str(err).partition(" ")
+        raise DetectConfigError(f"twin.{field_name}: {rest}") from None
+    for key in ("fleets", "epochs", "hidden", "layers"):
+        if getattr(t, key) < 1:
+            raise DetectConfigError(f"twin.{key}: must be >= 1, got {getattr(t, key)}")
+    if not 1 <= t.seq_len <= spec.n_steps:
+        raise DetectConfigError(
+            f"twin.seq_len: must be in [1, {spec.n_steps}] (the steps of twin.days at "
+            f"twin.step_s), got {t.seq_len}"
+        )
+    for key in ("horizon_h", "neg_per_pos"):
+        value = getattr(t, key)
+        if not (math.isfinite(value) and value > 0):
+            raise DetectConfigError(f"twin.{key}: must be a finite number > 0, got {value}")
+    # The host counts of agents.failure_eval.split_windows: one host at least for each part.
+    n_hosts = t.hosts * t.fleets
+    n_test = max(1, round(t.test_host_share * n_hosts))
+    if max(1, round(t.val_host_share * (n_hosts - n_test))) >= n_hosts - n_test:
+        raise DetectConfigError(
+            f"twin.hosts: {t.hosts} hosts x {t.fleets} fleets are too few to split into test "
+            f"(twin.test_host_share={t.test_host_share}), validation "
+            f"(twin.val_host_share={t.val_host_share}) and training hosts"
+        )
 
 
 def _root(schema: DetectSchema) -> Path:
@@ -204,7 +255,18 @@ def run_detect(
     if schema.dataset == "twin":
         from experiments.detect_twin import run_twin
 
-        return run_twin(schema.twin, schema.seed, log_metric, plot_dir)
+        try:
+            return run_twin(schema.twin, schema.seed, log_metric, plot_dir)
+        except PredictorError as err:
+            t = schema.twin
+            hint = (
+                "; too few failures for the split: raise twin.hosts, twin.days or twin.fleets"
+                if "both classes" in str(err) else ""
+            )
+            raise DetectConfigError(
+                f"twin: cannot train on the data set of twin.hosts={t.hosts} x "
+                f"twin.fleets={t.fleets} over twin.days={t.days:g}: {err}{hint}"
+            ) from None
     root = _root(schema)
     if schema.dataset == "nab" and schema.score_published is not None:
         return {
@@ -254,11 +316,25 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=None, config_name="detect_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, run, log to MLflow, print one JSON line."""
+    """Validate, run, log to MLflow, print one JSON line.
+
+    A bad config value or a data set the run cannot use ends the job as
+    :class:`StartupAbort` (a BaseException passes Hydra's job error report): one line on
+    stderr and exit status 2, from :func:`main`.
+    """
+    try:
+        return _detect(cfg)
+    except _REPORTED as err:
+        raise StartupAbort(error_line(err)) from None
+
+
+def _detect(cfg: DictConfig) -> dict[str, Any]:
     joblog.log_config("experiments.detect", cfg)
+    _reject_unknown_keys(cfg, DetectSchema, "")  # a key added with +key=value
     schema = OmegaConf.to_object(cfg)
     if not isinstance(schema, DetectSchema):
         raise DetectConfigError("the composed config is not a DetectSchema")
+    _check(schema)  # before the MLflow run: a bad value leaves no run behind
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     client, run_id = None, None
     if schema.tracking.enabled:
@@ -297,13 +373,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Entry point: bad input becomes one line on stderr and exit status 2."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        app()
-    except (DetectConfigError, DetectorInputError, nab.NabDataError, SmdDataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    """Entry point: a bad config or data set becomes one line on stderr and exit status 2."""
+    run_app(app)
 
 
 if __name__ == "__main__":

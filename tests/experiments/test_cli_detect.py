@@ -86,3 +86,46 @@ def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> N
     done = _detect(tmp_path, "dataset=twin", "twin.bootstrap=-1", "tracking.enabled=false")
     assert done.returncode == 2
     assert "twin.bootstrap" in done.stderr and "-1" in done.stderr
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The only stderr line (progress bars aside), which must be the error; no traceback."""
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr
+    lines = [ln.split("\r")[-1] for ln in done.stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln.strip() and "twin fleets" not in ln]
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_unknown_key_bad_type_and_bad_twin_size_are_one_line(tmp_path: Path) -> None:
+    """Hydra's composition errors and the twin data set's sizes stop at start, in one line.
+
+    The twin's sizes are checked before the fleets are built and before an MLflow run starts.
+    """
+    for args, head in (
+        (["foo=1"], "error: foo: Key 'foo' not in 'DetectSchema'"),
+        (["+foo=1"], "error: foo: unknown key"),
+        (["+twin.foo=1"], "error: twin.foo: unknown key"),
+        (["novelty_tolerance=abc"], "error: novelty_tolerance: Value 'abc'"),
+        (["dataset=twin", "twin.hosts=0"], "error: twin.hosts: must be >= 2, got 0"),
+        (["dataset=twin", "twin.hosts=2", "twin.fleets=1"], "error: twin.hosts: 2 hosts x 1"),
+        (["dataset=twin", "twin.days=1", "twin.seq_len=48"], "error: twin.seq_len: must be in"),
+        (["dataset=twin", "twin.neg_per_pos=0"], "error: twin.neg_per_pos: must be"),
+    ):
+        line = _one_error_line(_detect(tmp_path, *args))
+        assert line.startswith(head), (args, line)
+    assert not (tmp_path / "mlruns").exists()  # refused before the tracking store was opened
+
+
+def test_a_fleet_too_small_for_the_split_is_one_line_naming_the_sizes(tmp_path: Path) -> None:
+    """A data set whose validation hosts see no failure ends in one line, not a traceback."""
+    done = _detect(
+        tmp_path, "dataset=twin", "twin.hosts=20", "twin.days=4", "twin.fleets=2",
+        f"twin.cache_dir={tmp_path / 'cache'}", "tracking.enabled=false",
+    )
+    line = _one_error_line(done)
+    assert line.startswith("error: twin: cannot train on the data set of twin.hosts=20"), line
+    assert "validation labels must contain both classes" in line
+    assert "raise twin.hosts, twin.days or twin.fleets" in line
