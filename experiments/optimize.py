@@ -44,6 +44,7 @@ from experiments.config import (
 )
 from experiments.search_config import (
     OptimizeSchema,
+    check_tuner,
     register_search_configs,
     to_bo_params,
     to_eval_spec,
@@ -89,6 +90,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         spec = to_eval_spec(schema.eval)
         if schema.tuner.scenario not in SCENARIOS:
             raise ConfigError(f"tuner.scenario: unknown scenario {schema.tuner.scenario!r}")
+        check_tuner(schema.tuner)
     except CONFIG_ERRORS as err:
         # A BaseException passes Hydra's job error report: one line, from main().
         raise StartupAbort(error_line(err)) from None

@@ -11,6 +11,7 @@ group of :mod:`experiments.config`. :func:`to_ga_params`, :func:`to_eval_spec` a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +179,36 @@ def to_eval_spec(s: EvalSchema) -> EvalSpec:
         raise _keyed("eval", err) from None
 
 
+def check_tuner(s: TunerSchema) -> None:
+    """Check the tuner's run settings at start, before any twin runs.
+
+    Raises:
+        ConfigError: a value out of range, led by its key; an empty or inverted utilisation
+            band names both ``tuner.low_util`` and ``tuner.high_util``.
+    """
+    for name in ("low_util", "high_util"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not (isinstance(value, int | float)
+                                           and math.isfinite(value) and value >= 0):
+            raise ConfigError(f"tuner.{name} must be a finite number >= 0, got {value!r}")
+    if not s.low_util < s.high_util:
+        raise ConfigError(
+            f"tuner.low_util ({s.low_util}) must be below tuner.high_util ({s.high_util}): "
+            "the utilisation band is inverted or empty"
+        )
+    for name in ("hosts", "step"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"tuner.{name} must be a positive integer, got {value!r}")
+    for name in ("hours", "interval_s"):
+        value = getattr(s, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"tuner.{name} must be a positive number, got {value!r}")
+    if not (isinstance(s.cooldown_s, int | float) and math.isfinite(s.cooldown_s)
+            and s.cooldown_s >= 0):
+        raise ConfigError(f"tuner.cooldown_s must be a finite number >= 0, got {s.cooldown_s!r}")
+
+
 def to_bo_params(s: BOSchema) -> BOParams:
     """Validated optimiser settings (iterations, batch and objectives are checked here)."""
     from agents.bayesopt import BOParams
@@ -199,6 +230,6 @@ def to_bo_params(s: BOSchema) -> BOParams:
 
 __all__ = [
     "BOSchema", "EvalSchema", "EvolveSchema", "GASchema", "OptimizeSchema", "TunerSchema",
-    "register_search_configs", "to_bo_params", "to_eval_spec", "to_ga_params",
+    "check_tuner", "register_search_configs", "to_bo_params", "to_eval_spec", "to_ga_params",
     "to_object",
 ]

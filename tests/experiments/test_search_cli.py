@@ -75,3 +75,32 @@ def test_bad_config_is_one_line(sandbox: Sandbox, module: str, override: str, ke
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), lines
+
+
+def test_an_inverted_tuner_band_is_one_line_naming_both_keys(sandbox: Sandbox) -> None:
+    """tuner.low_util above tuner.high_util stops at start, before any twin runs."""
+    done = _module(sandbox, "experiments.optimize", "mode=tuner", "tuner.low_util=0.9",
+                   "tracking=off")
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2, done.stderr
+    assert lines == ["error: tuner.low_util (0.9) must be below tuner.high_util (0.75): the "
+                     "utilisation band is inverted or empty"], lines
+
+
+def test_tuner_checks_name_their_keys() -> None:
+    """Each tuner setting out of range is refused by its key; the defaults pass."""
+    from experiments.search_config import TunerSchema, check_tuner
+    from sim.errors import ConfigError
+
+    check_tuner(TunerSchema())
+    for field, value, message in (
+        ("low_util", 0.75, r"tuner\.low_util \(0\.75\) must be below tuner\.high_util"),
+        ("high_util", float("nan"), "tuner.high_util must be a finite number"),
+        ("hosts", 0, "tuner.hosts must be a positive integer"),
+        ("step", 0, "tuner.step must be a positive integer"),
+        ("hours", 0.0, "tuner.hours must be a positive number"),
+        ("interval_s", -1.0, "tuner.interval_s must be a positive number"),
+        ("cooldown_s", -1.0, "tuner.cooldown_s must be a finite number >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            check_tuner(TunerSchema(**{field: value}))
