@@ -8,6 +8,7 @@ at four times of day; its speed is their total simulated time over their total w
 Both are measured in this run, so the ratio does not depend on the machine. Prints JSON.
 
 Usage: python benchmarks/twin_speed.py [--hours 24] [--window-s 60] [--seed 0]
+       [--scenario mixed]
 """
 
 from __future__ import annotations
@@ -70,14 +71,24 @@ def fast_child(hosts: int, hours: float, seed: int, scenario: str) -> dict[str, 
 def run_fast(
     hosts: int, hours: float, seed: int, scenario: str, repeats: int = 3
 ) -> dict[str, float]:
-    """Fast mode in fresh interpreters; the run with the median speed of ``repeats``."""
+    """Fast mode in fresh interpreters; the run with the median speed of ``repeats``.
+
+    Raises:
+        SystemExit: a child failed; the message is the last line of its stderr.
+    """
     runs = []
     for _ in range(repeats):
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(hosts), "--hours", str(hours),
              "--seed", str(seed), "--scenario", scenario],
-            check=True, capture_output=True, text=True, cwd=ROOT,
+            check=False, capture_output=True, text=True, cwd=ROOT,
         )
+        if out.returncode != 0:
+            lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+            raise SystemExit(
+                f"error: fast-mode run ({hosts} hosts, scenario {scenario!r}) failed with exit "
+                f"status {out.returncode}: {lines[-1] if lines else '(no message)'}"
+            )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     runs.sort(key=lambda r: r["sim_s_per_wall_s"])
     median = dict(runs[len(runs) // 2])
@@ -132,6 +143,14 @@ def main() -> None:
     parser.add_argument("--scenario", default="mixed")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from sim.scenarios import SCENARIOS
+
+    if args.scenario not in SCENARIOS:
+        parser.error(f"--scenario: unknown {args.scenario!r}; choose from {sorted(SCENARIOS)}")
+    if not args.hours > 0 or not args.window_s > 0:
+        parser.error("--hours and --window-s must be > 0")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     if args.child:
         print(json.dumps(fast_child(args.child, args.hours, args.seed, args.scenario)))
         return
