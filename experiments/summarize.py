@@ -30,6 +30,7 @@ multirun and draws it to ``summary.png`` in the sweep folder.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import sys
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from control.kpi import aggregate, fault_outcomes, lost_requests_by_kind, to_markdown
@@ -68,7 +70,7 @@ def from_mlflow(
     the other entry points share the default experiment and log other metrics.
 
     Raises:
-        ConfigError: no such experiment in the tracking store.
+        ConfigError: no such experiment in the tracking store, or a filter MLflow cannot parse.
     """
     uri = tracking.resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
@@ -82,12 +84,18 @@ def from_mlflow(
     runs: list[Any] = []
     token = None
     while True:
-        page = client.search_runs(
-            [exp.experiment_id],
-            filter_string=" and ".join(f for f in ("attributes.status = 'FINISHED'",
-                                                    filter_string) if f),
-            max_results=_PAGE, order_by=["attributes.start_time ASC"], page_token=token,
-        )
+        try:
+            page = client.search_runs(
+                [exp.experiment_id],
+                filter_string=" and ".join(f for f in ("attributes.status = 'FINISHED'",
+                                                        filter_string) if f),
+                max_results=_PAGE, order_by=["attributes.start_time ASC"], page_token=token,
+            )
+        except MlflowException as err:
+            if not filter_string or err.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else err.error_code
+            raise ConfigError(f"--filter: MLflow cannot use {filter_string!r}: {reason}") from None
         runs.extend(page)
         token = page.token
         if not token:
@@ -198,6 +206,27 @@ def summarize(runs: Sequence[RunKpis], by: Sequence[str] = DEFAULT_BY) -> list[d
     ]
 
 
+def check_by(runs: Sequence[RunKpis], by: Sequence[str]) -> None:
+    """Refuse a ``by`` key that none of ``runs`` has (a run without a key some have is "?").
+
+    Raises:
+        ConfigError: naming the key, with the runs' keys closest to it (else the first few).
+    """
+    if not runs:
+        return
+    known = sorted({k for r in runs for k in r.params})
+    for key in by:
+        if any(key in r.params for r in runs):
+            continue
+        near = difflib.get_close_matches(key, known, n=5, cutoff=0.5)
+        shown = near or known[:8]
+        raise ConfigError(
+            f"--by: no run has the key {key!r}; "
+            + (f"closest: {', '.join(shown)}" if near else f"keys include: {', '.join(shown)}")
+            + f" ({len(known)} keys in all)"
+        )
+
+
 def _grouped(
     runs: Sequence[RunKpis], by: Sequence[str]
 ) -> dict[tuple[str, ...], list[Mapping[str, float]]]:
@@ -243,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
                              "sqlite in ./mlruns)")
-    parser.add_argument("--by", nargs="+", default=list(DEFAULT_BY),
-                        help="config keys to group by (default: %(default)s)")
+    parser.add_argument("--by", nargs="+", default=None,
+                        help=f"config keys to group by (default: {' '.join(DEFAULT_BY)})")
     parser.add_argument("--by-kind", action="store_true",
                         help="with --sweep-dir: add the per-fault-kind table from the jobs' "
                              "event logs")
@@ -254,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also draw every run's main KPIs per group, with the means and "
                              "intervals, to this PNG file")
     args = parser.parse_args(argv)
+    by = list(DEFAULT_BY) if args.by is None else args.by
     kinds = None
     try:
         if args.by_kind and args.sweep_dir is None:
@@ -268,17 +298,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = f"sweep:{args.sweep_dir}"
             if args.by_kind:
                 kinds = by_fault_kind(args.sweep_dir)
+        if args.by is not None:  # a default key older runs lack is "?", not an error
+            check_by(runs, args.by)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.plot is not None:
         try:
-            write_plot(runs, args.by, Path(args.plot))
+            write_plot(runs, by, Path(args.plot))
         except OSError as err:
             print(f"error: --plot: cannot write {args.plot}: {err.strerror or err}",
                   file=sys.stderr)
             return 2
-    print(report(name, runs, args.by, kinds))
+    print(report(name, runs, by, kinds))
     return 0
 
 

@@ -164,3 +164,44 @@ def test_plot_to_an_unwritable_path_is_one_line_and_exit_2(
     assert main(["--sweep-dir", str(sweep), "--plot", str(tmp_path / "file" / "p.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --plot: cannot write") and "file/p.png" in err
+
+
+def test_a_filter_mlflow_cannot_parse_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--filter 'garbage((' exits 2 with one line quoting the filter, no MLflow traceback."""
+    from experiments import tracking
+
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    tracking.ensure_experiment(tracking.client_for(uri), "novacron")
+    args = ["--experiment", "novacron", "--tracking-uri", uri]
+    assert main([*args, "--filter", "garbage(("]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --filter: MLflow cannot use 'garbage((': Invalid clause")
+    assert len(err.strip().splitlines()) == 1
+    assert main([*args, "--filter", "params.seed = '0'"]) == 0  # a valid filter still runs
+
+
+def test_a_missing_sweep_folder_and_an_unknown_by_key_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No folder: exit 2. A --by key no run has: exit 2 naming it and keys the runs have.
+
+    A key only some runs have still groups the others under "?".
+    """
+    assert main(["--sweep-dir", str(tmp_path / "nonexistent")]) == 2
+    assert "sweep-dir: no folder" in capsys.readouterr().err
+    sweep = tmp_path / "sweep"
+    for job, config in enumerate(("scenario:\n  name: a\nseed: 0\n",
+                                  "scenario:\n  name: a\nseed: 1\nextra: 1\n")):
+        (sweep / str(job) / ".hydra").mkdir(parents=True)
+        (sweep / str(job) / "kpis.json").write_text('{"availability": 0.99}')
+        (sweep / str(job) / ".hydra" / "config.yaml").write_text(config)
+    assert main(["--sweep-dir", str(sweep), "--by", "scenario.name", "nokey"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --by: no run has the key 'nokey'; keys include: extra, "
+                          "scenario.name, seed (3 keys in all)"), err
+    assert main(["--sweep-dir", str(sweep), "--by", "scenario.nme"]) == 2
+    assert "closest: scenario.name" in capsys.readouterr().err
+    assert main(["--sweep-dir", str(sweep), "--by", "extra"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(g["extra"] for g in line["groups"]) == ["1", "?"]
+    assert main(["--sweep-dir", str(sweep)]) == 0  # default keys older runs lack: "?"
