@@ -132,8 +132,9 @@ class DqnParams:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"dqn.{name} must be a finite number >= 0, got {value!r}")
-        if not 0 < self.gamma <= 1 or not 0 < self.exploration_fraction <= 1:
-            raise ConfigError("dqn.gamma and dqn.exploration_fraction must lie in (0, 1]")
+        for name in ("gamma", "exploration_fraction"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"dqn.{name} must lie in (0, 1], got {getattr(self, name)!r}")
         if not self.net_arch or any(int(w) < 1 for w in self.net_arch):
             raise ConfigError(f"dqn.net_arch must list positive widths, got {self.net_arch!r}")
         for name in ("action_mask", "double_q"):

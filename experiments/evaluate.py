@@ -47,6 +47,7 @@ from experiments.config import run_app
 from experiments.rl_config import (
     EvaluateSchema,
     episode_steps,
+    load_dqn_model,
     make_env,
     register_eval_export_configs,
     to_object,
@@ -115,15 +116,17 @@ def model_for(schema: EvaluateSchema, scenario: str) -> Path:
     )
 
 
-def load_dqn(path: Path) -> Policy:
-    """A DQN policy from a ``model.zip`` (stable-baselines3) or an export folder (runtime)."""
+def load_dqn(path: Path, key: str = "models") -> Policy:
+    """A DQN policy from a ``model.zip`` (stable-baselines3) or an export folder (runtime).
+
+    Raises:
+        ConfigError: a file that is not a saved DQN model, led by ``key``.
+    """
     if path.is_dir():
         from agents.runtime import load_policy
 
         return load_policy(path)
-    from agents.dqn import DqnPolicy
-
-    return DqnPolicy.load(str(path))
+    return load_dqn_model(path, key)
 
 
 def _twin_of(env: Any) -> Any:
@@ -207,7 +210,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
                 elif agent == "symptoms":
                     policy = SymptomPolicy(int(env.observation_space.shape[0]))
                 else:
-                    policy = load_dqn(models[scenario])
+                    policy = load_dqn(models[scenario], f"models.{scenario}")
                 res = run_episode(policy, env, seed)
                 episodes.append({"scenario": scenario, "agent": agent, "seed": seed,
                                  "episode_return": res.episode_return, "steps": res.steps,

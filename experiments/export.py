@@ -31,7 +31,13 @@ from agents.runtime import load_policy
 from envs import env_id
 from experiments import joblog, jsonout, tracking
 from experiments.config import run_app
-from experiments.rl_config import ExportSchema, make_env, register_eval_export_configs, to_object
+from experiments.rl_config import (
+    ExportSchema,
+    load_dqn_model,
+    make_env,
+    register_eval_export_configs,
+    to_object,
+)
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS
 
@@ -75,7 +81,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     if not model_path.is_file():
         raise ConfigError(f"model: {model_path} does not exist; train one first")
     torch.set_num_threads(1)
-    policy = DqnPolicy.load(str(model_path))
+    policy = load_dqn_model(model_path, "model")
     env = make_env(s.scenario, s.env.hosts, s.env.control_interval_s, s.parity_hours,
                    s.env.fault_rate_scale)
     layout = env.unwrapped.layout

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.demonstrations import DemoParams
-from agents.dqn import DqnParams
+from agents.dqn import DqnParams, DqnPolicy
 from envs import env_id
 from experiments import joblog
 from experiments.config import ScenarioSchema, TrackingSchema
@@ -156,7 +159,8 @@ def dqn_params(agent: DqnSchema) -> DqnParams:
     try:
         return DqnParams(**values)
     except ConfigError as err:
-        raise ConfigError(str(err).replace("dqn.", "agent.", 1)) from None
+        # every key the library's message names, not only the first: the keys are agent.*
+        raise ConfigError(re.sub(r"\bdqn\.", "agent.", str(err))) from None
 
 
 def episode_steps(hours: float, control_interval_s: float, key: str = "scenario.hours") -> int:
@@ -233,6 +237,33 @@ def run_dir_of(schema: TrainSchema) -> Path:
     if schema.run_dir:
         return Path(schema.run_dir)
     return Path("runs") / f"{schema.scenario.name}-{schema.agent.name}-seed{schema.seed}"
+
+
+_NOT_A_MODEL = (
+    ValueError, AssertionError, KeyError, EOFError, RuntimeError, zipfile.BadZipFile,
+    pickle.UnpicklingError,
+)
+"""What stable-baselines3 raises on a file that is not a saved model: not a zip (ValueError),
+a zip without its ``data`` (AssertionError), missing or mismatched weights (KeyError,
+RuntimeError), a truncated or corrupt archive."""
+
+
+def load_dqn_model(path: Path, key: str) -> DqnPolicy:
+    """The DQN saved at ``path`` (a ``model.zip`` of ``python -m experiments.train``).
+
+    Raises:
+        ConfigError: the file cannot be read or is not a saved DQN model; led by ``key``.
+    """
+    try:
+        return DqnPolicy.load(str(path))
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror or err}") from None
+    except _NOT_A_MODEL as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise ConfigError(
+            f"{key}: {path} is not a saved DQN model (a model.zip written by "
+            f"python -m experiments.train): {lines[0]}"
+        ) from None
 
 
 def make_env(

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,10 @@ def test_config_checks_name_their_keys() -> None:
                        tracking=TrackingSchema())
     check_train(base)
     assert dqn_params(base.agent).net_arch == (64, 64)
+    for field, value in (("gamma", 1.5), ("exploration_fraction", 0.0)):
+        with pytest.raises(ConfigError) as bad:
+            dqn_params(DqnSchema(**{field: value}))
+        assert str(bad.value) == f"agent.{field} must lie in (0, 1], got {value!r}"
     for field, value, message in (
         ("total_timesteps", 0, "total_timesteps must be >= 1"),
         ("eval_hours", 0.0, "eval_hours must be a positive number"),
@@ -224,6 +229,26 @@ def test_config_checks_name_their_keys() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             check(EvaluateSchema(**{**ev.__dict__, field: value}))
+
+
+def test_a_file_that_is_not_a_saved_model_is_one_line_naming_it(tmp_path: Path) -> None:
+    """``experiments.export model=<a CSV>`` exits 2 naming the file; evaluate refuses it too."""
+    from experiments.evaluate import load_dqn
+    from sim.errors import ConfigError
+
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b\n1,2\n")
+    done = _run("experiments.export", tmp_path, f"model={csv}", "tracking=off", timeout_s=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"error: model: {csv} is not a saved DQN model"), done.stderr
+    not_a_model = tmp_path / "other.zip"
+    with zipfile.ZipFile(not_a_model, "w") as archive:
+        archive.writestr("notes.txt", "no model here")
+    for path in (csv, not_a_model):
+        with pytest.raises(ConfigError, match=f"models.calm: {path} is not a saved DQN model"):
+            load_dqn(path, "models.calm")
 
 
 def test_an_export_names_the_training_run_of_its_model(tmp_path: Path) -> None:
