@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import math
 import os
 import signal
@@ -69,13 +70,35 @@ def client_for(uri: str | None) -> MlflowClient:
 @functools.lru_cache(maxsize=8)
 def _client(resolved: str) -> MlflowClient:
     try:
-        with _store_lock(resolved):
+        with _store_lock(resolved), _quiet_mlflow():
             client = MlflowClient(tracking_uri=resolved)
             client.search_experiments(max_results=1)  # creates or migrates the store's tables
         return client
     except Exception as err:
         raise ConfigError(f"tracking.tracking_uri: cannot use {resolved!r}: "
                           f"{_first_line(str(err))}") from None
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's INFO records kept off the console while a store is opened.
+
+    MLflow logs the creation and migration of a SQLite store's tables at INFO through its own
+    console handler, which Hydra's job logging (INFO to the job's log file, warnings to the
+    console) does not replace; ``experiments.run`` opens the store in a callback, before that
+    job logging even exists. Warnings and errors still show. ``MLFLOW_LOGGING_LEVEL`` set by
+    the user is left to rule.
+    """
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    if os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        yield
+        return
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
