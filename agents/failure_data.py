@@ -352,7 +352,11 @@ class Windows:
     ``label`` is 1 when the host fails within the horizon after the window's end;
     ``warning`` tells whether that next failure gives warning signs; ``time_to_failure_s`` is
     the time to the host's next failure (inf when none is recorded) and ``next_failure`` its
-    row in ``failures`` (-1 when none).
+    row in ``failures`` (-1 when none). ``horizon_in_data`` tells whether the whole horizon
+    after the window's end lies within the data set: a window in the data's last horizon is
+    kept only when a failure follows it (its label is known), so that stretch holds
+    positives alone, and a figure that counts negatives must leave it out
+    (:func:`agents.failure_eval.split_windows` does, for validation and test).
     """
 
     fleet: npt.NDArray[np.int64]
@@ -362,6 +366,7 @@ class Windows:
     warning: npt.NDArray[np.bool_]
     time_to_failure_s: npt.NDArray[np.float64]
     next_failure: npt.NDArray[np.int64]
+    horizon_in_data: npt.NDArray[np.bool_]
 
 
 def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
@@ -370,14 +375,16 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
     Windows ending between a failure and its repair are left out: the host is broken then,
     there is nothing left to predict. So are windows that end less than ``horizon_s`` before
     the data set does with no failure recorded after them: whether the host failed within the
-    horizon is not in the data (right-censored), so they have no label.
+    horizon is not in the data (right-censored), so they have no label. Those in that last
+    stretch with a failure after them are kept, for training, and marked
+    (``horizon_in_data`` False): among them there are no negatives to rank them against.
     """
     if seq_len < 1 or seq_len > ds.times_s.size:
         raise FailureDataError(f"seq_len must be in [1, {ds.times_s.size}], got {seq_len}")
     if horizon_s <= 0:
         raise FailureDataError(f"horizon_s must be > 0, got {horizon_s}")
     n_fleets, n_hosts, n_steps, _ = ds.features.shape
-    fl, ho, en, lab, warn, ttf, nf = [], [], [], [], [], [], []
+    fl, ho, en, lab, warn, ttf, nf, seen = [], [], [], [], [], [], [], []
     f = ds.failures
     t_last = float(ds.times_s[-1])
     for a in range(n_fleets):
@@ -400,7 +407,8 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
             w[has] = w_fail[nxt[has]]
             row = np.full(ends.size, -1, dtype=np.int64)
             row[has] = np.flatnonzero(sel)[nxt[has]]
-            known = (dt <= horizon_s) | (t_end + horizon_s <= t_last)
+            in_data = t_end + horizon_s <= t_last
+            known = (dt <= horizon_s) | in_data
             ends, t_end, dt, w, row = ends[known], t_end[known], dt[known], w[known], row[known]
             fl.append(np.full(ends.size, a))
             ho.append(np.full(ends.size, h))
@@ -409,6 +417,7 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
             warn.append(w)
             ttf.append(dt)
             nf.append(row)
+            seen.append(in_data[known])
     return Windows(
         fleet=np.concatenate(fl).astype(np.int64),
         host=np.concatenate(ho).astype(np.int64),
@@ -417,6 +426,7 @@ def make_windows(ds: FailureDataset, seq_len: int, horizon_s: float) -> Windows:
         warning=np.concatenate(warn),
         time_to_failure_s=np.concatenate(ttf),
         next_failure=np.concatenate(nf).astype(np.int64),
+        horizon_in_data=np.concatenate(seen),
     )
 
 

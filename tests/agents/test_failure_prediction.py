@@ -12,6 +12,7 @@ from agents import failure_data as fd
 from agents.failure_eval import (
     ThresholdRule,
     baseline_scores,
+    event_leads,
     event_metrics,
     fit_baselines,
     pr_auc_by_onset,
@@ -93,6 +94,7 @@ def test_windows_without_a_known_label_are_left_out(small_ds: fd.FailureDataset)
     assert late.any()
     assert np.all(w.label[late])
     assert np.all(w.time_to_failure_s[late] <= horizon)
+    assert np.array_equal(w.horizon_in_data, ~late)
 
 
 def test_split_has_no_leakage(small_ds: fd.FailureDataset) -> None:
@@ -103,7 +105,13 @@ def test_split_has_no_leakage(small_ds: fd.FailureDataset) -> None:
     train, val, test = (set(key[i].tolist()) for i in (s.train, s.val, s.test))
     assert not (train & val) and not (train & test) and not (val & test)
     assert (len(train), len(val), len(test)) == (6, 2, 4)
-    assert sorted(np.concatenate([s.train, s.val, s.test]).tolist()) == list(range(key.size))
+    # training keeps every window of its hosts; validation and test leave out the windows of
+    # the data's last horizon, where only the positives have a label
+    held_out = np.isin(key, [*val, *test])
+    left_out = np.setdiff1d(np.arange(key.size), np.concatenate([s.train, s.val, s.test]))
+    assert left_out.size > 0
+    assert np.array_equal(left_out, np.flatnonzero(held_out & ~w.horizon_in_data))
+    assert np.all(w.label[left_out])
     again = split_windows(small_ds, w, 0.3, 0.25, seed=0)
     assert np.array_equal(again.val, s.val)
     assert not np.array_equal(split_windows(small_ds, w, 0.3, 0.25, seed=1).val, s.val)
@@ -241,6 +249,30 @@ def test_event_metrics_on_a_perfect_score(small_ds: fd.FailureDataset) -> None:
     assert m["alarm_precision"] == pytest.approx(1.0)
     assert m["event_recall"] == pytest.approx(1.0)
     assert m["median_lead_h"] <= 3.0
+
+
+def test_failures_in_the_last_horizon_are_not_events(small_ds: fd.FailureDataset) -> None:
+    """A failure whose horizon windows reach the data's last horizon is not judged."""
+    horizon = 3 * 3600.0
+    w = fd.make_windows(small_ds, 4, horizon)
+    idx = np.arange(w.label.size)
+    f = small_ds.failures
+    times, t_end = small_ds.times_s, small_ds.times_s[w.end]
+
+    def has_windows(k: int) -> bool:
+        mine = (w.fleet == f.fleet[k]) & (w.host == f.host[k])
+        return bool(np.any(mine & (t_end < f.t_s[k]) & (t_end >= f.t_s[k] - horizon)))
+
+    # late: the last step ending before the failure has part of its horizon past the data
+    late = np.array([
+        bool(np.any(times < t)) and times[times < t].max() + horizon > times[-1] for t in f.t_s
+    ])
+    assert any(has_windows(k) for k in np.flatnonzero(f.warning & late))
+    everything = np.ones(idx.size, dtype=bool)
+    leads, n_events = event_leads(small_ds, w, idx, everything, horizon, warning=True)
+    # every counted failure is caught by an all-alarm score, and none of them is late
+    assert len(leads) == n_events
+    assert n_events == sum(has_windows(k) for k in np.flatnonzero(f.warning & ~late))
 
 
 def test_pr_auc_by_onset_splits_positives_at_their_fault_onset(
