@@ -114,6 +114,24 @@ class Split:
     test_hosts: npt.NDArray[np.int64]
 
 
+def split_host_counts(
+    n_hosts: int, test_host_share: float, val_host_share: float
+) -> tuple[int, int]:
+    """How many of ``n_hosts`` hosts :func:`split_windows` draws for test and for validation.
+
+    Raises:
+        ValueError: a share outside (0, 1), or too few hosts to leave any for training.
+    """
+    for name, share in (("test_host_share", test_host_share), ("val_host_share", val_host_share)):
+        if not 0.0 < share < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {share}")
+    n_test = max(1, round(test_host_share * n_hosts))
+    n_val = max(1, round(val_host_share * (n_hosts - n_test)))
+    if n_val >= n_hosts - n_test:
+        raise ValueError(f"{n_hosts} hosts are too few for this split")
+    return n_test, n_val
+
+
 def split_windows(
     ds: FailureDataset, w: Windows, test_host_share: float, val_host_share: float, seed: int
 ) -> Split:
@@ -128,18 +146,12 @@ def split_windows(
     default twin run 649 test windows, every one a positive: 0.020-0.030 of each model's
     PR-AUC). Training keeps them: they are real positives, and its negatives are drawn anyway.
     """
-    for name, share in (("test_host_share", test_host_share), ("val_host_share", val_host_share)):
-        if not 0.0 < share < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {share}")
     n_fleets, n_hosts = ds.features.shape[:2]
-    test_seq, _, val_seq = np.random.SeedSequence(seed).spawn(3)
     host_ids = np.arange(n_fleets * n_hosts)
-    n_test = max(1, round(test_host_share * host_ids.size))
+    n_test, n_val = split_host_counts(host_ids.size, test_host_share, val_host_share)
+    test_seq, _, val_seq = np.random.SeedSequence(seed).spawn(3)
     test_hosts = np.sort(np.random.default_rng(test_seq).choice(host_ids, n_test, replace=False))
     rest = np.setdiff1d(host_ids, test_hosts)
-    n_val = max(1, round(val_host_share * rest.size))
-    if n_val >= rest.size:
-        raise ValueError(f"{host_ids.size} hosts are too few for this split")
     val_hosts = np.random.default_rng(val_seq).choice(rest, n_val, replace=False)
     key = w.fleet * n_hosts + w.host
     is_test, is_val = np.isin(key, test_hosts), np.isin(key, val_hosts)

@@ -42,6 +42,7 @@ from agents import nab_scoring as nab
 from agents.detectors import DetectorInputError
 from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
 from agents.failure_data import FailureDataError, FleetSpec
+from agents.failure_eval import split_host_counts
 from agents.failure_predictor import PRECISIONS, PredictorError
 from agents.smd_scoring import SmdDataError
 from experiments import detect_plots, joblog, jsonout, tracking
@@ -180,15 +181,14 @@ def _check_twin(t: TwinDataSchema) -> None:
         value = getattr(t, key)
         if not (math.isfinite(value) and value > 0):
             raise DetectConfigError(f"twin.{key}: must be a finite number > 0, got {value}")
-    # The host counts of agents.failure_eval.split_windows: one host at least for each part.
-    n_hosts = t.hosts * t.fleets
-    n_test = max(1, round(t.test_host_share * n_hosts))
-    if max(1, round(t.val_host_share * (n_hosts - n_test))) >= n_hosts - n_test:
+    try:  # the shares themselves were checked above
+        split_host_counts(t.hosts * t.fleets, t.test_host_share, t.val_host_share)
+    except ValueError:
         raise DetectConfigError(
             f"twin.hosts: {t.hosts} hosts x {t.fleets} fleets are too few to split into test "
             f"(twin.test_host_share={t.test_host_share}), validation "
             f"(twin.val_host_share={t.val_host_share}) and training hosts"
-        )
+        ) from None
 
 
 def _root(schema: DetectSchema) -> Path:

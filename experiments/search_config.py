@@ -22,6 +22,7 @@ from agents.evolution import GAParams
 from experiments import joblog
 from experiments.config import TrackingSchema, _reject_unknown_keys
 from sim.architecture import EvalSpec
+from sim.config import _positive
 from sim.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -200,10 +201,7 @@ def check_tuner(s: TunerSchema) -> None:
         value = getattr(s, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"tuner.{name} must be a positive integer, got {value!r}")
-    for name in ("hours", "interval_s"):
-        value = getattr(s, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"tuner.{name} must be a positive number, got {value!r}")
+    _positive("tuner", hours=s.hours, interval_s=s.interval_s)
     if not (isinstance(s.cooldown_s, int | float) and math.isfinite(s.cooldown_s)
             and s.cooldown_s >= 0):
         raise ConfigError(f"tuner.cooldown_s must be a finite number >= 0, got {s.cooldown_s!r}")
