@@ -22,12 +22,13 @@ plus the top-level ``seed``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,6 +262,20 @@ def error_line(err: BaseException) -> str:
         key = cause.full_key or _override_key(str(err))
         return f"{key}: {_first_line(cause.msg or str(cause))}"
     return _first_line(str(err))
+
+
+@contextlib.contextmanager
+def reported_at_exit(*extra: type[BaseException]) -> Iterator[None]:
+    """Inside a Hydra task: a config error (or one of ``extra``) leaves as :class:`StartupAbort`.
+
+    Hydra reports an ``Exception`` leaving a task with an "Error executing job" line before
+    it re-raises; a ``BaseException`` passes that report, so :func:`run_app` prints the one
+    line alone. Handlers inside the block (one that marks an MLflow run FAILED) run first.
+    """
+    try:
+        yield
+    except CONFIG_ERRORS + extra as err:
+        raise StartupAbort(error_line(err)) from None
 
 
 def run_app(app: Callable[[], object]) -> None:

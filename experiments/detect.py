@@ -47,11 +47,9 @@ from agents.failure_predictor import PRECISIONS, PredictorError
 from agents.smd_scoring import SmdDataError
 from experiments import detect_plots, joblog, jsonout, tracking
 from experiments.config import (
-    CONFIG_ERRORS,
-    StartupAbort,
     TrackingSchema,
     _reject_unknown_keys,
-    error_line,
+    reported_at_exit,
     run_app,
 )
 from sim.errors import ConfigError
@@ -127,7 +125,6 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
 )
 """What a data set the run cannot use raises: one line on stderr and exit status 2 (:func:`app`)."""
 
-_REPORTED = CONFIG_ERRORS + DATA_ERRORS
 
 
 def _check(schema: DetectSchema) -> None:
@@ -318,14 +315,11 @@ def summary_metrics(result: dict[str, Any]) -> dict[str, float]:
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, run, log to MLflow, print one JSON line.
 
-    A bad config value or a data set the run cannot use ends the job as
-    :class:`StartupAbort` (a BaseException passes Hydra's job error report): one line on
-    stderr and exit status 2, from :func:`main`.
+    A bad config value or a data set the run cannot use ends the job as one line on stderr
+    and exit status 2, from :func:`main` (:func:`~experiments.config.reported_at_exit`).
     """
-    try:
+    with reported_at_exit(*DATA_ERRORS):
         return _detect(cfg)
-    except _REPORTED as err:
-        raise StartupAbort(error_line(err)) from None
 
 
 def _detect(cfg: DictConfig) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from agents.base import (
     run_episode,
 )
 from experiments import joblog, jsonout, plots, tracking
-from experiments.config import run_app
+from experiments.config import reported_at_exit, run_app
 from experiments.rl_config import (
     EvaluateSchema,
     episode_steps,
@@ -180,7 +180,16 @@ def table(rows: list[dict[str, Any]], metric: str, baseline: str) -> str:
 
 @hydra.main(version_base="1.3", config_path=None, config_name="evaluate_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
-    """Run every agent on every scenario and seed; report and log the comparison."""
+    """Run every agent on every scenario and seed; report and log the comparison.
+
+    A config error ends the job as one line on stderr and exit status 2 (from :func:`main`),
+    after an open MLflow run is marked FAILED.
+    """
+    with reported_at_exit():
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     joblog.log_config("experiments.evaluate", cfg)
     schema: EvaluateSchema = to_object(cfg, EvaluateSchema)
     check(schema)

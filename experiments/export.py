@@ -30,7 +30,7 @@ from agents.export import export_dqn
 from agents.runtime import load_policy
 from envs import env_id
 from experiments import joblog, jsonout, tracking
-from experiments.config import run_app
+from experiments.config import reported_at_exit, run_app
 from experiments.rl_config import (
     ExportSchema,
     load_dqn_model,
@@ -68,7 +68,16 @@ def record_observations(
 
 @hydra.main(version_base="1.3", config_path=None, config_name="export_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
-    """Export, check parity, log."""
+    """Export, check parity, log.
+
+    A config error ends the job as one line on stderr and exit status 2 (from :func:`main`),
+    after an open MLflow run is marked FAILED.
+    """
+    with reported_at_exit():
+        return _export(cfg)
+
+
+def _export(cfg: DictConfig) -> dict[str, Any]:
     joblog.log_config("experiments.export", cfg)
     s: ExportSchema = to_object(cfg, ExportSchema)
     if s.scenario not in SCENARIOS:

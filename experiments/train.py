@@ -44,7 +44,7 @@ from agents import demonstrations
 from agents.base import SymptomPolicy, evaluate
 from agents.dqn import DqnPolicy, MaskedDQN, make_dqn
 from experiments import joblog, jsonout, plots, tracking
-from experiments.config import run_app
+from experiments.config import reported_at_exit, run_app
 from experiments.rl_config import (
     TrainSchema,
     check_train,
@@ -243,7 +243,16 @@ def _load_checkpoint(run_dir: Path, env: Any, seed: int) -> tuple[DQN, dict[str,
 
 @hydra.main(version_base="1.3", config_path=None, config_name="train_config")
 def app(cfg: DictConfig) -> dict[str, Any]:
-    """Train, checkpoint, evaluate, log; returns the result line."""
+    """Train, checkpoint, evaluate, log; returns the result line.
+
+    A config error ends the job as one line on stderr and exit status 2 (from :func:`main`),
+    after an open MLflow run is marked FAILED.
+    """
+    with reported_at_exit():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     joblog.log_config("experiments.train", cfg)
     schema: TrainSchema = to_object(cfg, TrainSchema)
     check_train(schema)

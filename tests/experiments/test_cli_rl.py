@@ -170,11 +170,12 @@ def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, module: str, args: list[str],
                                            message: str) -> None:
-    """A bad value stops at start with one line naming the key."""
+    """A bad value stops at start with one line naming the key, and nothing else on stderr."""
     done = _run(module, tmp_path, *args, "tracking=off", timeout_s=120)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert message in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, done.stderr[-2000:]  # not Hydra's "Error executing job" line too
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
 
 
 def test_config_checks_name_their_keys() -> None:
