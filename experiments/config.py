@@ -270,11 +270,12 @@ def reported_at_exit(*extra: type[BaseException]) -> Iterator[None]:
 
     Hydra reports an ``Exception`` leaving a task with an "Error executing job" line before
     it re-raises; a ``BaseException`` passes that report, so :func:`run_app` prints the one
-    line alone. Handlers inside the block (one that marks an MLflow run FAILED) run first.
+    line alone. An MLflow run the job left open is marked FAILED first.
     """
     try:
         yield
     except CONFIG_ERRORS + extra as err:
+        tracking.fail_open_runs()
         raise StartupAbort(error_line(err)) from None
 
 

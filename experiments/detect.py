@@ -126,7 +126,6 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
 """What a data set the run cannot use raises: one line on stderr and exit status 2 (:func:`app`)."""
 
 
-
 def _check(schema: DetectSchema) -> None:
     if schema.dataset not in ("nab", "smd", "twin"):
         raise DetectConfigError(f"dataset: must be nab, smd or twin, got {schema.dataset!r}")

@@ -164,3 +164,31 @@ def test_open_runs_are_failed_and_ended_ones_left_alone(tmp_path: Path) -> None:
     assert client.get_run(left).info.status == "FAILED"
     tracking.fail_open_runs()  # nothing open any more: a no-op
     assert client.get_run(left).info.status == "FAILED"
+
+
+def test_a_config_error_inside_a_job_fails_its_open_run_and_leaves_as_one_line(
+    tmp_path: Path,
+) -> None:
+    """``reported_at_exit``: the run left open is FAILED; the error becomes a StartupAbort."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    from experiments import tracking
+    from experiments.config import StartupAbort, reported_at_exit
+    from sim.errors import ConfigError
+
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(f"sqlite:///{(tmp_path / 'store' / 'mlflow.db').as_posix()}")
+    exp = tracking.ensure_experiment(client, "novacron")
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(StartupAbort) as abort, reported_at_exit():
+            left = tracking.start_run(client, exp, "left", {}, {}, entry_point="export")
+            raise ConfigError("model: x.zip is not a saved DQN model\nsecond line")
+        with pytest.raises(KeyError), reported_at_exit():  # anything else passes unchanged
+            raise KeyError("other")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert str(abort.value) == "model: x.zip is not a saved DQN model"
+    assert client.get_run(left).info.status == "FAILED"
