@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from experiments import tracking
-from experiments.config import CONFIG_ERRORS, StartupAbort, error_line, to_run_spec, to_schema
+from experiments.config import reported_at_exit, to_run_spec, to_schema
 from experiments.summarize import DEFAULT_BY, from_sweep, report, write_plot
 
 
@@ -33,14 +33,12 @@ class CheckAtStart(Callback):
 
 
 def _check(config: DictConfig) -> None:
-    try:
+    with reported_at_exit():  # one line and exit 2, from main()
         schema = to_schema(config)
         to_run_spec(schema)
         if schema.tracking.enabled:
             client = tracking.client_for(schema.tracking.tracking_uri)
             tracking.ensure_experiment(client, schema.tracking.experiment)
-    except CONFIG_ERRORS as err:
-        raise StartupAbort(error_line(err)) from None
 
 
 class MultirunSummary(Callback):

@@ -40,10 +40,8 @@ from agents.evolution import (
 )
 from experiments import joblog, jsonout, tracking
 from experiments.config import (
-    CONFIG_ERRORS,
-    StartupAbort,
-    error_line,
     register_configs,
+    reported_at_exit,
     run_app,
 )
 from experiments.search_config import (
@@ -77,14 +75,11 @@ def _validate(s: EvolveSchema) -> None:
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, search, confirm, log."""
     joblog.log_config("experiments.evolve", cfg)
-    try:
+    with reported_at_exit():  # one line and exit 2, from main()
         schema: EvolveSchema = to_object(cfg, EvolveSchema)
         _validate(schema)
         params = to_ga_params(schema.ga)
         spec = to_eval_spec(schema.eval)
-    except CONFIG_ERRORS as err:
-        # A BaseException passes Hydra's job error report: one line, from main().
-        raise StartupAbort(error_line(err)) from None
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt = Path(schema.checkpoint) if schema.checkpoint else out_dir / "checkpoint.pkl"
     space = GenomeSpace(spec.base_config())

@@ -36,10 +36,8 @@ from agents.tuner import OnlineTuner
 from control.optimise import replica_rules, run_tuner
 from experiments import joblog, jsonout, tracking
 from experiments.config import (
-    CONFIG_ERRORS,
-    StartupAbort,
-    error_line,
     register_configs,
+    reported_at_exit,
     run_app,
 )
 from experiments.search_config import (
@@ -80,7 +78,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, run BO or the tuner, log."""
     joblog.log_config("experiments.optimize", cfg)
     torch.set_num_threads(1)
-    try:
+    with reported_at_exit():  # one line and exit 2, from main()
         schema: OptimizeSchema = to_object(cfg, OptimizeSchema)
         if schema.mode not in ("bo", "tuner"):
             raise ConfigError(f"mode must be 'bo' or 'tuner', got {schema.mode!r}")
@@ -91,9 +89,6 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         if schema.tuner.scenario not in SCENARIOS:
             raise ConfigError(f"tuner.scenario: unknown scenario {schema.tuner.scenario!r}")
         check_tuner(schema.tuner)
-    except CONFIG_ERRORS as err:
-        # A BaseException passes Hydra's job error report: one line, from main().
-        raise StartupAbort(error_line(err)) from None
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     client, run_id = None, None
