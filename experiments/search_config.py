@@ -187,7 +187,7 @@ def check_tuner(s: TunerSchema) -> None:
         ConfigError: a value out of range, led by its key; an empty or inverted utilisation
             band names both ``tuner.low_util`` and ``tuner.high_util``.
     """
-    for name in ("low_util", "high_util"):
+    for name in ("low_util", "high_util", "cooldown_s"):
         value = getattr(s, name)
         if isinstance(value, bool) or not (isinstance(value, int | float)
                                            and math.isfinite(value) and value >= 0):
@@ -202,9 +202,6 @@ def check_tuner(s: TunerSchema) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"tuner.{name} must be a positive integer, got {value!r}")
     _positive("tuner", hours=s.hours, interval_s=s.interval_s)
-    if not (isinstance(s.cooldown_s, int | float) and math.isfinite(s.cooldown_s)
-            and s.cooldown_s >= 0):
-        raise ConfigError(f"tuner.cooldown_s must be a finite number >= 0, got {s.cooldown_s!r}")
 
 
 def to_bo_params(s: BOSchema) -> BOParams:

@@ -101,6 +101,7 @@ def test_tuner_checks_name_their_keys() -> None:
         ("hours", 0.0, "tuner.hours must be a positive number"),
         ("interval_s", -1.0, "tuner.interval_s must be a positive number"),
         ("cooldown_s", -1.0, "tuner.cooldown_s must be a finite number >= 0"),
+        ("cooldown_s", True, "tuner.cooldown_s must be a finite number >= 0, got True"),
     ):
         with pytest.raises(ConfigError, match=message):
             check_tuner(TunerSchema(**{field: value}))
