@@ -46,8 +46,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    # The model's scaled inputs: ten levels and their ten step changes per row.
-    x = torch.from_numpy(rng.standard_normal((args.batch, args.seq_len, 20)).astype(np.float32))
+    cfg = PredictorConfig(seq_len=args.seq_len, batch_size=args.batch)
+    # The model's scaled inputs per row: the ten levels on two scales and their step changes.
+    width = LSTMFailurePredictor(cfg).model.lstm.input_size
+    x = torch.from_numpy(rng.standard_normal((args.batch, args.seq_len, width)).astype(np.float32))
     y = torch.from_numpy((rng.random(args.batch) < 0.2).astype(np.float32))
 
     def train_speed(precision: str) -> float:
@@ -65,11 +67,10 @@ def main() -> None:
             pred.train_step(x, y, opt, loss_fn)
         return args.steps * args.batch / (time.perf_counter() - t0)
 
-    cfg = PredictorConfig(seq_len=args.seq_len, batch_size=args.batch)
     train_wps = train_speed(cfg.precision)
     fp32_wps = train_speed("fp32")
 
-    ref = nn.LSTM(20, 32, num_layers=1, batch_first=True)
+    ref = nn.LSTM(width, 32, num_layers=1, batch_first=True)
     with torch.no_grad():
         ref(x)
         t0 = time.perf_counter()
@@ -78,7 +79,7 @@ def main() -> None:
         ref_fwd_wps = args.steps * args.batch / (time.perf_counter() - t0)
 
     pred = LSTMFailurePredictor(cfg)
-    one = rng.standard_normal((1, args.seq_len, 10)).astype(np.float32)
+    one = rng.standard_normal((1, args.seq_len, cfg.n_features)).astype(np.float32)
     for _ in range(20):
         pred.predict_proba(one)
     times = []
@@ -88,7 +89,7 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     times.sort()
     ref_times = []
-    xt = torch.from_numpy(np.concatenate([one, one], axis=-1))
+    xt = torch.from_numpy(np.concatenate([one] * (width // cfg.n_features), axis=-1))
     with torch.no_grad():
         for _ in range(args.calls):
             t0 = time.perf_counter()

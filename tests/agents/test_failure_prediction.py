@@ -194,11 +194,30 @@ def test_step_changes_reach_the_lstm_on_their_own_scale() -> None:
     pred.fit(x, y, x, y, progress=False)
     z = pred.inputs(x).numpy()
     level_steps = np.diff(z[:, :, 6], axis=1)
-    steps = z[:, 1:, 10 + 6]
+    steps = z[:, 1:, 20 + 6]
     assert np.abs(level_steps).max() < 0.05  # as the change of the scaled level: lost
     assert 0.5 < steps.std() < 1.5  # on its own scale: as large as any other input
     assert np.corrcoef(steps[:, 0], slope[:, 0])[0, 1] > 0.99  # and it is the drift
-    assert np.all(z[:, 0, 10:] == 0.0)  # a window's first step has no change
+    assert np.all(z[:, 0, 20:] == 0.0)  # a window's first step has no change
+
+
+def test_robust_levels_show_a_fault_that_has_just_begun() -> None:
+    """Wear just begun is lost beside worn-out disks when standardised, plain when robust."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.5, 0.1, (400, 8, 10)).astype(np.float32)
+    x[:, :, 3] = rng.normal(1e-6, 1e-7, (400, 8))  # healthy disks' wear
+    x[:30, :, 3] = np.linspace(0.05, 1.0, 30)[:, None]  # worn disks set the deviation
+    y = np.zeros(400, bool)
+    y[:30] = True
+    pred = LSTMFailurePredictor(PredictorConfig(hidden=8, layers=1, seq_len=8, max_epochs=1))
+    pred.fit(x, y, x, y, progress=False)
+    probe = np.full((2, 8, 10), 0.5, dtype=np.float32)
+    probe[:, :, 3] = [[1e-6], [0.01]]  # healthy; wear just begun
+    z = pred.inputs(probe).numpy()[:, -1, :]
+    assert z.shape == (2, 30)
+    assert z[1, 3] - z[0, 3] < 0.1  # standardised: a tenth of a unit apart
+    assert z[1, 10 + 3] - z[0, 10 + 3] > 5.0  # robust: far apart, yet bounded by asinh
+    assert abs(z[0, 10 + 3]) < 3.0 and z[1, 10 + 3] < 20.0
 
 
 def test_dropout_sits_between_lstm_layers() -> None:
