@@ -353,8 +353,29 @@ def test_event_threshold_takes_the_middle_of_the_feasible_band(small_ds: fd.Fail
         and metrics(float(t))["event_recall"] == 1.0
     ]
     assert min(ok) < thr < max(ok)
+    assert thr == pytest.approx(0.5 * (min(ok) + max(ok)))  # the band's middle in score
     noise = rng.uniform(0.0, 1.0, idx.size)
     assert event_threshold(small_ds, w, idx, noise, HORIZON_S) > noise.max()
+
+
+def test_event_threshold_falls_back_to_a_feasible_candidate_across_a_gap(
+    small_ds: fd.FailureDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A band split by a stretch under 0.90 precision: its score midpoint is not taken."""
+    import experiments.detect_twin as dt
+
+    def fake_metrics(*args: object, **kwargs: object) -> dict[str, float]:
+        thr = float(args[4])  # type: ignore[arg-type]
+        feasible = 0.6 <= thr <= 0.65 or 0.9 <= thr <= 0.95
+        return {"alarm_precision": 0.95 if feasible else 0.5,
+                "event_recall": 1.0 if thr <= 0.95 else 0.5}
+
+    monkeypatch.setattr(dt, "event_metrics", fake_metrics)
+    w = fd.make_windows(small_ds, 4, HORIZON_S)
+    scores = np.linspace(0.0, 1.0, 201)
+    thr = dt.event_threshold(small_ds, w, np.arange(201), scores, HORIZON_S)
+    assert fake_metrics(None, None, None, None, thr)["alarm_precision"] == 0.95
+    assert thr == pytest.approx(0.65)  # the median of the band's 0.6-0.65 and 0.9-0.95 points
 
 
 def test_host_bootstrap_interval_sides_with_the_better_model(small_ds: fd.FailureDataset) -> None:
