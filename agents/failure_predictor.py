@@ -56,21 +56,26 @@ INPUT_SCALING = "mean-std-asinh+median-iqr-asinh+step-std-asinh"
 """Recorded in saved predictors; a file with another scaling is refused on load."""
 
 
+def _floored(spread: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """``spread`` floored at 1 % of the centre's magnitude; 1.0 where both are 0.
+
+    A feature constant at 0 in training: any unit will do; its excursions stay bounded by asinh.
+    """
+    scale = np.maximum(spread, 0.01 * np.abs(center))
+    return np.where(scale > 0, scale, 1.0)
+
+
 def _input_scale(flat: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature centre (mean) and scale (standard deviation, >= 1 % of the mean's size)."""
     center = flat.mean(axis=0)
-    scale = np.maximum(flat.std(axis=0), 0.01 * np.abs(center))
-    # A feature constant at 0 in training: any unit will do; its excursions stay bounded by asinh.
-    return center, np.where(scale > 0, scale, 1.0)
+    return center, _floored(flat.std(axis=0), center)
 
 
 def _robust_scale(flat: npt.NDArray[np.float32]) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature centre (median) and scale (interquartile range / 1.349, >= 1 % of the median)."""
     center = np.median(flat, axis=0)
     q1, q3 = np.quantile(flat, [0.25, 0.75], axis=0)
-    scale = np.maximum((q3 - q1) / 1.349, 0.01 * np.abs(center))
-    # A feature whose middle half is constant at 0: any unit will do; asinh bounds its excursions.
-    return center, np.where(scale > 0, scale, 1.0)
+    return center, _floored((q3 - q1) / 1.349, center)
 
 
 def _step_changes(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
