@@ -6,7 +6,10 @@ whose last hidden state feeds a linear layer giving one logit. Training: binary 
 with the positive class weighted by the negative/positive ratio of the training set (class
 imbalance), Adam, early stopping on the validation PR-AUC (the best epoch's weights are kept),
 then Platt scaling (Platt 1999) of the logit on the validation set so that the output is a
-calibrated probability.
+calibrated probability. Optionally (``fit(..., onset=flags)``) a second head on the same hidden
+state learns, in training only, whether the coming failure's warning fault has already begun
+(:class:`OnsetTask`): on the twin's fleets it ranks the windows after the onset better and
+those before it worse, leaving the PR-AUC where it was, so the twin run leaves it off.
 
 Inputs: each feature is standardised with its training mean and standard deviation (the
 deviation floored at 1 % of the mean's magnitude) and passed through ``asinh``, linear within
@@ -130,6 +133,9 @@ class PredictorConfig:
     signs behind the default run's training set) and a 3 x 128 LSTM fits them within a few
     epochs: 0.3 rather than 0.1 raised the twin run's held-out PR-AUC from 0.557 to 0.566."""
     lr: float = 1e-3
+    onset_weight: float = 1.0
+    """Weight of the auxiliary onset loss when :meth:`LSTMFailurePredictor.fit` is given the
+    onset targets (0 leaves it out; without the targets there is none)."""
     batch_size: int = 256
     max_epochs: int = 30
     patience: int = 4
@@ -144,6 +150,10 @@ class PredictorConfig:
             raise PredictorError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.lr <= 0:
             raise PredictorError(f"lr must be > 0, got {self.lr}")
+        if not (np.isfinite(self.onset_weight) and self.onset_weight >= 0):
+            raise PredictorError(
+                f"onset_weight must be a finite number >= 0, got {self.onset_weight}"
+            )
         if self.precision not in PRECISIONS:
             raise PredictorError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -177,14 +187,52 @@ class FailureLSTM(nn.Module):
         )
         self.head = nn.Linear(cfg.hidden, 1)
 
+    def last_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq, 3 * features)`` -> the top layer's last hidden state."""
+        out, _ = self.lstm(x)
+        return out[:, -1, :]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, seq, 3 * features)`` -> logits ``(batch,)``.
 
         Each step comes with its change since the previous step beside it, so trends (the
         warning signs) are first-order inputs rather than something to learn to subtract.
         """
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1, :]).squeeze(-1)
+        return self.head(self.last_hidden(x)).squeeze(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class OnsetTask:
+    """The auxiliary training target: has the coming failure's warning fault begun?
+
+    ``head`` reads the same last hidden state as the failure head; ``loss_fn`` is its
+    class-weighted cross-entropy, added to the failure loss with weight ``weight``. Used in
+    training only: the predictor's output, saved model and inference are the failure head's.
+    """
+
+    head: nn.Linear
+    loss_fn: nn.Module
+    weight: float
+    targets: torch.Tensor
+    """One 0 / 1 flag per training window."""
+
+    @classmethod
+    def create(cls, cfg: PredictorConfig, flags: npt.NDArray[np.float32]) -> OnsetTask:
+        """A fresh head for ``cfg``'s hidden state, its loss weighted by the flags' balance.
+
+        The head's initial weights are drawn without advancing torch's global generator, so
+        the LSTM's dropout masks stay those of a training run without the onset target.
+        """
+        rng_state = torch.get_rng_state()
+        head = nn.Linear(cfg.hidden, 1)
+        torch.set_rng_state(rng_state)
+        n_on = float(flags.sum())
+        return cls(
+            head=head,
+            loss_fn=nn.BCEWithLogitsLoss(pos_weight=torch.tensor((flags.size - n_on) / n_on)),
+            weight=cfg.onset_weight,
+            targets=torch.from_numpy(np.asarray(flags, dtype=np.float32)),
+        )
 
 
 def _check_xy(x: npt.ArrayLike, y: npt.ArrayLike | None, cfg: PredictorConfig, name: str) -> None:
@@ -197,6 +245,23 @@ def _check_xy(x: npt.ArrayLike, y: npt.ArrayLike | None, cfg: PredictorConfig, n
         raise PredictorError(f"{name}: contains NaN or inf")
     if y is not None and np.asarray(y).shape != (xa.shape[0],):
         raise PredictorError(f"{name}: {np.asarray(y).shape} labels for {xa.shape[0]} windows")
+
+
+def _check_onset(onset: npt.ArrayLike, y: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The onset flags as float32, checked against the training labels."""
+    o = np.asarray(onset)
+    if o.shape != y.shape:
+        raise PredictorError(f"onset: {o.shape} flags for {y.shape[0]} training windows")
+    if o.dtype != np.bool_ and not np.all((o == 0) | (o == 1)):
+        raise PredictorError("onset: flags must be 0 / 1 (or bool)")
+    ob = o.astype(bool)
+    if np.any(ob & (y == 0)):
+        raise PredictorError(
+            f"onset: {int(np.sum(ob & (y == 0)))} windows flagged as begun are labelled negative"
+        )
+    if not ob.any() or ob.all():
+        raise PredictorError("onset flags must contain both classes")
+    return ob.astype(np.float32)
 
 
 class LSTMFailurePredictor:
@@ -255,11 +320,15 @@ class LSTMFailurePredictor:
         y_val: npt.ArrayLike,
         progress: bool = True,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        onset: npt.ArrayLike | None = None,
     ) -> list[dict[str, float]]:
         """Train with early stopping on the validation PR-AUC, then Platt-calibrate.
 
         ``on_epoch(epoch, metrics)`` is called after each epoch (e.g. to log to MLflow).
-        Returns the per-epoch history.
+        ``onset`` (optional, one flag per training window): the window is positive and its
+        failure's warning fault had begun by its last step. With it (and ``onset_weight`` > 0)
+        a second head on the same hidden state learns that flag alongside the label
+        (:class:`OnsetTask`). Returns the per-epoch history.
         """
         cfg = self.cfg
         _check_xy(x_train, y_train, cfg, "x_train")
@@ -271,6 +340,7 @@ class LSTMFailurePredictor:
             raise PredictorError("training labels must contain both classes")
         if yva.sum() == 0 or yva.sum() == yva.size:
             raise PredictorError("validation labels must contain both classes")
+        ons = None if onset is None else _check_onset(onset, ytr)
         xtr_raw = np.asarray(x_train, dtype=np.float32)
         flat = xtr_raw.reshape(-1, cfg.n_features)
         center, scale = _input_scale(flat)
@@ -286,7 +356,12 @@ class LSTMFailurePredictor:
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.model = FailureLSTM(cfg)
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        params = list(self.model.parameters())
+        task: OnsetTask | None = None
+        if ons is not None and cfg.onset_weight > 0:
+            task = OnsetTask.create(cfg, ons)
+            params += list(task.head.parameters())
+        opt = torch.optim.Adam(params, lr=cfg.lr)
         pos_weight = torch.tensor((ytr.size - n_pos) / n_pos)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         best_ap, best_state, bad_epochs = -1.0, copy.deepcopy(self.model.state_dict()), 0
@@ -295,10 +370,17 @@ class LSTMFailurePredictor:
         for epoch in bar:
             self.model.train()
             order = torch.randperm(xtr.shape[0], generator=gen)
-            total = 0.0
+            total = total_onset = 0.0
             for s in range(0, xtr.shape[0], cfg.batch_size):
                 idx = order[s : s + cfg.batch_size]
-                total += self.train_step(xtr[idx], ytr_t[idx], opt, loss_fn) * idx.numel()
+                if task is None:
+                    total += self.train_step(xtr[idx], ytr_t[idx], opt, loss_fn) * idx.numel()
+                else:
+                    label_loss, onset_loss = self.train_step_with_onset(
+                        xtr[idx], ytr_t[idx], task.targets[idx], opt, loss_fn, task
+                    )
+                    total += label_loss * idx.numel()
+                    total_onset += onset_loss * idx.numel()
             self.model.eval()
             with torch.no_grad():
                 val_logits = self.model(xva)
@@ -309,6 +391,8 @@ class LSTMFailurePredictor:
                 "val_loss": val_loss,
                 "val_pr_auc": val_ap,
             }
+            if task is not None:
+                metrics["train_onset_loss"] = total_onset / xtr.shape[0]
             self.history.append(metrics)
             bar.set_postfix(metrics)
             if on_epoch is not None:
@@ -343,6 +427,28 @@ class LSTMFailurePredictor:
         loss.backward()
         opt.step()
         return float(loss.detach())
+
+    def train_step_with_onset(
+        self,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        ob: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        loss_fn: nn.Module,
+        task: OnsetTask,
+    ) -> tuple[float, float]:
+        """:meth:`train_step` with the onset head's loss added; returns both batch losses."""
+        dtype = self.cfg.train_dtype()
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            hidden = self.model.last_hidden(xb)
+            logits = self.model.head(hidden).squeeze(-1)
+            onset_logits = task.head(hidden).squeeze(-1)
+        label_loss = loss_fn(logits.float(), yb)
+        onset_loss = task.loss_fn(onset_logits.float(), ob)
+        (label_loss + task.weight * onset_loss).backward()
+        opt.step()
+        return float(label_loss.detach()), float(onset_loss.detach())
 
     def calibrate(self, x: npt.ArrayLike, y: npt.ArrayLike) -> None:
         """Platt scaling: fit ``P = sigmoid(a * logit + b)`` on held-out windows."""

@@ -33,6 +33,7 @@ from agents.failure_eval import (
     pr_auc_by_onset,
     pr_auc_items,
     split_windows,
+    warning_begun,
     window_features,
 )
 from agents.failure_predictor import LSTMFailurePredictor, PredictorConfig
@@ -302,6 +303,7 @@ def run_twin(
             layers=schema.layers,
             seq_len=schema.seq_len,
             max_epochs=schema.epochs,
+            onset_weight=schema.onset_weight,
             seed=draw_seed,
             precision=schema.precision,
         )
@@ -313,7 +315,10 @@ def run_twin(
                     log_metric(f"lstm_{k}" if r == 0 else f"lstm_r{r}_{k}", v, epoch)
 
         t0 = time.perf_counter()
-        lstm.fit(x_train, y_train, x_val, y_val, on_epoch=on_epoch, progress=r == 0)
+        lstm.fit(
+            x_train, y_train, x_val, y_val, on_epoch=on_epoch, progress=r == 0,
+            onset=warning_begun(ds, windows, train_idx) if schema.onset_weight > 0 else None,
+        )
         t_lstm = time.perf_counter() - t0
         scores_val = {"lstm": lstm.predict_proba(x_val)}
         scores_test = {"lstm": lstm.predict_proba(x_test)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -218,6 +219,73 @@ def test_robust_levels_show_a_fault_that_has_just_begun() -> None:
     assert z[1, 3] - z[0, 3] < 0.1  # standardised: a tenth of a unit apart
     assert z[1, 10 + 3] - z[0, 10 + 3] > 5.0  # robust: far apart, yet bounded by asinh
     assert abs(z[0, 10 + 3]) < 3.0 and z[1, 10 + 3] < 20.0
+
+
+def _toy_onset(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positives of two sorts: half show a trend (their fault has begun), half look negative."""
+    x, y = _toy(seed, n)
+    onset = y & (np.arange(n) % 2 == 0)
+    x[y & ~onset] = np.random.default_rng(seed + 100).standard_normal(
+        (int(np.sum(y & ~onset)), 8, 10)
+    )
+    return x, y, onset
+
+
+def test_onset_target_trains_a_second_head_and_keeps_the_model_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """The onset target: weight 0 is training without it; weight 1 trains a second head.
+
+    With weight 1 the onset head learns its flag beside the label's, the failure head trains
+    differently, and the saved / loaded model is the same kind as before (no extra head).
+    """
+    x, y, onset = _toy_onset(0)
+    xv, yv, _ = _toy_onset(1)
+    cfg = PredictorConfig(
+        hidden=16, layers=2, seq_len=8, max_epochs=12, patience=12, batch_size=32, seed=0
+    )
+    plain = LSTMFailurePredictor(cfg)
+    plain.fit(x, y, xv, yv, progress=False)
+    off = LSTMFailurePredictor(dataclasses.replace(cfg, onset_weight=0.0))
+    off.fit(x, y, xv, yv, progress=False, onset=onset)
+    assert np.array_equal(off.predict_proba(xv), plain.predict_proba(xv))
+    assert off.history == plain.history
+
+    on = LSTMFailurePredictor(cfg)
+    on.fit(x, y, xv, yv, progress=False, onset=onset)
+    assert not np.allclose(on.predict_proba(xv), plain.predict_proba(xv))
+    losses = [h["train_onset_loss"] for h in on.history]
+    assert "train_onset_loss" not in plain.history[0]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]  # it learns the flag
+    assert on.model.state_dict().keys() == plain.model.state_dict().keys()
+    on.save(tmp_path / "m")
+    again = LSTMFailurePredictor.load(tmp_path / "m")
+    assert np.allclose(again.predict_proba(xv), on.predict_proba(xv))
+    twice = LSTMFailurePredictor(cfg)
+    twice.fit(x, y, xv, yv, progress=False, onset=onset)
+    assert np.array_equal(twice.predict_proba(xv), on.predict_proba(xv))
+
+
+def test_onset_flags_and_weight_are_checked() -> None:
+    """Bad onset flags or weights are refused with a message naming the problem.
+
+    Flags of the wrong length, not 0 / 1, on a negative window, or all one class; a negative
+    or NaN weight.
+    """
+    x, y, onset = _toy_onset(0, 60)
+    pred = LSTMFailurePredictor(PredictorConfig(hidden=8, layers=1, seq_len=8, max_epochs=1))
+    bad_flags = {
+        "flags for 60 training windows": onset[:-1],
+        "0 / 1": np.where(onset, 2, 0),
+        "labelled negative": onset | ~y,
+        "both classes": np.zeros(60, bool),
+    }
+    for message, flags in bad_flags.items():
+        with pytest.raises(PredictorError, match=message):
+            pred.fit(x, y, x, y, progress=False, onset=flags)
+    for weight in (-0.5, float("nan")):
+        with pytest.raises(PredictorError, match="onset_weight"):
+            PredictorConfig(onset_weight=weight)
 
 
 def test_dropout_sits_between_lstm_layers() -> None:

@@ -86,6 +86,9 @@ def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> N
     done = _detect(tmp_path, "dataset=twin", "twin.bootstrap=-1", "tracking.enabled=false")
     assert done.returncode == 2
     assert "twin.bootstrap" in done.stderr and "-1" in done.stderr
+    done = _detect(tmp_path, "dataset=twin", "twin.onset_weight=-2", "tracking.enabled=false")
+    assert done.returncode == 2
+    assert "twin.onset_weight" in done.stderr and "-2" in done.stderr
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
