@@ -373,14 +373,12 @@ class LSTMFailurePredictor:
             total = total_onset = 0.0
             for s in range(0, xtr.shape[0], cfg.batch_size):
                 idx = order[s : s + cfg.batch_size]
-                if task is None:
-                    total += self.train_step(xtr[idx], ytr_t[idx], opt, loss_fn) * idx.numel()
-                else:
-                    label_loss, onset_loss = self.train_step_with_onset(
-                        xtr[idx], ytr_t[idx], task.targets[idx], opt, loss_fn, task
-                    )
-                    total += label_loss * idx.numel()
-                    total_onset += onset_loss * idx.numel()
+                label_loss, onset_loss = self._step(
+                    xtr[idx], ytr_t[idx], opt, loss_fn,
+                    task, None if task is None else task.targets[idx],
+                )
+                total += label_loss * idx.numel()
+                total_onset += onset_loss * idx.numel()
             self.model.eval()
             with torch.no_grad():
                 val_logits = self.model(xva)
@@ -419,36 +417,37 @@ class LSTMFailurePredictor:
         The forward pass runs under CPU autocast in :meth:`PredictorConfig.train_dtype`; the
         loss is computed in float32 from float32 logits.
         """
-        dtype = self.cfg.train_dtype()
-        opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            logits = self.model(xb)
-        loss = loss_fn(logits.float(), yb)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+        return self._step(xb, yb, opt, loss_fn)[0]
 
-    def train_step_with_onset(
+    def _step(
         self,
         xb: torch.Tensor,
         yb: torch.Tensor,
-        ob: torch.Tensor,
         opt: torch.optim.Optimizer,
         loss_fn: nn.Module,
-        task: OnsetTask,
+        task: OnsetTask | None = None,
+        ob: torch.Tensor | None = None,
     ) -> tuple[float, float]:
-        """:meth:`train_step` with the onset head's loss added; returns both batch losses."""
+        """:meth:`train_step`, plus the onset head's loss when ``task`` is given.
+
+        ``ob`` holds the batch's onset flags (``task.targets`` of the batch). Returns the
+        label's and the onset's batch loss (0 without a task).
+        """
         dtype = self.cfg.train_dtype()
         opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             hidden = self.model.last_hidden(xb)
             logits = self.model.head(hidden).squeeze(-1)
-            onset_logits = task.head(hidden).squeeze(-1)
+            onset_logits = None if task is None else task.head(hidden).squeeze(-1)
         label_loss = loss_fn(logits.float(), yb)
-        onset_loss = task.loss_fn(onset_logits.float(), ob)
-        (label_loss + task.weight * onset_loss).backward()
+        loss, onset_value = label_loss, 0.0
+        if task is not None and onset_logits is not None and ob is not None:
+            onset_loss = task.loss_fn(onset_logits.float(), ob)
+            loss = label_loss + task.weight * onset_loss
+            onset_value = float(onset_loss.detach())
+        loss.backward()
         opt.step()
-        return float(label_loss.detach()), float(onset_loss.detach())
+        return float(label_loss.detach()), onset_value
 
     def calibrate(self, x: npt.ArrayLike, y: npt.ArrayLike) -> None:
         """Platt scaling: fit ``P = sigmoid(a * logit + b)`` on held-out windows."""
