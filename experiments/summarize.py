@@ -295,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not Path(args.sweep_dir).is_dir():
                 raise ConfigError(f"sweep-dir: no folder {args.sweep_dir}")
             runs = from_sweep(args.sweep_dir)
+            if not runs:
+                raise ConfigError(f"sweep-dir: no job folder with kpis.json in {args.sweep_dir}")
             name = f"sweep:{args.sweep_dir}"
             if args.by_kind:
                 kinds = by_fault_kind(args.sweep_dir)

@@ -146,8 +146,8 @@ def test_plot_draws_each_run_and_the_groups_interval(tmp_path: Path) -> None:
     out = write_plot(runs, ("scenario.name", "agent.name"), tmp_path / "s" / "summary.png")
     assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
     assert write_plot([], ("scenario.name",), tmp_path / "none.png") is None
-    assert main(["--sweep-dir", str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 0
-    assert not (tmp_path / "p.png").exists()  # no job folders: nothing to draw
+    assert main(["--sweep-dir", str(tmp_path), "--plot", str(tmp_path / "p.png")]) == 2
+    assert not (tmp_path / "p.png").exists()  # no job folders: refused, nothing drawn
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError):
         write_plot(runs, ("scenario.name",), tmp_path / "file" / "x.png")
@@ -183,12 +183,17 @@ def test_a_filter_mlflow_cannot_parse_is_one_line_naming_it(
 
 def test_a_missing_sweep_folder_and_an_unknown_by_key_are_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """No folder: exit 2. A --by key no run has: exit 2 naming it and keys the runs have.
+    """A missing folder, or one without jobs, or an unknown --by key: exit 2.
 
-    A key only some runs have still groups the others under "?".
+    The --by error names the key and the keys the runs have. A key only some runs have
+    still groups the others under "?".
     """
     assert main(["--sweep-dir", str(tmp_path / "nonexistent")]) == 2
     assert "sweep-dir: no folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--sweep-dir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert f"sweep-dir: no job folder with kpis.json in {tmp_path / 'empty'}" in err
     sweep = tmp_path / "sweep"
     for job, config in enumerate(("scenario:\n  name: a\nseed: 0\n",
                                   "scenario:\n  name: a\nseed: 1\nextra: 1\n")):
