@@ -126,11 +126,19 @@ def _models(
 
     The figures on failures with warning signs also hold the PR-AUC split by whether the
     positive window ends after its fault's onset (:func:`agents.failure_eval.pr_auc_by_onset`).
+    ``val_pr_auc`` is the same PR-AUC on the validation hosts: where a setting may be chosen
+    (the held-out figures are for reporting only).
     """
     models: dict[str, Any] = {}
+    keep_val, y_val = pr_auc_items(windows, val_idx, warning=True)
     for name in scores_test:
         thr = event_threshold(ds, windows, val_idx, scores_val[name], horizon_s)
-        models[name] = {"threshold": thr}
+        val_pr_auc = (
+            float(average_precision_score(y_val, np.asarray(scores_val[name])[keep_val]))
+            if y_val.any()
+            else float("nan")
+        )
+        models[name] = {"threshold": thr, "val_pr_auc": val_pr_auc}
         for key, warning in (("warning", True), ("no_warning", False)):
             models[name][key] = event_metrics(
                 ds, windows, test_idx, scores_test[name], thr, horizon_s, warning=warning
@@ -193,17 +201,14 @@ def host_bootstrap_difference(
 def _repeat_summary(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and 95% interval of each model's figures over repeats, and LSTM - best baseline."""
     out: dict[str, Any] = {"repeats": len(per_repeat), "models": {}}
+    keys = ("pr_auc", "pr_auc_begun", "pr_auc_not_begun", "event_recall", "alarm_precision",
+            "median_lead_h")
     for name in per_repeat[0]:
+        figures = {key: [r[name]["warning"][key] for r in per_repeat] for key in keys}
+        figures["val_pr_auc"] = [r[name]["val_pr_auc"] for r in per_repeat]
         out["models"][name] = {}
-        for key in (
-            "pr_auc",
-            "pr_auc_begun",
-            "pr_auc_not_begun",
-            "event_recall",
-            "alarm_precision",
-            "median_lead_h",
-        ):
-            vals = np.array([r[name]["warning"][key] for r in per_repeat], dtype=float)
+        for key, values in figures.items():
+            vals = np.array(values, dtype=float)
             mean, lo, hi = t_interval(vals)
             out["models"][name][key] = {"mean": mean, "ci95": [lo, hi], "values": vals.tolist()}
     diff = np.array(

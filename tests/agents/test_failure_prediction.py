@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score
 
 from agents import failure_data as fd
 from agents.failure_eval import (
@@ -17,6 +19,7 @@ from agents.failure_eval import (
     event_metrics,
     fit_baselines,
     pr_auc_by_onset,
+    pr_auc_items,
     split_windows,
     warning_begun,
     window_features,
@@ -446,6 +449,25 @@ def test_event_threshold_falls_back_to_a_feasible_candidate_across_a_gap(
     assert thr == pytest.approx(0.65)  # the median of the band's 0.6-0.65 and 0.9-0.95 points
 
 
+def test_models_read_the_pr_auc_on_validation_hosts_too(small_ds: fd.FailureDataset) -> None:
+    """``val_pr_auc`` is each model's PR-AUC on the validation windows, apart from the test's."""
+    from experiments.detect_twin import _models
+
+    w, idx, good, rng = _separating_scores(small_ds)
+    noise = rng.uniform(size=idx.size)
+    val_idx, test_idx = idx[0::2], idx[1::2]
+    scores_val = {"lstm": good[0::2], "logistic": noise[0::2]}
+    scores_test = {"lstm": noise[1::2], "logistic": good[1::2]}
+    models = _models(small_ds, w, val_idx, test_idx, scores_val, scores_test, HORIZON_S)
+    keep, y = pr_auc_items(w, val_idx, warning=True)
+    assert y.any() and not y.all()
+    for name in ("lstm", "logistic"):
+        want = average_precision_score(y, scores_val[name][keep])
+        assert models[name]["val_pr_auc"] == pytest.approx(want)
+    assert models["lstm"]["val_pr_auc"] > models["logistic"]["val_pr_auc"]
+    assert models["lstm"]["warning"]["pr_auc"] < models["logistic"]["warning"]["pr_auc"]
+
+
 def test_host_bootstrap_interval_sides_with_the_better_model(small_ds: fd.FailureDataset) -> None:
     """A separating LSTM gets an interval above 0 against noise baselines, and the reverse."""
     from experiments.detect_twin import host_bootstrap_difference
@@ -468,8 +490,9 @@ def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None
     """Means and intervals per model; the difference takes the best baseline of each repeat."""
     from experiments.detect_twin import _repeat_summary
 
-    def fig(pr_auc: float) -> dict[str, dict[str, float]]:
+    def fig(pr_auc: float, val: float = 0.5) -> dict[str, Any]:
         return {
+            "val_pr_auc": val,
             "warning": {
                 "pr_auc": pr_auc,
                 "pr_auc_begun": 0.97,
@@ -481,8 +504,8 @@ def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None
         }
 
     runs = [
-        {"lstm": fig(0.60), "logistic": fig(0.62), "gboost": fig(0.58)},
-        {"lstm": fig(0.66), "logistic": fig(0.61), "gboost": fig(0.63)},
+        {"lstm": fig(0.60, 0.55), "logistic": fig(0.62), "gboost": fig(0.58)},
+        {"lstm": fig(0.66, 0.59), "logistic": fig(0.61), "gboost": fig(0.63)},
         {"lstm": fig(0.64), "logistic": fig(0.60), "gboost": fig(0.64)},
     ]
     out = _repeat_summary(runs)
@@ -492,6 +515,8 @@ def test_repeat_summary_pairs_the_lstm_with_each_repeats_best_baseline() -> None
     assert lo < 0.6333333 < hi
     assert out["models"]["gboost"]["event_recall"]["ci95"] == [1.0, 1.0]
     assert out["models"]["lstm"]["pr_auc_begun"]["mean"] == pytest.approx(0.97)
+    assert out["models"]["lstm"]["val_pr_auc"]["values"] == pytest.approx([0.55, 0.59, 0.5])
+    assert out["models"]["logistic"]["val_pr_auc"]["ci95"] == [0.5, 0.5]
     diff = out["lstm_minus_best_baseline_pr_auc"]
     assert diff["values"] == pytest.approx([-0.02, 0.03, 0.0])
     assert diff["mean"] == pytest.approx(0.01 / 3)
