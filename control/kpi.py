@@ -137,7 +137,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from sim.events import (
     ActionRecord,
@@ -723,6 +722,8 @@ def aggregate(runs: Sequence[Mapping[str, float]]) -> dict[str, float | list[flo
     Raises:
         TypeError: a value that is not a real number.
     """
+    from scipy import stats  # scipy.stats takes most of a second to import; only this needs it
+
     keys = list(dict.fromkeys(k for run in runs for k in run))
     out: dict[str, float | list[float]] = {}
     for key in keys:

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from control.kpi import aggregate, fault_outcomes, lost_requests_by_kind, to_markdown
@@ -81,6 +80,8 @@ def from_mlflow(
         raise ConfigError(
             f"experiment: no MLflow experiment named {experiment!r} at {uri}"
         )
+    from mlflow.exceptions import MlflowException  # the store is MLflow's once it is opened
+
     runs: list[Any] = []
     token = None
     while True:

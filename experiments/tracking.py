@@ -27,13 +27,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING, Any
 
 from sim.errors import ConfigError
+
+if TYPE_CHECKING:  # MLflow takes seconds to import: a run with tracking off never needs it
+    from mlflow import MlflowClient
 
 DEFAULT_STORE_DIR = "mlruns"
 _PARAM_MAX_CHARS = 6000
@@ -69,6 +68,8 @@ def client_for(uri: str | None) -> MlflowClient:
 
 @functools.lru_cache(maxsize=8)
 def _client(resolved: str) -> MlflowClient:
+    from mlflow import MlflowClient
+
     try:
         with _store_lock(resolved), _quiet_mlflow():
             client = MlflowClient(tracking_uri=resolved)
@@ -133,6 +134,8 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return str(exp.experiment_id)
+        from mlflow.exceptions import MlflowException
+
         try:
             return str(client.create_experiment(name, artifact_location=_artifact_root(client)))
         except MlflowException:
@@ -224,6 +227,8 @@ def start_run(
     """
     if entry_point not in ENTRY_POINTS:
         raise ValueError(f"entry_point must be one of {ENTRY_POINTS}, got {entry_point!r}")
+    from mlflow.entities import Param
+
     revision = tags.get("git_revision") or git_revision()
     common = {"entry_point": entry_point, "git_revision": revision,
               "mlflow.source.name": f"experiments.{entry_point}"}
@@ -261,6 +266,8 @@ def finish_run(
     ``step``: the metrics' step. A run that logged a curve under the same keys passes one
     past its last step, since MLflow shows a metric's value at its highest step.
     """
+    from mlflow.entities import Metric, RunTag
+
     now_ms = int(time.time() * 1000)
     items = [Metric(k, v, now_ms, step) for k, v in finite_metrics(metrics).items()]
     for i in range(0, len(items), _BATCH):
