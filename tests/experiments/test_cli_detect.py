@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.experiments.sandbox import Done, Sandbox
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -64,34 +66,32 @@ def test_nab_detectors_are_scored_next_to_published_ones(tmp_path: Path) -> None
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bad_config_and_missing_folder_exit_2_with_one_line(tmp_path: Path) -> None:
+def _detect_each(sandbox: Sandbox, cases: list[list[str]]) -> list[Done]:
+    """:func:`_detect` for each argument list, in one process (the commands stop at start)."""
+    outputs = f"hydra.run.dir={sandbox.root / 'outputs'}"
+    return sandbox.modules("experiments.detect", [[*args, outputs] for args in cases])
+
+
+def test_bad_config_and_missing_folder_exit_2_with_one_line(sandbox: Sandbox) -> None:
     """An unknown detector or a missing folder stops with exit status 2 and a clear message."""
-    done = _detect(tmp_path, "dataset=nab", "detectors=[nope]", "tracking.enabled=false")
-    assert done.returncode == 2
-    assert "unknown ['nope']" in done.stderr
-    done = _detect(tmp_path, "dataset=nab", "novelty_tolerance=0", "tracking.enabled=false")
-    assert done.returncode == 2
-    assert "novelty_tolerance" in done.stderr
-    done = _detect(
-        tmp_path, "dataset=smd", f"data_root={tmp_path / 'absent'}", "tracking.enabled=false"
-    )
-    assert done.returncode == 2
-    assert "no test/ folder" in done.stderr
-    done = _detect(tmp_path, "dataset=twin", "twin.precision=fp16", "tracking.enabled=false")
-    assert done.returncode == 2
-    assert "twin.precision" in done.stderr and "'fp16'" in done.stderr
-    done = _detect(tmp_path, "dataset=twin", "twin.val_host_share=1.5", "tracking.enabled=false")
-    assert done.returncode == 2
-    assert "twin.val_host_share" in done.stderr and "1.5" in done.stderr
-    done = _detect(tmp_path, "dataset=twin", "twin.bootstrap=-1", "tracking.enabled=false")
-    assert done.returncode == 2
-    assert "twin.bootstrap" in done.stderr and "-1" in done.stderr
-    done = _detect(tmp_path, "dataset=twin", "twin.onset_weight=-2", "tracking.enabled=false")
-    assert done.returncode == 2
-    assert "twin.onset_weight" in done.stderr and "-2" in done.stderr
+    off = "tracking.enabled=false"
+    cases: list[tuple[list[str], list[str]]] = [
+        (["dataset=nab", "detectors=[nope]", off], ["unknown ['nope']"]),
+        (["dataset=nab", "novelty_tolerance=0", off], ["novelty_tolerance"]),
+        (["dataset=smd", f"data_root={sandbox.root / 'absent'}", off], ["no test/ folder"]),
+        (["dataset=twin", "twin.precision=fp16", off], ["twin.precision", "'fp16'"]),
+        (["dataset=twin", "twin.val_host_share=1.5", off], ["twin.val_host_share", "1.5"]),
+        (["dataset=twin", "twin.bootstrap=-1", off], ["twin.bootstrap", "-1"]),
+        (["dataset=twin", "twin.onset_weight=-2", off], ["twin.onset_weight", "-2"]),
+    ]
+    runs = _detect_each(sandbox, [args for args, _ in cases])
+    for (args, words), done in zip(cases, runs, strict=True):
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        for word in words:
+            assert word in done.stderr, (args, word, done.stderr[-2000:])
 
 
-def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+def _one_error_line(done: subprocess.CompletedProcess[str] | Done) -> str:
     """The only stderr line (progress bars aside), which must be the error; no traceback."""
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "Error executing job" not in done.stderr
@@ -102,12 +102,12 @@ def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_unknown_key_bad_type_and_bad_twin_size_are_one_line(tmp_path: Path) -> None:
+def test_unknown_key_bad_type_and_bad_twin_size_are_one_line(sandbox: Sandbox) -> None:
     """Hydra's composition errors and the twin data set's sizes stop at start, in one line.
 
     The twin's sizes are checked before the fleets are built and before an MLflow run starts.
     """
-    for args, head in (
+    cases = [
         (["foo=1"], "error: foo: Key 'foo' not in 'DetectSchema'"),
         (["+foo=1"], "error: foo: unknown key"),
         (["+twin.foo=1"], "error: twin.foo: unknown key"),
@@ -116,10 +116,12 @@ def test_unknown_key_bad_type_and_bad_twin_size_are_one_line(tmp_path: Path) -> 
         (["dataset=twin", "twin.hosts=2", "twin.fleets=1"], "error: twin.hosts: 2 hosts x 1"),
         (["dataset=twin", "twin.days=1", "twin.seq_len=48"], "error: twin.seq_len: must be in"),
         (["dataset=twin", "twin.neg_per_pos=0"], "error: twin.neg_per_pos: must be"),
-    ):
-        line = _one_error_line(_detect(tmp_path, *args))
+    ]
+    runs = _detect_each(sandbox, [args for args, _ in cases])
+    for (args, head), done in zip(cases, runs, strict=True):
+        line = _one_error_line(done)
         assert line.startswith(head), (args, line)
-    assert not (tmp_path / "mlruns").exists()  # refused before the tracking store was opened
+    assert not (sandbox.root / "mlruns").exists()  # refused before the tracking store was opened
 
 
 def test_a_fleet_too_small_for_the_split_is_one_line_naming_the_sizes(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.experiments.sandbox import Sandbox
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY_TRAIN = ["scenario=service_crash", "env.hosts=20", "scenario.hours=0.5",
               "agent.learning_starts=100", "eval_episodes=1", "eval_hours=0.1",
@@ -159,23 +161,26 @@ def test_evaluate_and_export_a_trained_policy(tmp_path: Path) -> None:
     assert not (tmp_path / "comparison.json").exists()
 
 
-@pytest.mark.parametrize(
-    ("module", "args", "message"),
-    [
-        ("experiments.evaluate", ["agents=[noop,foo]"], "agents: unknown ['foo']"),
-        ("experiments.train", ["agent.learning_rate=-1"], "agent.learning_rate"),
-        ("experiments.train", ["demo.policy=oracle"], "demo.policy: unknown demonstrator"),
-        ("experiments.export", ["model=missing.zip"], "model: missing.zip does not exist"),
-    ],
-)
-def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, module: str, args: list[str],
-                                           message: str) -> None:
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """A bad value stops at start with one line naming the key, and nothing else on stderr."""
-    done = _run(module, tmp_path, *args, "tracking=off", timeout_s=120)
-    assert done.returncode == 2, done.stderr[-2000:]
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, done.stderr[-2000:]  # not Hydra's "Error executing job" line too
-    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    cases = {
+        "experiments.evaluate": [(["agents=[noop,foo]"], "agents: unknown ['foo']")],
+        "experiments.train": [
+            (["agent.learning_rate=-1"], "agent.learning_rate"),
+            (["demo.policy=oracle"], "demo.policy: unknown demonstrator"),
+        ],
+        "experiments.export": [(["model=missing.zip"], "model: missing.zip does not exist")],
+    }
+    for module, bad in cases.items():
+        runs = Sandbox(tmp_path).modules(
+            module, [_cmd(module, tmp_path, *args, "tracking=off")[3:] for args, _ in bad],
+            timeout_s=120,
+        )
+        for (args, message), done in zip(bad, runs, strict=True):
+            assert done.returncode == 2, (args, done.stderr[-2000:])
+            lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+            assert len(lines) == 1, done.stderr[-2000:]  # not Hydra's "Error executing job"
+            assert lines[0].startswith("error: ") and message in lines[0], lines[0]
 
 
 def test_config_checks_name_their_keys() -> None:
