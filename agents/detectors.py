@@ -19,12 +19,14 @@ import bisect
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
-from sklearn.ensemble import IsolationForest
+
+if TYPE_CHECKING:  # scikit-learn takes about two seconds to import; only fit needs it
+    from sklearn.ensemble import IsolationForest
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -632,6 +634,8 @@ class IsolationForestDetector:
         self._std = np.maximum(train.std(axis=0), 1e-9)
         z = self._standardise(train)
         features = lag_embed(z, self.lags)
+        from sklearn.ensemble import IsolationForest
+
         self._model = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed)
         self._model.fit(features)
         self._tail = z[-(self.lags - 1) :] if self.lags > 1 else z[:0]

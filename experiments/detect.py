@@ -42,10 +42,8 @@ from agents import nab_scoring as nab
 from agents.detectors import DetectorInputError
 from agents.evaluation import DETECTORS, DetectorSpec, nab_evaluate, smd_evaluate
 from agents.failure_data import FailureDataError, FleetSpec
-from agents.failure_eval import split_host_counts
-from agents.failure_predictor import PRECISIONS, PredictorError
 from agents.smd_scoring import SmdDataError
-from experiments import detect_plots, joblog, jsonout, tracking
+from experiments import joblog, jsonout, tracking
 from experiments.config import (
     TrackingSchema,
     _reject_unknown_keys,
@@ -126,10 +124,15 @@ class DetectConfigError(ConfigError):
     """A bad value in the detect config (a :class:`ConfigError`: one line from ``run_app``)."""
 
 
-DATA_ERRORS: tuple[type[Exception], ...] = (
-    DetectorInputError, nab.NabDataError, SmdDataError, FailureDataError, PredictorError,
-)
-"""What a data set the run cannot use raises: one line on stderr and exit status 2 (:func:`app`)."""
+def data_errors() -> tuple[type[Exception], ...]:
+    """What a data set the run cannot use raises: one line and exit status 2 from :func:`app`.
+
+    A function, so that torch (behind :class:`~agents.failure_predictor.PredictorError`) is
+    imported once the config has been composed, not before a bad command line is reported.
+    """
+    from agents.failure_predictor import PredictorError
+
+    return DetectorInputError, nab.NabDataError, SmdDataError, FailureDataError, PredictorError
 
 
 def _check(schema: DetectSchema) -> None:
@@ -142,6 +145,8 @@ def _check(schema: DetectSchema) -> None:
         raise DetectConfigError("score_published: only with dataset=nab")
     if schema.refractory < 1:
         raise DetectConfigError(f"refractory: must be >= 1, got {schema.refractory}")
+    from agents.failure_predictor import PRECISIONS
+
     if schema.twin.precision not in PRECISIONS:
         raise DetectConfigError(
             f"twin.precision: must be one of {list(PRECISIONS)}, got {schema.twin.precision!r}"
@@ -187,6 +192,8 @@ def _check_twin(t: TwinDataSchema) -> None:
         raise DetectConfigError(
             f"twin.onset_weight: must be a finite number >= 0, got {t.onset_weight}"
         )
+    from agents.failure_eval import split_host_counts
+
     try:  # the shares themselves were checked above
         split_host_counts(t.hosts * t.fleets, t.test_host_share, t.val_host_share)
     except ValueError:
@@ -259,6 +266,7 @@ def run_detect(
         seed=schema.seed,
     )
     if schema.dataset == "twin":
+        from agents.failure_predictor import PredictorError
         from experiments.detect_twin import run_twin
 
         try:
@@ -294,6 +302,8 @@ def run_detect(
             result = smd_evaluate(root, schema.detectors, spec, progress=progress)
     out = {"dataset": schema.dataset, "data_root": str(root), **result}
     if plot_dir is not None:
+        from experiments import detect_plots
+
         for name, fig in detect_plots.result_figures(out).items():
             detect_plots.save(fig, plot_dir / name)
     return out
@@ -327,7 +337,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     A bad config value or a data set the run cannot use ends the job as one line on stderr
     and exit status 2, from :func:`main` (:func:`~experiments.config.reported_at_exit`).
     """
-    with reported_at_exit(*DATA_ERRORS):
+    with reported_at_exit(*data_errors()):
         return _detect(cfg)
 
 
