@@ -35,7 +35,6 @@ from control.run import RunSpec, build_twin
 from control.safety import SafetyConfig
 from live.api import MIN_TOKEN_CHARS, EvolutionService, create_app
 from live.controller import live_engine
-from live.evolution import TwinEvolution
 from live.plant import FleetSpec, LivePlant
 from live.runtime import Runtime
 from sim.actions import Action, ActionResult
@@ -140,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
         runtime = Runtime(plant, controller, mode="live", step_s=args.step_s, plant_dt_s=0.0,
                           apply=apply)
     else:
+        # Only twin mode evolves (BoTorch and torch behind it: seconds to import).
+        from live.evolution import TwinEvolution
+
         plant = build_twin(RunSpec(scenario=args.scenario, hosts=args.hosts, seed=args.seed))
         controller = HealingEngine(plant, SafetyConfig(dry_run=not args.actuate))
         runtime = Runtime(plant, controller, mode="twin", step_s=args.step_s,
