@@ -24,16 +24,12 @@ from typing import Any
 
 import hydra
 import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from joblib import Parallel, delayed
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from agents.bayesopt import BayesOpt, Param, SearchSpace
 from agents.evolution import FRESH_SEED_BASE, HV_REF_POINT, hypervolume, objective_matrix
-from agents.tuner import OnlineTuner
-from control.optimise import replica_rules, run_tuner
 from experiments import joblog, jsonout, tracking
 from experiments.config import (
     register_configs,
@@ -77,7 +73,6 @@ def _score(space: GenomeSpace, spec: EvalSpec, seed: int, values: dict[str, floa
 def app(cfg: DictConfig) -> dict[str, Any]:
     """Validate, run BO or the tuner, log."""
     joblog.log_config("experiments.optimize", cfg)
-    torch.set_num_threads(1)
     with reported_at_exit():  # one line and exit 2, from main()
         schema: OptimizeSchema = to_object(cfg, OptimizeSchema)
         if schema.mode not in ("bo", "tuner"):
@@ -89,6 +84,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         if schema.tuner.scenario not in SCENARIOS:
             raise ConfigError(f"tuner.scenario: unknown scenario {schema.tuner.scenario!r}")
         check_tuner(schema.tuner)
+    import torch  # after the checks: a bad command line is reported without loading it
+
+    torch.set_num_threads(1)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     client, run_id = None, None
@@ -137,6 +135,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
 def _run_bo(schema: OptimizeSchema, bo_params: Any, spec: EvalSpec, out_dir: Path,
             log_step: Any) -> dict[str, Any]:
+    from agents.bayesopt import BayesOpt, Param, SearchSpace
+
     space = GenomeSpace(spec.base_config())
     search = SearchSpace([Param(n, float(lo), float(hi), k) for n, lo, hi, k in CONFIG_PARAMS])
     default_values = {n: v for n, v in zip(
@@ -213,6 +213,9 @@ def _default_config(space: GenomeSpace) -> list[float]:
 
 
 def _run_tuner(schema: OptimizeSchema, out_dir: Path) -> dict[str, Any]:
+    from agents.tuner import OnlineTuner
+    from control.optimise import replica_rules, run_tuner
+
     t = schema.tuner
     config = make_config(t.scenario, t.hosts)
     results = {}
