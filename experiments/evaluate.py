@@ -28,10 +28,8 @@ from typing import Any
 
 import hydra
 import numpy as np
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from scipy import stats
 from tqdm import tqdm
 
 from agents.base import (
@@ -135,6 +133,8 @@ def _twin_of(env: Any) -> Any:
 
 def compare(agent: np.ndarray, base: np.ndarray) -> dict[str, float]:
     """Mann-Whitney U (two-sided), rank-biserial effect, paired Wilcoxon p of agent vs base."""
+    from scipy import stats
+
     mw = stats.mannwhitneyu(agent, base, alternative="two-sided")
     n1, n2 = agent.size, base.size
     diff = agent - base
@@ -193,6 +193,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     joblog.log_config("experiments.evaluate", cfg)
     schema: EvaluateSchema = to_object(cfg, EvaluateSchema)
     check(schema)
+    import torch  # after the checks: a bad command line is reported without loading it
+
     torch.set_num_threads(1)
     models = {s: model_for(schema, s) for s in schema.scenarios} if "dqn" in schema.agents \
         else {}

@@ -17,17 +17,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from agents.dqn import DqnPolicy
-from agents.export import export_dqn
-from agents.runtime import load_policy
 from envs import env_id
 from experiments import joblog, jsonout, tracking
 from experiments.config import reported_at_exit, run_app
@@ -40,6 +36,9 @@ from experiments.rl_config import (
 )
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS
+
+if TYPE_CHECKING:  # torch and stable-baselines3 load after the config is checked
+    from agents.dqn import DqnPolicy
 
 
 def record_observations(
@@ -89,6 +88,11 @@ def _export(cfg: DictConfig) -> dict[str, Any]:
     model_path = Path(s.model)
     if not model_path.is_file():
         raise ConfigError(f"model: {model_path} does not exist; train one first")
+    import torch
+
+    from agents.export import export_dqn
+    from agents.runtime import load_policy
+
     torch.set_num_threads(1)
     policy = load_dqn_model(model_path, "model")
     env = make_env(s.scenario, s.env.hosts, s.env.control_interval_s, s.parity_hours,

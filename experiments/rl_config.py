@@ -16,19 +16,22 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.demonstrations import DemoParams
-from agents.dqn import DqnParams, DqnPolicy
+from agents.dqn_params import DqnParams
 from envs import env_id
 from experiments import joblog
 from experiments.config import ScenarioSchema, TrackingSchema
 from sim.config import TwinConfig
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS
+
+if TYPE_CHECKING:  # torch and stable-baselines3: seconds to import, for loading a model only
+    from agents.dqn import DqnPolicy
 
 
 @dataclass
@@ -254,6 +257,8 @@ def load_dqn_model(path: Path, key: str) -> DqnPolicy:
     Raises:
         ConfigError: the file cannot be read or is not a saved DQN model; led by ``key``.
     """
+    from agents.dqn import DqnPolicy
+
     try:
         return DqnPolicy.load(str(path))
     except OSError as err:

@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
 
 
 def t_interval(
@@ -24,6 +23,8 @@ def t_interval(
     mean = float(v.mean())
     if v.size < 2:
         return mean, math.nan, math.nan
+    from scipy import stats  # most of a second to import; a command's start need not wait
+
     half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1])
 
