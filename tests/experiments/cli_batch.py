@@ -21,9 +21,13 @@ import traceback
 
 
 def _status(code: object) -> int:
+    """Exit status of ``SystemExit(code)``; a message is printed to stderr, as Python does."""
     if code is None:
         return 0
-    return code if isinstance(code, int) else 1
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 def main() -> None:

@@ -55,12 +55,15 @@ class Sandbox:
     def modules(self, name: str, cases: list[list[str]], timeout_s: float = 300) -> list[Done]:
         """``python -m name args...`` for each argument list, as one process (:mod:`cli_batch`).
 
-        For short commands that stop at start (bad configs): the import is paid once.
+        For short commands that stop at start (bad configs): the import is paid once. Each
+        run gets Hydra's output folder inside the sandbox, as :meth:`run` does.
         """
         env = self.env()
         env["PYTHONPATH"] = str(BATCH.parents[2])  # this checkout's packages
+        outputs = f"hydra.run.dir={self.root / 'outputs'}"
         proc = subprocess.run(
-            [sys.executable, str(BATCH), name], input=json.dumps(cases), cwd=self.root,
+            [sys.executable, str(BATCH), name],
+            input=json.dumps([[*args, outputs] for args in cases]), cwd=self.root,
             env=env, capture_output=True, text=True, timeout=timeout_s, check=False,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]

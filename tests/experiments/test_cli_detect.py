@@ -66,12 +66,6 @@ def test_nab_detectors_are_scored_next_to_published_ones(tmp_path: Path) -> None
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _detect_each(sandbox: Sandbox, cases: list[list[str]]) -> list[Done]:
-    """:func:`_detect` for each argument list, in one process (the commands stop at start)."""
-    outputs = f"hydra.run.dir={sandbox.root / 'outputs'}"
-    return sandbox.modules("experiments.detect", [[*args, outputs] for args in cases])
-
-
 def test_bad_config_and_missing_folder_exit_2_with_one_line(sandbox: Sandbox) -> None:
     """An unknown detector or a missing folder stops with exit status 2 and a clear message."""
     off = "tracking.enabled=false"
@@ -84,7 +78,7 @@ def test_bad_config_and_missing_folder_exit_2_with_one_line(sandbox: Sandbox) ->
         (["dataset=twin", "twin.bootstrap=-1", off], ["twin.bootstrap", "-1"]),
         (["dataset=twin", "twin.onset_weight=-2", off], ["twin.onset_weight", "-2"]),
     ]
-    runs = _detect_each(sandbox, [args for args, _ in cases])
+    runs = sandbox.modules("experiments.detect", [args for args, _ in cases])
     for (args, words), done in zip(cases, runs, strict=True):
         assert done.returncode == 2, (args, done.stderr[-2000:])
         for word in words:
@@ -117,7 +111,7 @@ def test_unknown_key_bad_type_and_bad_twin_size_are_one_line(sandbox: Sandbox) -
         (["dataset=twin", "twin.days=1", "twin.seq_len=48"], "error: twin.seq_len: must be in"),
         (["dataset=twin", "twin.neg_per_pos=0"], "error: twin.neg_per_pos: must be"),
     ]
-    runs = _detect_each(sandbox, [args for args, _ in cases])
+    runs = sandbox.modules("experiments.detect", [args for args, _ in cases])
     for (args, head), done in zip(cases, runs, strict=True):
         line = _one_error_line(done)
         assert line.startswith(head), (args, line)

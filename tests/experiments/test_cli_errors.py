@@ -20,8 +20,7 @@ def test_bad_config_fails_with_one_line_naming_the_key(sandbox: Sandbox) -> None
 
     No traceback, nothing on stdout, no MLflow store created.
     """
-    outputs = [f"hydra.run.dir={sandbox.root / 'outputs'}"]
-    runs = sandbox.modules("experiments.run", [[*o, *outputs] for o, _, _ in BAD])
+    runs = sandbox.modules("experiments.run", [overrides for overrides, _, _ in BAD])
     for (overrides, key, words), done in zip(BAD, runs, strict=True):
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
         assert done.returncode == 2, (overrides, done.stderr)

@@ -173,7 +173,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     }
     for module, bad in cases.items():
         runs = Sandbox(tmp_path).modules(
-            module, [_cmd(module, tmp_path, *args, "tracking=off")[3:] for args, _ in bad],
+            module, [[*args, "tracking=off"] for args, _ in bad],
             timeout_s=120,
         )
         for (args, message), done in zip(bad, runs, strict=True):
