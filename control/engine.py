@@ -73,6 +73,11 @@ _RPS = INSTANCE_FEATURES.index("rps")
 _ERR = INSTANCE_FEATURES.index("error_rate")
 _P99 = INSTANCE_FEATURES.index("p99_latency_s")
 HEALTHY_ERROR_RATE = 0.01
+HANG_CONFIRM_S = 1.0
+"""How long a replica diagnosed as hung (``service_hang``) must stay silent after its incident
+opens before it is restarted. A loaded machine can stall a process for a few probes; one that
+answers again within this time was stalled, not hung, and its incident resolves without an
+action (``HealingEngine._stall_over``)."""
 _ALONE = frozenset({SLOW_RESPONSE, ERROR_RESPONSES, SERVICE_HANG})
 """Live-only causes that strike one replica on its own (``control.rca._degraded_instances``)."""
 CONFIDENT = 0.7
@@ -889,6 +894,11 @@ class HealingEngine:
             and now - inc.opened_s < EVIDENCE_WAIT_S and not self._split_second_problem(inc, obs)
         ):
             return
+        if inc.step == 0 and not inc.action_ids and inc.root_cause.endswith(":" + SERVICE_HANG):
+            if self._stall_over(inc, component, obs):
+                return
+            if now - inc.opened_s < HANG_CONFIRM_S:
+                return
         if inc.step > 0 and self._healthy(inc, obs):
             stray = self._strays(inc, [self._s.alerts[i] for i in inc.alert_ids
                                        if i in self._s.alerts], obs)
@@ -954,6 +964,24 @@ class HealingEngine:
                        for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
+
+    def _stall_over(self, inc: Incident, component: str, obs: Observation) -> bool:
+        """Resolve a hang incident, before any action, whose replica answers again.
+
+        The replica is up and ready once more: it was stalled (a loaded machine, a long
+        pause), not hung, and a restart would only cost its in-flight requests.
+
+        Returns:
+            Whether the incident was resolved.
+        """
+        i = _slot(component, obs)
+        if i is None or not (obs.inst_live[i] and obs.inst_ready[i]):
+            return False
+        inc.phase = "resolved"
+        inc.resolved_s = self.plant.now_s
+        self._log_incident(inc, "resolved", f"{component} answers again before any action: "
+                           "stalled, not hung; nothing to do")
+        return True
 
     def _relapsed(self, inc: Incident, obs: Observation) -> list[str]:
         """Instances the step restored that are down again while its result is verified.

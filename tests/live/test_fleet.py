@@ -138,8 +138,10 @@ def test_a_bad_deploy_while_one_replica_stalls_is_one_rollback(fleet_factory: Fa
     A loaded machine can leave one replica's probes unanswered for a few ticks just as the
     others reject the deploy (reproduced here by stopping that replica for 0.35 s). The
     replicas that answer yet fail readiness have not crashed: each incident their alerts
-    open names the service's configuration, and one rollback serves them all; no replica
-    is restarted.
+    open names the service's configuration, and one rollback serves them all. Where the
+    stalled replica's probe alert opens an incident of its own (a hang, when its probe
+    times out in the tick the others fail readiness), that incident resolves without an
+    action once the replica answers again: no replica is restarted.
     """
     plant = fleet_factory(3)
     engine = live_engine(plant, actuate=True)
@@ -156,11 +158,46 @@ def test_a_bad_deploy_while_one_replica_stalls_is_one_rollback(fleet_factory: Fa
         for r in plant.log.since(rec.seq)), 30.0)
     control_loop(plant, engine, 1.5, 0.1)
     events = plant.log.since(rec.seq)
-    opened = [r.root_cause for r in events
-              if isinstance(r, IncidentRecord) and r.phase == "opened"]
-    assert opened and set(opened) == {"svc-api:bad_config"}
+    incidents = [r for r in events if isinstance(r, IncidentRecord)]
+    opened = {r.root_cause for r in incidents if r.phase == "opened"}
+    assert "svc-api:bad_config" in opened
+    assert opened <= {"svc-api:bad_config", "inst-0:service_hang"}, "\n".join(map(str, events))
     assert [r.kind for r in events if isinstance(r, ActionRecord) and r.phase == "started"] \
-        == ["config_rollback"]
+        == ["config_rollback"], "\n".join(map(str, events))
+    assert set({r.incident_id: r.phase for r in incidents}.values()) == {"resolved"}
+    assert plant.pids() == pids
+
+
+def test_a_replica_that_stalls_and_answers_again_is_not_restarted(
+    fleet_factory: Factory,
+) -> None:
+    """A replica silent long enough for a hang incident, then answering again: no restart.
+
+    Its probes time out and the RCA names a hang (the process still holds its memory), but
+    the engine restarts a hung replica only after it stays silent ``HANG_CONFIRM_S`` past
+    the incident's opening; this one answers first, and its incident resolves with no
+    action.
+    """
+    plant = fleet_factory(3)
+    engine = live_engine(plant, actuate=True)
+    control_loop(plant, engine, 0.5, 0.1)
+    pids = plant.pids()
+    start = plant.log.next_seq
+    os.kill(pids["inst-0"], signal.SIGSTOP)
+    try:
+        _run_until(plant, engine, lambda: any(
+            isinstance(r, IncidentRecord) and r.phase == "opened"
+            for r in plant.log.since(start)), 10.0)
+    finally:
+        os.kill(pids["inst-0"], signal.SIGCONT)
+    _run_until(plant, engine, lambda: any(
+        isinstance(r, IncidentRecord) and r.phase == "resolved"
+        for r in plant.log.since(start)), 10.0)
+    events = plant.log.since(start)
+    incidents = [r for r in events if isinstance(r, IncidentRecord)]
+    assert incidents[0].root_cause == "inst-0:service_hang", "\n".join(map(str, events))
+    assert incidents[-1].phase == "resolved" and "stalled, not hung" in incidents[-1].note
+    assert not [r for r in events if isinstance(r, ActionRecord)], "\n".join(map(str, events))
     assert plant.pids() == pids
 
 
