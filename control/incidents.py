@@ -199,8 +199,9 @@ def postmortem(events: Sequence[Event], incident_id: int) -> str:
         lines.append("")
         lines.append(f"Ground truth: `{fault.target}:{fault.kind}` — the diagnosis was "
                      f"{'right' if right else 'wrong'}.")
-    lines += ["", "## Actions and outcomes", "", "| action | target | verdict | outcome |",
-              "|---|---|---|---|"]
+    lines += ["", "## Actions and outcomes", ""]
+    lines += (["| action | target | verdict | outcome |", "|---|---|---|---|"] if decisions
+              else [f"No action was decided: the incident {status} without one."])
     outcome = {r.action_id: r.phase for r in actions if r.phase in ("succeeded", "failed")}
     for d in decisions:
         result = (outcome.get(d.action_id, "-") if d.executed or d.verdict == "shared"

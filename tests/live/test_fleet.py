@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from control.engine import CONFIDENT, EVIDENCE_WAIT_S
+from control.incidents import postmortem
 from control.kpi import fault_outcomes
 from live.chaos import inject
 from live.controller import (
@@ -199,6 +200,8 @@ def test_a_replica_that_stalls_and_answers_again_is_not_restarted(
     assert incidents[-1].phase == "resolved" and "stalled, not hung" in incidents[-1].note
     assert not [r for r in events if isinstance(r, ActionRecord)], "\n".join(map(str, events))
     assert plant.pids() == pids
+    report = postmortem(plant.log.since(0), incidents[0].incident_id)
+    assert "stalled, not hung" in report and "No action was decided" in report
 
 
 def test_dry_run_changes_no_process(fleet_factory: Factory) -> None:
