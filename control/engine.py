@@ -894,11 +894,10 @@ class HealingEngine:
             and now - inc.opened_s < EVIDENCE_WAIT_S and not self._split_second_problem(inc, obs)
         ):
             return
-        if inc.step == 0 and not inc.action_ids and inc.root_cause.endswith(":" + SERVICE_HANG):
-            if self._stall_over(inc, component, obs):
-                return
-            if now - inc.opened_s < HANG_CONFIRM_S:
-                return
+        if (inc.step == 0 and not inc.action_ids and inc.root_cause.endswith(":" + SERVICE_HANG)
+                and (self._stall_over(inc, runbook, component, obs)
+                     or now - inc.opened_s < HANG_CONFIRM_S)):
+            return
         if inc.step > 0 and self._healthy(inc, obs):
             stray = self._strays(inc, [self._s.alerts[i] for i in inc.alert_ids
                                        if i in self._s.alerts], obs)
@@ -965,7 +964,9 @@ class HealingEngine:
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
         self._run_pending(obs)
 
-    def _stall_over(self, inc: Incident, component: str, obs: Observation) -> bool:
+    def _stall_over(
+        self, inc: Incident, runbook: Runbook, component: str, obs: Observation
+    ) -> bool:
         """Resolve a hang incident, before any action, whose replica answers again.
 
         The replica is up and ready once more: it was stalled (a loaded machine, a long
@@ -977,10 +978,8 @@ class HealingEngine:
         i = _slot(component, obs)
         if i is None or not (obs.inst_live[i] and obs.inst_ready[i]):
             return False
-        inc.phase = "resolved"
-        inc.resolved_s = self.plant.now_s
-        self._log_incident(inc, "resolved", f"{component} answers again before any action: "
-                           "stalled, not hung; nothing to do")
+        self._resolve(inc, runbook, component, obs, f"{component} answers again before any "
+                      "action: stalled, not hung; nothing to do")
         return True
 
     def _relapsed(self, inc: Incident, obs: Observation) -> list[str]:
@@ -1135,10 +1134,11 @@ class HealingEngine:
             return BLOCKED_RETRY_S
         return runbook.steps[min(inc.step, len(runbook.steps)) - 1].deadline_s
 
-    def _resolve(self, inc: Incident, runbook: Runbook, component: str, obs: Observation) -> None:
+    def _resolve(self, inc: Incident, runbook: Runbook, component: str, obs: Observation,
+                 note: str = "") -> None:
         inc.phase = "resolved"
         inc.resolved_s = self.plant.now_s
-        self._log_incident(inc, "resolved")
+        self._log_incident(inc, "resolved", note)
         done = {(self._s.executed[a].action.kind, self._s.executed[a].action.target)
                 for a in inc.action_ids if a in self._s.succeeded}
         for kind, rule in runbook.follow_up:
