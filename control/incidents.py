@@ -257,6 +257,9 @@ def _follow_ups(
         "network_partition": "Review switch redundancy for the affected rack.",
         "load_surge": "Revisit capacity plan and autoscaling thresholds.",
     }
+    if cause == "bad_config" and fault is not None and "canaries" in fault.detail:
+        hints[cause] = (f"The canary stage held this deploy to {fault.detail['canaries']:.0f} "
+                        "replica(s); validate configurations before they ship.")
     if cause in hints:
         items.append(hints[cause])
     if fault is not None and cause != fault.kind:

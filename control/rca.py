@@ -415,6 +415,7 @@ def rank_root_causes(
     _hardware(facts, hyp, host, fan_nominal)
     defective = _errors(facts, hyp, topo, inst, host, obs)
     _degraded_instances(facts, hyp, inst, host, obs)
+    _canaries(facts, hyp, inst, obs)
     _load(facts, hyp, topo, host, inst, bool(partitioned or down_hosts or stopped), defective)
 
     if not hyp.scores:
@@ -683,6 +684,53 @@ def _degraded_instances(
                 hyp.add(a.target, kind, 6.0, "degraded instance", a.alert_id,
                         f"{alert_metric(a)} on {a.target} alone: {n_showing} of "
                         f"{n_members} instances of its service affected")
+
+
+def _canaries(facts: _Facts, hyp: _Hypotheses, inst: np.ndarray, obs: Observation) -> None:
+    """Replicas that run a newer configuration than their siblings and fail: a bad canary.
+
+    Applies where the plant reports each replica's configuration version
+    (``obs.inst_config_version``). For each service an alert of the group names (itself or
+    one of its instances): while some of its replicas run a newer version than the rest (a
+    canary stage), and most of those fail readiness or requests while most of the others do
+    not, the new configuration is at fault: ``bad_config`` on the service, ahead of the
+    crash, VM failure or leak the instance-down rule reads into a readiness alert and of the
+    load a service's errors suggest.
+    """
+    versions = obs.inst_config_version
+    if versions is None:
+        return
+    alerted: dict[int, list[AlertRecord]] = {}
+    for a in facts.alerts:
+        i = component_index(a.target)
+        if a.target.startswith("svc-") and a.target[4:] in obs.service_names:
+            alerted.setdefault(obs.service_names.index(a.target[4:]), []).append(a)
+        elif a.target.startswith("inst-") and 0 <= i < versions.size and obs.inst_used[i]:
+            alerted.setdefault(int(obs.inst_service[i]), []).append(a)
+    live = obs.inst_used & obs.inst_live & (inst[:, _I["up"]] > 0.5)
+    failing = live & ((inst[:, _I["error_rate"]] > ERROR_ELEVATED) | ~obs.inst_ready)
+    for svc, found in sorted(alerted.items()):
+        members = live & (obs.inst_service == svc)
+        if not members.any():
+            continue
+        newest = versions[members].max()
+        canary = members & (versions == newest)
+        rest = members & (versions < newest)
+        n_canary, n_rest = int(canary.sum()), int(rest.sum())
+        if not n_rest:
+            continue
+        bad_canary, bad_rest = int((failing & canary).sum()), int((failing & rest).sum())
+        if bad_canary * 2 <= n_canary or bad_rest * 2 > n_rest:
+            continue
+        name = obs.service_names[svc]
+        hyp.add(f"svc-{name}", FaultKind.BAD_CONFIG, 11.0, "canary", *facts.ids(found),
+                f"{bad_canary} of the {n_canary} replicas of {name} on configuration "
+                f"v{int(newest)} fail readiness or requests, {bad_rest} of the {n_rest} on "
+                "older ones")
+        for slot in np.flatnonzero(canary):
+            for kind in (FaultKind.SERVICE_CRASH, FaultKind.VM_FAILURE, FaultKind.MEMORY_LEAK):
+                hyp.scale(f"inst-{slot}", kind, 0.2, f"inst-{slot} answers its probes: its "
+                          "process runs")
 
 
 def _unready_everywhere(facts: _Facts, hyp: _Hypotheses, obs: Observation) -> None:

@@ -16,7 +16,7 @@ from control.engine import EngineConfig, HealingEngine
 from control.incidents import postmortem
 from control.kpi import compute_kpis
 from control.safety import SafetyConfig, SimulatedOperator
-from sim.config import ProbeSpec
+from sim.config import DeploySpec, ProbeSpec
 from sim.errors import ConfigError
 from sim.events import EventLog, IncidentRecord
 from sim.scenarios import make_config
@@ -57,6 +57,7 @@ class RunSpec:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     operator: OperatorSpec = field(default_factory=OperatorSpec)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    deploys: DeploySpec = field(default_factory=DeploySpec)
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
@@ -93,7 +94,7 @@ def build_twin(spec: RunSpec) -> Twin:
     config = make_config(
         spec.scenario, spec.hosts, tick_s=spec.tick_s,
         telemetry_interval_s=max(spec.tick_s, 10.0 if spec.tick_s > 1.0 else spec.tick_s),
-        probes=probes,
+        probes=probes, deploys=spec.deploys,
     )
     return Twin(config, seed=spec.seed)
 

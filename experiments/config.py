@@ -41,17 +41,22 @@ from control.engine import EngineConfig
 from control.run import AGENTS, OperatorSpec, RunSpec
 from control.safety import SafetyConfig
 from experiments import joblog, tracking
+from sim.config import DeploySpec
 from sim.errors import ConfigError
 from sim.scenarios import SCENARIOS, make_config
 
 
 @dataclass
 class ClusterSchema:
-    """Size of the twin and its time resolution."""
+    """Size of the twin, its time resolution and how its configuration deploys roll out."""
 
     hosts: int = 100
     tick_s: float = 1.0
     probe_interval_s: float = 1.0
+    canary_share: float = 0.0
+    """Share of a service's replicas a configuration deploy reaches first (0: all at once)."""
+    canary_bake_s: float = 600.0
+    """Time a canaried deploy waits before it is promoted to every replica."""
 
 
 @dataclass
@@ -195,6 +200,8 @@ def _keyed(err: ConfigError) -> ConfigError:
     head = msg.split(" ", 1)[0]
     if head in _SPEC_KEYS:
         return ConfigError(_SPEC_KEYS[head] + msg[len(head):])
+    if msg.startswith("deploys."):
+        return ConfigError("cluster." + msg[len("deploys."):])
     if msg.startswith("unknown scenario"):
         return ConfigError(f"scenario.name: {msg}")
     if re.match(r"^(safety|operator|engine)\.\w+ ", msg):
@@ -222,6 +229,8 @@ def to_run_spec(schema: RunSchema) -> RunSpec:
             safety=SafetyConfig(**safety_fields),
             operator=OperatorSpec(**dataclasses.asdict(schema.operator)),
             engine=EngineConfig(**dataclasses.asdict(schema.engine)),
+            deploys=DeploySpec(canary_share=schema.cluster.canary_share,
+                               canary_bake_s=schema.cluster.canary_bake_s),
         )
         make_config(spec.scenario, spec.hosts, tick_s=spec.tick_s)
     except ConfigError as err:

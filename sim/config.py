@@ -328,6 +328,35 @@ class FaultRates:
 
 
 @dataclass(frozen=True, slots=True)
+class DeploySpec:
+    """How a configuration deploy reaches a service's replicas.
+
+    With ``canary_share`` 0 a deploy lands on every replica at once. Above 0 it lands first
+    on that share of the replicas (at least one, never all while there are two or more),
+    and the deploy system promotes it to the rest ``canary_bake_s`` later unless it was
+    rolled back meanwhile: the bake is the time the control plane has to catch a bad
+    configuration on the canaries alone.
+    """
+
+    canary_share: float = 0.0
+    canary_bake_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _fraction("deploys", canary_share=self.canary_share)
+        _positive("deploys", canary_bake_s=self.canary_bake_s)
+        if self.canary_share >= 1.0:
+            raise ConfigError(
+                "deploys.canary_share must be below 1 (a canary on every replica is no "
+                f"canary), got {self.canary_share!r}"
+            )
+
+    @property
+    def staged(self) -> bool:
+        """Whether deploys go through a canary stage."""
+        return self.canary_share > 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ScriptedFault:
     """A fault injected at a fixed time; ``target`` of -1 lets the twin choose one."""
 
@@ -352,6 +381,7 @@ class TwinConfig:
     workload: WorkloadParams = field(default_factory=WorkloadParams)
     probes: ProbeSpec = field(default_factory=ProbeSpec)
     faults: FaultRates = field(default_factory=FaultRates)
+    deploys: DeploySpec = field(default_factory=DeploySpec)
     scripted: tuple[ScriptedFault, ...] = ()
     tick_s: float = 10.0
     telemetry_interval_s: float = 10.0

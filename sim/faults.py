@@ -247,11 +247,25 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
         if tgt >= topo.n_services:
             return None
         err = float(rng.uniform(0.05, 0.3))
-        fid = twin.record_fault(kind, f"svc-{topo.service_names[tgt]}", {"error_rate": err})
+        deploys = twin.config.deploys
         mask = st.inst_used & (st.inst_service == tgt)
-        st.inst_config_version[mask] = st.svc_good_config_version[tgt] + 1
-        st.inst_cfg_error[mask] = err
-        st.inst_slowdown[mask] *= 0.8
+        replicas = np.flatnonzero(mask)
+        n = replicas.size
+        if deploys.staged and replicas.size >= 2:
+            n = min(replicas.size - 1, max(1, math.ceil(deploys.canary_share * replicas.size)))
+        detail = {"error_rate": err}
+        if n < replicas.size:
+            detail["canaries"] = float(n)
+        fid = twin.record_fault(kind, f"svc-{topo.service_names[tgt]}", detail)
+        # The canaries come from a stream of their own, so that staging deploys leaves the
+        # fault schedule of a seed as it is.
+        canaries = (
+            np.sort(twin.rng_for("deploys", fid).choice(replicas, size=n, replace=False))
+            if n < replicas.size else replicas
+        )
+        twin.apply_config(canaries, int(st.svc_good_config_version[tgt]) + 1, err)
+        if n < replicas.size:
+            twin.schedule_clear(twin.now_s + deploys.canary_bake_s, fid, "promote_config", tgt)
         twin.fault_of[f"svc-{topo.service_names[tgt]}"] = fid
         return fid
     tgt = target if target >= 0 else int(rng.integers(topo.n_services))

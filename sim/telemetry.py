@@ -24,7 +24,9 @@ INSTANCE_FEATURES: tuple[str, ...] = (
 class Observation:
     """What a controller sees: the latest sample plus probe state, placement and topology.
 
-    Never ground truth: no fault identities or root causes.
+    Never ground truth: no fault identities or root causes. ``inst_config_version`` is the
+    configuration each slot runs, as the deploy system reports it (None where the plant does
+    not know it).
     """
 
     t_s: float
@@ -38,6 +40,7 @@ class Observation:
     service_names: tuple[str, ...]
     host_rack: np.ndarray
     call_edges: tuple[tuple[str, str], ...]
+    inst_config_version: np.ndarray | None = None
 
 
 class TelemetryBuffer:

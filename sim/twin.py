@@ -57,7 +57,7 @@ from sim.workload import Workload
 
 _STREAMS = {
     "topology": 1, "workload": 2, "faults": 3, "actions": 4, "lifetime": 5, "disk": 6,
-    "exploit": 7, "script": 8, "fork": 9,
+    "exploit": 7, "script": 8, "fork": 9, "deploys": 10,
 }
 DISK_BASE_HAZARD_PER_S = 0.01 / (365.25 * 86400.0)
 FLAT_HAZARD_WEAR = 2.0**-14
@@ -277,9 +277,45 @@ class Twin:
             return
         if timer.fault_id not in self.active_faults:
             return
+        if timer.what == "promote_config":
+            self._promote_config(timer.fault_id, timer.index)
+            return
         if timer.what == "noisy_end":
             self.state.noisy_cores[timer.index] = 0.0
         self.clear_fault(timer.fault_id, "self-limiting")
+
+    def apply_config(self, instances: np.ndarray, version: int, error_rate: float) -> None:
+        """Deploy configuration ``version`` to ``instances``.
+
+        Each of them fails ``error_rate`` of its requests and runs 20% slower while it holds
+        it; its health endpoint still answers, so it stays in rotation.
+        """
+        st = self.state
+        st.inst_config_version[instances] = version
+        st.inst_cfg_error[instances] = error_rate
+        st.inst_slowdown[instances] *= 0.8
+        self._dirty = True
+
+    def _promote_config(self, fault_id: int, service: int) -> None:
+        """The canary's bake time ran out before a rollback: the deploy reaches every replica.
+
+        Replicas booted since the canary started (with the good configuration) get it too,
+        as a deploy system's promotion would give it to them.
+        """
+        st = self.state
+        version = int(st.svc_good_config_version[service]) + 1
+        rest = np.flatnonzero(
+            st.inst_used & (st.inst_service == service) & (st.inst_config_version != version)
+        )
+        if not rest.size:
+            return
+        error_rate = next(
+            r.detail["error_rate"] for r in self.log.of_type(FaultRecord)
+            if isinstance(r, FaultRecord) and r.fault_id == fault_id
+        )
+        self.apply_config(rest, version, error_rate)
+        self.record_state(f"svc-{self.topo.service_names[service]}", "config_promoted",
+                          fault_id, f"canary baked; {rest.size} more replicas")
 
     # ------------------------------------------------------------------ records
     def _record(self, record: Event) -> None:
@@ -485,6 +521,7 @@ class Twin:
             inst_host=own(st.inst_host),
             inst_live=own(st.inst_live),
             inst_ready=own(st.inst_ready),
+            inst_config_version=own(st.inst_config_version),
             service_names=self.topo.service_names,
             host_rack=self.topo.host_rack,
             call_edges=self.topo.call_edges,

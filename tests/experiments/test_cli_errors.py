@@ -10,6 +10,8 @@ BAD = [
     (["cluster.bogus=1"], "cluster.bogus", "bogus"),
     (["cluster.hosts=0"], "cluster.hosts", "positive"),
     (["safety.max_capacity_share=2"], "safety.max_capacity_share", "[0, 1]"),
+    (["cluster.canary_share=1"], "cluster.canary_share", "below 1"),
+    (["cluster.canary_bake_s=-5"], "cluster.canary_bake_s", "positive"),
 ]
 """``(overrides, key, words)``: an unknown group option, a wrong type, an unknown key and
 out-of-range values."""

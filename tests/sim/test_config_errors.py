@@ -14,6 +14,7 @@ import pytest
 
 from sim.config import (
     AppSpec,
+    DeploySpec,
     FaultRates,
     HostSpec,
     ProbeSpec,
@@ -112,6 +113,9 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("zero burst duration", lambda: WorkloadParams(burst_duration_s=0.0),
      "WorkloadParams.burst_duration_s"),
     ("negative seed", lambda: Twin(make_config("calm", 20), seed=-1), "seed"),
+    ("negative canary share", lambda: DeploySpec(canary_share=-0.1), "deploys.canary_share"),
+    ("canary on every replica", lambda: DeploySpec(canary_share=1.0), "deploys.canary_share"),
+    ("zero canary bake", lambda: DeploySpec(canary_bake_s=0.0), "deploys.canary_bake_s"),
 ]
 
 
