@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from control.engine import EngineConfig
-from control.run import AGENTS, OperatorSpec, RunSpec
+from control.run import AGENTS, OperatorSpec, RunSpec, build_twin
 from control.safety import SafetyConfig
 from experiments.config import (
     CONFIG_ERRORS,
@@ -73,6 +73,14 @@ def test_every_registered_scenario_is_an_option(name: str) -> None:
 def test_every_agent_is_an_option(name: str) -> None:
     """agent=<name> selects that healing agent."""
     assert _spec(f"agent={name}").agent == name
+
+
+def test_the_canary_stage_reaches_the_twin_config() -> None:
+    """cluster.canary_share / canary_bake_s become the twin's DeploySpec; off by default."""
+    assert not _spec().deploys.staged
+    spec = _spec("cluster.canary_share=0.125", "cluster.canary_bake_s=300")
+    assert (spec.deploys.canary_share, spec.deploys.canary_bake_s) == (0.125, 300.0)
+    assert build_twin(spec).config.deploys == spec.deploys
 
 
 def test_yaml_options_override_only_what_they_name() -> None:
