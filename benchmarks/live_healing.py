@@ -2,6 +2,7 @@
 
     python benchmarks/live_healing.py [--faults 100] [--replicas 4] [--rate 100] [--seed 0]
         [--mix service_crash=0.4,service_hang=0.35,memory_leak=0.25]
+        [--canary-share 0.25 --bake-s 60]
 
 Starts ``--replicas`` replica processes behind HAProxy on loopback, drives them with the
 rule-based engine (``live.controller.live_engine``, actuation on) every 0.1 s, sends a
@@ -9,7 +10,8 @@ bounded load of ``--rate`` requests per second through HAProxy from a separate p
 (``python -m live.loadgen``), and injects ``--faults`` faults of mixed kinds, one every
 ``--interval-s`` into a healthy replica (kind by ``--mix`` weight and target drawn from a
 seeded generator; ``slow_response``, ``error_responses`` and ``bad_config``, which strikes
-the whole service, may be added to the mix).
+the whole service, may be added to the mix; with ``--canary-share`` a bad deploy reaches
+that share of the replicas first and is promoted after ``--bake-s`` unless rolled back).
 KPIs come from the event log through ``control.kpi`` exactly as in simulation (recovery held
 for 1 s, healing deadline 30 s). Prints one JSON object.
 """
@@ -35,7 +37,7 @@ from control.kpi import compute_kpis, fault_outcomes  # noqa: E402
 from live.chaos import FAULT_KINDS, ChaosInjector  # noqa: E402
 from live.controller import control_loop, live_engine  # noqa: E402
 from live.plant import FleetSpec, LivePlant  # noqa: E402
-from sim.events import IncidentRecord  # noqa: E402
+from sim.events import IncidentRecord, StateChange  # noqa: E402
 
 MIX = {"service_crash": 0.4, "service_hang": 0.35, "memory_leak": 0.25}
 MIX_KINDS = FAULT_KINDS
@@ -77,9 +79,15 @@ def main() -> None:
     ap.add_argument("--events-out", default="", help="write the event log here (JSON Lines)")
     ap.add_argument("--mix", default=",".join(f"{k}={w}" for k, w in MIX.items()),
                     help="fault kinds and weights, KIND=WEIGHT,... (kinds of live.chaos)")
+    ap.add_argument("--canary-share", type=float, default=0.0,
+                    help="a bad deploy reaches this share of the replicas first (0: all)")
+    ap.add_argument("--bake-s", type=float, default=60.0,
+                    help="seconds before a canaried deploy is promoted to every replica")
     args = ap.parse_args()
     if args.faults < 1 or args.replicas < 2 or args.interval_s <= 0:
         ap.error("need --faults >= 1, --replicas >= 2 and --interval-s > 0")
+    if not 0.0 <= args.canary_share < 1.0 or not args.bake_s > 0:
+        ap.error("need 0 <= --canary-share < 1 and --bake-s > 0")
     try:
         mix = {k.strip(): float(w) for k, w in (p.split("=", 1) for p in args.mix.split(","))}
     except ValueError:
@@ -97,7 +105,8 @@ def main() -> None:
     try:
         plant.start()
         engine = live_engine(plant, actuate=True)
-        chaos = ChaosInjector(plant, mix, seed=args.seed)
+        chaos = ChaosInjector(plant, mix, seed=args.seed, canary_share=args.canary_share,
+                              bake_s=args.bake_s)
         duration_s = args.faults * args.interval_s + 15.0
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         load = subprocess.Popen(
@@ -189,6 +198,9 @@ def main() -> None:
         "load_avg_1m": os.getloadavg()[0],
         "cpus": os.cpu_count(),
         "seed": args.seed,
+        "canary_share": args.canary_share,
+        "configs_promoted": sum(1 for r in events if isinstance(r, StateChange)
+                                and r.state == "config_promoted"),
     }
     print(json.dumps(result))
 

@@ -690,32 +690,37 @@ def _canaries(facts: _Facts, hyp: _Hypotheses, inst: np.ndarray, obs: Observatio
     """Replicas that run a newer configuration than their siblings and fail: a bad canary.
 
     Applies where the plant reports each replica's configuration version
-    (``obs.inst_config_version``). For each service an alert of the group names (itself or
-    one of its instances): while some of its replicas run a newer version than the rest (a
-    canary stage), and most of those fail readiness or requests while most of the others do
-    not, the new configuration is at fault: ``bad_config`` on the service, ahead of the
-    crash, VM failure or leak the instance-down rule reads into a readiness alert and of the
-    load a service's errors suggest.
+    (``obs.inst_config_version``). For each service an alert of the group names (itself, or
+    one of its replicas on the service's newest version): while some of its replicas run a
+    newer version than the rest (a canary stage), and most of those fail readiness or
+    requests while most of the others do not, the new configuration is at fault:
+    ``bad_config`` on the service, ahead of the crash, VM failure or leak the instance-down
+    rule reads into a readiness alert and of the load a service's errors suggest.
     """
     versions = obs.inst_config_version
     if versions is None:
         return
+    live = obs.inst_used & obs.inst_live & (inst[:, _I["up"]] > 0.5)
+    newest: dict[int, int] = {}
+    for svc in np.unique(obs.inst_service[live]):
+        newest[int(svc)] = int(versions[live & (obs.inst_service == svc)].max())
     alerted: dict[int, list[AlertRecord]] = {}
     for a in facts.alerts:
         i = component_index(a.target)
         if a.target.startswith("svc-") and a.target[4:] in obs.service_names:
             alerted.setdefault(obs.service_names.index(a.target[4:]), []).append(a)
-        elif a.target.startswith("inst-") and 0 <= i < versions.size and obs.inst_used[i]:
+        elif (a.target.startswith("inst-") and 0 <= i < versions.size and live[i]
+              and versions[i] == newest.get(int(obs.inst_service[i]))):
+            # An instance alert counts only when it names a replica on the newest version:
+            # another replica's crash during a canary stage is that replica's own fault.
             alerted.setdefault(int(obs.inst_service[i]), []).append(a)
-    live = obs.inst_used & obs.inst_live & (inst[:, _I["up"]] > 0.5)
     failing = live & ((inst[:, _I["error_rate"]] > ERROR_ELEVATED) | ~obs.inst_ready)
     for svc, found in sorted(alerted.items()):
         members = live & (obs.inst_service == svc)
         if not members.any():
             continue
-        newest = versions[members].max()
-        canary = members & (versions == newest)
-        rest = members & (versions < newest)
+        canary = members & (versions == newest[svc])
+        rest = members & (versions < newest[svc])
         n_canary, n_rest = int(canary.sum()), int(rest.sum())
         if not n_rest:
             continue
@@ -725,7 +730,7 @@ def _canaries(facts: _Facts, hyp: _Hypotheses, inst: np.ndarray, obs: Observatio
         name = obs.service_names[svc]
         hyp.add(f"svc-{name}", FaultKind.BAD_CONFIG, 11.0, "canary", *facts.ids(found),
                 f"{bad_canary} of the {n_canary} replicas of {name} on configuration "
-                f"v{int(newest)} fail readiness or requests, {bad_rest} of the {n_rest} on "
+                f"v{newest[svc]} fail readiness or requests, {bad_rest} of the {n_rest} on "
                 "older ones")
         for slot in np.flatnonzero(canary):
             for kind in (FaultKind.SERVICE_CRASH, FaultKind.VM_FAILURE, FaultKind.MEMORY_LEAK):

@@ -9,7 +9,8 @@ Kinds (the ``kind`` of the :class:`~sim.events.FaultRecord`):
 * ``slow_response``: every request of the replica takes ``latency_s`` longer;
 * ``error_responses``: the replica answers ``error_rate`` of its requests with 500;
 * ``bad_config``: a configuration that fails validation is deployed to the service (every
-  replica turns unready and answers 500 until it is rolled back).
+  replica turns unready and answers 500 until it is rolled back); with canaries, to those
+  replicas first, promoted to the rest after a bake time unless it is rolled back first.
 
 The record is written just before the fault is made to happen, so MTTD and MTTR run from
 the real onset. :class:`ChaosInjector` draws targets and kinds from one seeded
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import signal
 from collections.abc import Sequence
@@ -36,6 +38,8 @@ FAULT_KINDS: tuple[str, ...] = (
 DEFAULT_LEAK_BYTES_PER_S = 160 * 2**20
 DEFAULT_LATENCY_S = 1.5
 DEFAULT_ERROR_RATE = 0.5
+DEFAULT_BAKE_S = 60.0
+"""How long a canaried deploy waits before the plant promotes it to every replica."""
 
 
 def _knob(port: int, body: dict[str, float]) -> None:
@@ -49,17 +53,34 @@ def _knob(port: int, body: dict[str, float]) -> None:
         raise RuntimeError(f"replica on port {port} refused fault knobs {body}: {resp.status}")
 
 
-def inject(plant: LivePlant, kind: str, target: str) -> FaultRecord:
-    """Make one fault happen now on ``target`` (``inst-k``, or ``svc-<name>`` for bad_config)."""
+def inject(plant: LivePlant, kind: str, target: str, *, canaries: Sequence[int] = (),
+           bake_s: float = DEFAULT_BAKE_S) -> FaultRecord:
+    """Make one fault happen now on ``target`` (``inst-k``, or ``svc-<name>`` for bad_config).
+
+    ``canaries``: for ``bad_config``, the replica slots the deploy reaches first (some, not
+    all, of those in use); the plant promotes it to the rest ``bake_s`` later unless it is
+    rolled back. Empty: every replica at once.
+    """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; known: {list(FAULT_KINDS)}")
+    if canaries and kind != "bad_config":
+        raise ValueError(f"canaries apply to bad_config only, not {kind!r}")
     if kind == "bad_config":
         svc = f"svc-{plant.spec.service}"
         if target != svc:
             raise ValueError(f"bad_config targets the service {svc!r}, got {target!r}")
-        affected = tuple(f"inst-{k}" for k in plant.used_slots())
-        rec = plant.record_fault(kind, target, affected=affected)
-        plant.write_config({"version": 1000 + rec.fault_id, "valid": False})
+        used = plant.used_slots()
+        if canaries and not (set(canaries) <= set(used) and set(canaries) != set(used)):
+            raise ValueError(f"canaries must be some, not all, of the replicas in use "
+                             f"{list(used)}, got {list(canaries)}")
+        hit = sorted(canaries) if canaries else used
+        rec = plant.record_fault(kind, target, affected=tuple(f"inst-{k}" for k in hit),
+                                 detail={"canaries": float(len(hit))} if canaries else {})
+        config = {"version": 1000 + rec.fault_id, "valid": False}
+        if canaries:
+            plant.deploy_canary(config, hit, bake_s, fault_id=rec.fault_id)
+        else:
+            plant.write_config(config)
         return rec
     if not target.startswith("inst-") or not target[5:].isdigit():
         raise ValueError(f"{kind} targets a replica like 'inst-0', got {target!r}")
@@ -92,12 +113,22 @@ class ChaosInjector:
         plant: the live plant.
         kinds: fault kinds and their relative weights.
         seed: seed of the draws.
+        canary_share: above 0, a bad deploy reaches that share of the replicas first
+            (rounded up, at least one, never all), drawn with the same generator.
+        bake_s: how long a canaried deploy waits before it is promoted.
     """
 
-    def __init__(self, plant: LivePlant, kinds: dict[str, float], seed: int) -> None:
+    def __init__(self, plant: LivePlant, kinds: dict[str, float], seed: int, *,
+                 canary_share: float = 0.0, bake_s: float = DEFAULT_BAKE_S) -> None:
         bad = [k for k in kinds if k not in FAULT_KINDS]
         if bad or not kinds:
             raise ValueError(f"kinds must be a non-empty subset of {list(FAULT_KINDS)}, got {bad}")
+        if not 0.0 <= canary_share < 1.0:
+            raise ValueError(f"canary_share must lie in [0, 1), got {canary_share!r}")
+        if not (math.isfinite(bake_s) and bake_s > 0):
+            raise ValueError(f"bake_s must be a positive number of seconds, got {bake_s!r}")
+        self.canary_share = canary_share
+        self.bake_s = bake_s
         weights = np.array(list(kinds.values()), dtype=float)
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"kind weights must be >= 0 with a positive sum, got {kinds}")
@@ -118,4 +149,12 @@ class ChaosInjector:
     def inject_next(self, healthy: Sequence[int]) -> FaultRecord:
         """Draw and inject one fault."""
         kind, target = self.draw(healthy)
+        used = self.plant.used_slots()
+        pool = [k for k in healthy if k in used]
+        if kind == "bad_config" and self.canary_share > 0 and len(used) >= 2 and pool:
+            # The deploy system canaries on replicas that serve, as a rollout waits for them.
+            n = min(len(used) - 1, len(pool),
+                    max(1, math.ceil(self.canary_share * len(used))))
+            canaries = [int(k) for k in self.rng.choice(np.asarray(pool), n, replace=False)]
+            return inject(self.plant, kind, target, canaries=canaries, bake_s=self.bake_s)
         return inject(self.plant, kind, target)

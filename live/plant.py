@@ -150,6 +150,7 @@ class _Slot:
     metrics: np.ndarray = field(default_factory=lambda: np.zeros(len(INSTANCE_FEATURES)))
     faults: dict[int, str] = field(default_factory=dict)
     cleared_s: float = -math.inf
+    config_version: int = 0
 
 
 class LivePlant:
@@ -175,6 +176,7 @@ class LivePlant:
         self.config_path = self.workdir / f"{spec.service}.config.json"
         self._slots = [_Slot(k, spec.lb_port + 1 + k) for k in range(spec.max_replicas)]
         self._lock = threading.Lock()
+        self._deploy_lock = threading.RLock()
         self._queue: list[Callable[[int], Event]] = []
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -383,8 +385,30 @@ class LivePlant:
         return rec
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Deploy a service configuration (a bad one breaks every replica)."""
+        """Deploy a service configuration to every replica at once (a bad one breaks all)."""
         self._write_config(config)
+
+    def deploy_canary(self, config: dict[str, Any], slots: Sequence[int], bake_s: float,
+                      fault_id: int | None = None) -> None:
+        """Deploy a configuration to the replicas of ``slots`` only, and promote it later.
+
+        The deploy system promotes it to every replica (and to the service's configuration,
+        which new replicas start with) ``bake_s`` seconds from now, unless a
+        ``config_rollback`` comes first. The pending promotion is kept in the store, so a
+        restarted controller carries it out too.
+        """
+        used = set(self.used_slots())
+        if not slots or not set(slots) <= used or set(slots) == used:
+            raise ValueError(f"canary slots must be some, not all, of the replicas in use "
+                             f"{sorted(used)}, got {list(slots)}")
+        if not (math.isfinite(bake_s) and bake_s > 0):
+            raise ValueError(f"bake_s must be a positive number of seconds, got {bake_s!r}")
+        with self._deploy_lock:
+            self.store.set_meta("canary", json.dumps({
+                "config": config, "slots": sorted(slots), "due_s": self.now_s + bake_s,
+                "fault_id": fault_id}))
+            for k in slots:
+                self._write_file(self._slot_config_path(k), config)
 
     # ------------------------------------------------------------------ internals
     def _new_action_id(self) -> int:
@@ -416,15 +440,47 @@ class LivePlant:
             s.pid = row.pid if row.pid is not None and alive(row.pid, REPLICA_MARKER) else None
         return True
 
-    def _write_config(self, config: dict[str, Any]) -> None:
-        tmp = self.config_path.with_suffix(".tmp")
+    def _slot_config_path(self, slot: int) -> Path:
+        """The configuration file one replica slot reads (the deploy system writes it)."""
+        return self.workdir / f"{self.spec.service}.config.{slot}.json"
+
+    @staticmethod
+    def _write_file(path: Path, config: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(config), encoding="utf-8")
-        os.replace(tmp, self.config_path)
+        os.replace(tmp, path)
+
+    def _write_config(self, config: dict[str, Any]) -> None:
+        """The service's configuration, and every slot's: ends any canary stage."""
+        with self._deploy_lock:
+            self._write_file(self.config_path, config)
+            for s in self._slots:
+                self._write_file(self._slot_config_path(s.slot), config)
+            if self.store.get_meta("canary") not in (None, "null"):
+                self.store.set_meta("canary", "null")
+
+    def _promote_due_canary(self) -> None:
+        """Promote a canaried configuration whose bake time is over (monitor thread)."""
+        with self._deploy_lock:
+            text = self.store.get_meta("canary")
+            stage = json.loads(text) if text else None
+            if not stage or self.now_s < float(stage["due_s"]):
+                return
+            fid = stage.get("fault_id")
+            if fid is not None:
+                for s in self._slots:
+                    if s.used and s.slot not in stage["slots"]:
+                        s.faults[int(fid)] = "bad_config"
+            self._write_config(stage["config"])
+        t, n = self.now_s, len(self.used_slots()) - len(stage["slots"])
+        self._enqueue(lambda seq: StateChange(
+            seq, t, f"svc-{self.spec.service}", "config_promoted",
+            None if fid is None else int(fid), f"canary baked; {n} more replicas"))
 
     def _spawn(self, s: _Slot) -> None:
         cores = sorted(os.sched_getaffinity(0))
         cmd = [sys.executable, "-m", "live.replica", "--port", str(s.port),
-               "--config", str(self.config_path), "--mem-limit-bytes",
+               "--config", str(self._slot_config_path(s.slot)), "--mem-limit-bytes",
                str(self.spec.mem_limit_bytes), "--seed", str(self.spec.seed * 1000 + s.slot),
                "--startup-delay-s", str(self.spec.replica_startup_delay_s)]
         env = dict(os.environ)
@@ -521,9 +577,22 @@ class LivePlant:
         except (OSError, ValueError):
             return {"version": -1, "valid": False}
 
+    def _slot_configs(self) -> list[dict[str, Any]]:
+        """The configuration each replica in use reads."""
+        out = []
+        for k in self.used_slots():
+            try:
+                out.append(dict(json.loads(self._slot_config_path(k).read_text("utf-8"))))
+            except (OSError, ValueError):
+                out.append({"version": -1, "valid": False})
+        return out
+
     def _config_is_good(self) -> bool:
         good = self.store.get_meta("good_config")
-        return good is not None and json.loads(good) == self._config()
+        if good is None:
+            return False
+        want = json.loads(good)
+        return want == self._config() and all(c == want for c in self._slot_configs())
 
     def _default_key(self, action: Action) -> str:
         state = ""
@@ -532,7 +601,8 @@ class LivePlant:
         elif action.kind in ("scale_out", "scale_in"):
             state = f"replicas={len(self.used_slots())}"
         elif action.kind == "config_rollback":
-            state = f"config={self._config().get('version')}"
+            versions = sorted({c.get("version") for c in self._slot_configs()}, key=str)
+            state = f"config={self._config().get('version')}/{versions}"
         elif action.kind in ("shed_load", "stop_shedding"):
             state = f"shed={self._shed_percent}"
         done = self.store.finished_on(action.target)
@@ -636,6 +706,7 @@ class LivePlant:
             s = free[0]
             self._progress(aid, progress, slot=s.slot)
             s.used, s.in_rotation = True, True
+            self._write_file(self._slot_config_path(s.slot), self._config())
             self._spawn(s)
         if not self._wait_ready(s):
             return False, f"new replica inst-{s.slot} did not become ready"
@@ -681,6 +752,7 @@ class LivePlant:
         while not self._stop.is_set():
             tick = time.monotonic()
             try:
+                self._promote_due_canary()
                 self._monitor_tick()
                 if tick >= next_window:
                     next_window += self.spec.slo_window_s
@@ -709,6 +781,9 @@ class LivePlant:
             if body is not None and proc_alive:
                 s.fails = 0
                 live, ready = True, bool(body.get("config_valid", False))
+                version = body.get("config_version")
+                if isinstance(version, int) and not isinstance(version, bool):
+                    s.config_version = version
             else:
                 s.fails += 1
                 live = proc_alive and s.fails < self.spec.failure_threshold and s.live
@@ -795,6 +870,8 @@ class LivePlant:
             inst_host=np.zeros(n, dtype=np.int64),
             inst_live=np.array([s.used and s.live for s in self._slots], dtype=bool),
             inst_ready=np.array([s.used and s.ready for s in self._slots], dtype=bool),
+            inst_config_version=np.array([s.config_version for s in self._slots],
+                                         dtype=np.int64),
             service_names=(self.spec.service,),
             host_rack=np.zeros(1, dtype=np.int64),
             call_edges=(),

@@ -10,9 +10,10 @@ Run as ``python -m live.replica --port P --config FILE --mem-limit-bytes N``; it
   request), ``error_rate`` (share of requests answered 500), ``leak_bytes_per_s`` (memory
   leaked per second until the process exceeds its limit and exits like an OOM kill).
 
-The configuration is a JSON file ``{"version": int, "valid": bool}`` shared by every replica
-of the service; it is reread when its modification time changes, so a bad deploy and its
-rollback reach every replica within one request. Crashes and hangs are injected from outside
+The configuration is a JSON file ``{"version": int, "valid": bool}`` that the deploy system
+(the plant) writes for each replica, to all at once or to canaries first; it is reread when
+its modification time changes, so a deploy and its rollback reach a replica within one
+request. Crashes and hangs are injected from outside
 (SIGKILL, SIGSTOP).
 """
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from control.engine import HealingEngine
 from control.incidents import postmortem
+from control.rca import rank_root_causes
 from control.run import RunSpec, build_twin
 from control.safety import SafetyConfig, SimulatedOperator
 from sim.config import DeploySpec
-from sim.events import ActionRecord, IncidentRecord, SloWindow, StateChange
+from sim.events import ActionRecord, AlertRecord, IncidentRecord, SloWindow, StateChange
 from sim.faults import FaultKind, strike
+from sim.telemetry import INSTANCE_FEATURES
 from sim.twin import Twin
 
 API = 2
+ERR = INSTANCE_FEATURES.index("error_rate")
 
 
 def _heal_bad_deploy(share: float) -> Twin:
@@ -57,3 +62,34 @@ def test_a_bad_canary_is_diagnosed_from_its_version_and_rolled_back_before_promo
     assert "canary stage held this deploy to 3 replica(s)" in postmortem(
         events, opened[0].incident_id)
     assert _lost(staged) < 0.5 * _lost(direct)
+
+
+def test_an_alert_on_an_old_version_replica_during_a_canary_stage_is_not_the_deploy() -> None:
+    """The canary rule weighs alerts on the service or its newest-version replicas only.
+
+    During a bad canary of svc-api, a probe alert on an api replica that still runs the old
+    configuration (raised before the sample shows the replica down, as on the live fleet)
+    is that replica's crash, not the deploy (before, any alert naming one of the service's
+    replicas counted, and on the live fleet such a crash was diagnosed as the deploy and not
+    restarted in time); an error alert on the canary is the deploy.
+    """
+    safety = SafetyConfig()
+    spec = RunSpec(scenario="calm", hosts=30, hours=1.0, seed=4, safety=safety,
+                   deploys=DeploySpec(canary_share=0.25))
+    twin = build_twin(spec)
+    twin.advance(120.0)
+    strike(twin, FaultKind.BAD_CONFIG, API, twin.rng_for("script", 1))
+    twin.advance(3.0)
+    st, obs, t = twin.state, twin.observe(), twin.now_s
+    api = st.inst_used & (st.inst_service == API)
+    canary = int(np.flatnonzero(api & (st.inst_config_version > 0))[0])
+    other = int(np.flatnonzero(api & (st.inst_config_version == 0))[0])
+    down = AlertRecord(0, t, 1, "probe", f"inst-{other}", "critical",
+                       {"live": 0.0, "vm_up": 1.0})
+    errors = AlertRecord(1, t, 2, "threshold", f"inst-{canary}", "critical",
+                         {"error_rate": float(obs.inst[canary, ERR]), "threshold": 0.05})
+    top = rank_root_causes([down], obs)[0]
+    assert (top.component, top.fault_class) == (f"inst-{other}", "service_crash")
+    top = rank_root_causes([errors], obs)[0]
+    assert (top.component, top.fault_class) == ("svc-api", "bad_config")
+    assert any("on configuration v1 fail" in str(e) for e in top.evidence)
