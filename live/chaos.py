@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from live.plant import LivePlant
+from sim.config import canary_count
 from sim.events import FaultRecord
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -153,8 +154,7 @@ class ChaosInjector:
         pool = [k for k in healthy if k in used]
         if kind == "bad_config" and self.canary_share > 0 and len(used) >= 2 and pool:
             # The deploy system canaries on replicas that serve, as a rollout waits for them.
-            n = min(len(used) - 1, len(pool),
-                    max(1, math.ceil(self.canary_share * len(used))))
+            n = min(len(pool), canary_count(self.canary_share, len(used)))
             canaries = [int(k) for k in self.rng.choice(np.asarray(pool), n, replace=False)]
             return inject(self.plant, kind, target, canaries=canaries, bake_s=self.bake_s)
         return inject(self.plant, kind, target)

@@ -170,6 +170,9 @@ class LivePlant:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.actuate = actuate
         self.store = store or Store(self.workdir / "state.db")
+        stage = self.store.get_meta("canary")
+        self._canary: dict[str, Any] | None = json.loads(stage) if stage else None
+        """The pending canary promotion, mirrored in the store (read here, not every tick)."""
         self._log = DurableEventLog(self.store)
         self.lb = HAProxy(LbSpec(spec.lb_port, spec.max_replicas,
                                  check_interval_s=spec.probe_interval_s), self.workdir)
@@ -404,9 +407,9 @@ class LivePlant:
         if not (math.isfinite(bake_s) and bake_s > 0):
             raise ValueError(f"bake_s must be a positive number of seconds, got {bake_s!r}")
         with self._deploy_lock:
-            self.store.set_meta("canary", json.dumps({
-                "config": config, "slots": sorted(slots), "due_s": self.now_s + bake_s,
-                "fault_id": fault_id}))
+            self._canary = {"config": config, "slots": sorted(slots),
+                            "due_s": self.now_s + bake_s, "fault_id": fault_id}
+            self.store.set_meta("canary", json.dumps(self._canary))
             for k in slots:
                 self._write_file(self._slot_config_path(k), config)
 
@@ -456,15 +459,15 @@ class LivePlant:
             self._write_file(self.config_path, config)
             for s in self._slots:
                 self._write_file(self._slot_config_path(s.slot), config)
-            if self.store.get_meta("canary") not in (None, "null"):
+            if self._canary is not None:
+                self._canary = None
                 self.store.set_meta("canary", "null")
 
     def _promote_due_canary(self) -> None:
         """Promote a canaried configuration whose bake time is over (monitor thread)."""
         with self._deploy_lock:
-            text = self.store.get_meta("canary")
-            stage = json.loads(text) if text else None
-            if not stage or self.now_s < float(stage["due_s"]):
+            stage = self._canary
+            if stage is None or self.now_s < float(stage["due_s"]):
                 return
             fid = stage.get("fault_id")
             if fid is not None:

@@ -327,6 +327,16 @@ class FaultRates:
         _positive("faults", weibull_shape=self.weibull_shape)
 
 
+def canary_count(share: float, replicas: int) -> int:
+    """Replicas a deploy reaches first: ceil(share x replicas), at least one, never all.
+
+    ``replicas`` itself when ``share`` is 0 or there are fewer than two replicas (no stage).
+    """
+    if share <= 0.0 or replicas < 2:
+        return replicas
+    return min(replicas - 1, max(1, math.ceil(share * replicas)))
+
+
 @dataclass(frozen=True, slots=True)
 class DeploySpec:
     """How a configuration deploy reaches a service's replicas.

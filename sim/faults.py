@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sim.config import canary_count
 from sim.state import DISK_OK
 
 if TYPE_CHECKING:
@@ -250,9 +251,7 @@ def strike(twin: Twin, kind: FaultKind, target: int, rng: np.random.Generator) -
         deploys = twin.config.deploys
         mask = st.inst_used & (st.inst_service == tgt)
         replicas = np.flatnonzero(mask)
-        n = replicas.size
-        if deploys.staged and replicas.size >= 2:
-            n = min(replicas.size - 1, max(1, math.ceil(deploys.canary_share * replicas.size)))
+        n = canary_count(deploys.canary_share, replicas.size)
         detail = {"error_rate": err}
         if n < replicas.size:
             detail["canaries"] = float(n)
