@@ -65,8 +65,9 @@ from sim.events import (
     IncidentRecord,
     SloWindow,
 )
+from sim.faults import FaultKind
 from sim.plant import Plant
-from sim.telemetry import INSTANCE_FEATURES, Observation
+from sim.telemetry import HOST_FEATURES, INSTANCE_FEATURES, Observation
 
 _CPU_UTIL = INSTANCE_FEATURES.index("cpu_util")
 _RPS = INSTANCE_FEATURES.index("rps")
@@ -120,6 +121,14 @@ SHARED_REPAIRS = frozenset({
 """Actions that bring their target to one state: run for one incident, they serve another
 that asks for the same action on the same target (see ``HealingEngine._shared``). Actions
 that add (``scale_out``, ``add_cpu``, ``shed_load``) or move (``live_migrate``) are not."""
+HOLD_OUT = "follow-up: hold out"
+HOLD_OUT_MAX = 6
+"""Most replicas one incident takes out of rotation while their cause is fixed: each is an
+action under the rate limit (10 a minute by default) that other incidents may need."""
+HOLD_OUT_UTIL = 0.85
+"""A replica is held out only if the rest of its service would run below this utilisation
+(services saturate at about 0.97, see BRIDGE_UTIL)."""
+_LINK_LOSS = HOST_FEATURES.index("link_loss")
 SURGE_WATCH_S = 4 * 3600.0
 """How long after a load-surge incident resolves its capacity stays watched (surges last
 hours and keep ramping after the first scale-out has cleared the alert)."""
@@ -154,6 +163,13 @@ def _slot(component: str, obs: Observation) -> int | None:
     if kind != "inst" or not ident.isdigit() or int(ident) >= obs.inst_used.size:
         return None
     return int(ident)
+
+
+def _held_for(reason: str) -> str:
+    """The component a hold-out waits on, read from its decision's reason ('' if none)."""
+    if not reason.startswith(HOLD_OUT) or " while " not in reason:
+        return ""
+    return reason.rsplit(" while ", 1)[1].removesuffix(" is fixed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +222,9 @@ class _Executed:
     surge_capacity: bool = False
     bridge: bool = False
     """A shed bridging the boot of scale-outs (see ``HealingEngine._autoscale``)."""
+    hold_for: str = ""
+    """For a replica taken out of rotation while its cause is fixed, the component whose
+    fix lets it back (see ``HealingEngine._hold_out``); empty otherwise."""
 
 
 @dataclass(slots=True)
@@ -235,6 +254,9 @@ class _State:
     """Hosts this engine drained, and the incident that drained each."""
     surge_added: dict[int, list[str]] = field(default_factory=dict)
     """Per incident, the services given a replica of surge capacity (one entry per replica)."""
+    held_out: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Replicas this engine took out of rotation while their cause is fixed: for each, the
+    incident and the component whose fix lets it back (``HealingEngine._hold_out``)."""
     next_incident: int = 0
     seen_seq: int = 0
 
@@ -408,6 +430,10 @@ class HealingEngine:
                 s.drained[r.target] = d.incident_id
             elif r.kind == "uncordon_host":
                 s.drained.pop(r.target, None)
+            elif r.kind == "reroute_traffic" and _held_for(d.reason):
+                s.held_out[r.target] = (d.incident_id, _held_for(d.reason))
+            elif r.kind == "restore_traffic":
+                s.held_out.pop(r.target, None)
         running = [d for aid, d in by_action.items() if aid not in book.outcome]
         wanted = {*s.failed_over.values(), *s.drained.values(), *(d.incident_id for d in running)}
         for iid in sorted(wanted):
@@ -428,7 +454,7 @@ class HealingEngine:
             Action(d.action, d.target), d.incident_id, self._good_share(),
             d.reason.startswith("rollback"), started_s=d.t_s,
             surge_capacity=d.reason.startswith(SURGE_CAPACITY),
-            bridge=d.reason.startswith(BRIDGE),
+            bridge=d.reason.startswith(BRIDGE), hold_for=_held_for(d.reason),
         )
         self._s.latest[(d.action, d.target)] = d.action_id
 
@@ -508,6 +534,7 @@ class HealingEngine:
         """Keep capacity ahead of a surge; stop shedding once the full load fits again."""
         self._autoscale(obs)
         self._unshed(obs)
+        self._release_held(obs)
 
     def _service_util(self, obs: Observation) -> np.ndarray:
         used = obs.inst_used & obs.inst_ready
@@ -962,6 +989,8 @@ class HealingEngine:
         for action in (a for c in self._acted_on(inc, obs)
                        for a in step.resolve(c, obs)):
             self._s.pending.append(_Pending(action, inc.incident_id, f"runbook step {inc.step}"))
+        if inc.step == 1:
+            self._hold_out(inc, runbook.fault_class, component, obs)
         self._run_pending(obs)
 
     def _stall_over(
@@ -1315,7 +1344,7 @@ class HealingEngine:
         self._s.executed[result.action_id] = _Executed(
             p.action, inc.incident_id, self._good_share(), reason.startswith("rollback"),
             surge_capacity=reason.startswith(SURGE_CAPACITY), started_s=now,
-            bridge=reason.startswith(BRIDGE),
+            bridge=reason.startswith(BRIDGE), hold_for=_held_for(reason),
         )
         self._s.latest[(p.action.kind, p.action.target)] = result.action_id
 
@@ -1385,18 +1414,122 @@ class HealingEngine:
                     s.drained[ex.action.target] = ex.incident_id
                 elif ex.action.kind in HOST_REPAIRS:
                     self._uncordon(ex.action.target)
+                elif ex.action.kind == "reroute_traffic" and ex.hold_for:
+                    s.held_out[ex.action.target] = (ex.incident_id, ex.hold_for)
+                elif ex.action.kind == "restore_traffic":
+                    s.held_out.pop(ex.action.target, None)
                 elif ex.surge_capacity:
                     s.surge_added.setdefault(ex.incident_id, []).append(ex.action.target)
                 # Adding capacity cannot make the twin worse; a surge that keeps growing would
                 # otherwise read as the scale-out's fault. A bridging shed loses its share by
-                # design and ends by itself when the capacity lands.
+                # design and ends by itself when the capacity lands. A replica held out of
+                # rotation while its cause is fixed comes back with the fix: the windows
+                # meanwhile are the cause's, not the hold-out's.
                 if (self.safety.rollback_enabled and not ex.rollback
                         and ex.action.kind != "scale_out"
-                        and not ex.bridge
+                        and not ex.bridge and not ex.hold_for
                         and rollback_action(ex.action) is not None):
                     ex.finished_s = r.t_s
                     s.to_verify.append(r.action_id)
         self._verify_actions()
+
+    def _hold_out(self, inc: Incident, fault_class: str, component: str,
+                  obs: Observation) -> None:
+        """Take the replicas a cause keeps harming out of rotation while its fix runs.
+
+        A degraded host link drops a share of the packets of every request its replicas
+        serve for the five minutes a link repair takes; a bad configuration caught on its
+        canaries fails their share of requests for the minute a rollback takes. The rest
+        of each service can serve those requests meanwhile, as an operator would drain a
+        flapping link or a failing canary first. Queued after the step's own actions (the
+        fix is submitted first under the rate limit); only replicas that serve, at most
+        HOLD_OUT_MAX, and only where the rest of their service would stay below
+        HOLD_OUT_UTIL. ``_release_held`` puts them back once the fix shows.
+        """
+        if fault_class == FaultKind.LINK_DEGRADATION.value and component.startswith("link-host-"):
+            cand = obs.inst_used & (obs.inst_host == int(component.rsplit("-", 1)[1]))
+        elif fault_class == FaultKind.BAD_CONFIG.value:
+            cand = self._canaries(component, obs)
+        else:
+            return
+        s = self._s
+        serving = obs.inst_used & obs.inst_ready & (obs.inst[:, _RPS] > 0.0)
+        queued = {p.action.target for p in s.pending if p.action.kind == "reroute_traffic"}
+        chosen: list[int] = []
+        for svc in np.unique(obs.inst_service[cand & serving]):
+            members = serving & (obs.inst_service == svc)
+            out = [int(i) for i in np.flatnonzero(cand & members)
+                   if f"inst-{i}" not in s.held_out and f"inst-{i}" not in queued]
+            rest = int(members.sum()) - len(out)
+            if not out or rest < 1:
+                continue
+            if float(obs.inst[members, _CPU_UTIL].sum()) / rest < HOLD_OUT_UTIL:
+                chosen += out
+        for i in chosen[:HOLD_OUT_MAX]:
+            s.pending.append(_Pending(
+                Action("reroute_traffic", f"inst-{i}"), inc.incident_id,
+                f"{HOLD_OUT}: inst-{i} out of rotation while {component} is fixed",
+            ))
+
+    @staticmethod
+    def _canaries(component: str, obs: Observation) -> np.ndarray:
+        """The replicas of a service on a newer configuration than most of the others."""
+        none = np.zeros(obs.inst_used.shape, dtype=bool)
+        versions = obs.inst_config_version
+        name = component.removeprefix("svc-")
+        if versions is None or not component.startswith("svc-") or name not in obs.service_names:
+            return none
+        members = obs.inst_used & (obs.inst_service == obs.service_names.index(name))
+        if not members.any() or versions[members].min() == versions[members].max():
+            return none
+        newest = members & (versions == versions[members].max())
+        return newest if 2 * int(newest.sum()) < int(members.sum()) else none
+
+    def _release_held(self, obs: Observation) -> None:
+        """Put held-out replicas back into rotation once their cause is fixed.
+
+        A host link is fixed when the host reports no packet loss; a canary when it runs the
+        configuration most of its service runs (rolled back, or promoted everywhere). A
+        replica gone from its slot is forgotten.
+        """
+        s = self._s
+        if not s.held_out:
+            return
+        now, queued = self.plant.now_s, False
+        busy = {p.action.target for p in s.pending if p.action.kind == "restore_traffic"}
+        busy |= {f.action.target for f in self.gate.in_flight()
+                 if f.action.kind == "restore_traffic"}
+        for inst, (incident_id, component) in list(s.held_out.items()):
+            i = _slot(inst, obs)
+            if i is None or not obs.inst_used[i]:
+                del s.held_out[inst]
+                continue
+            if inst in busy or not self._fixed(component, i, obs):
+                continue
+            del s.held_out[inst]
+            s.pending.append(_Pending(
+                Action("restore_traffic", inst), incident_id,
+                f"follow-up: {component} fixed, {inst} back into rotation",
+                retry_until_s=now + CAPACITY_WAIT_S,
+            ))
+            queued = True
+        if queued:
+            self._run_pending(obs)
+
+    @staticmethod
+    def _fixed(component: str, slot: int, obs: Observation) -> bool:
+        """Whether what held ``slot`` out of rotation is fixed (see ``_release_held``)."""
+        if component.startswith("link-host-"):
+            return float(obs.host[int(component.rsplit("-", 1)[1]), _LINK_LOSS]) <= 0.0
+        versions = obs.inst_config_version
+        if versions is None:
+            return True
+        others = obs.inst_used & (obs.inst_service == obs.inst_service[slot])
+        others[slot] = False
+        if not others.any():
+            return True
+        values, counts = np.unique(versions[others], return_counts=True)
+        return bool(versions[slot] == values[int(np.argmax(counts))])
 
     def _fail_back(self, switch: str) -> None:
         """Once a failed-over rack's top-of-rack switch is repaired, serve from it again.

@@ -137,18 +137,25 @@ RUNBOOKS: dict[str, Runbook] = {
                 _step(("cold_migrate", itself), deadline_s=240.0),
             ),
         ),
+        # A rebuild fails one time in fifty for a passing reason; the incident stays open
+        # until the replica serves again, so the fallback rebuilds it once more, with a
+        # replica added meanwhile (a scale-out alone never brings the lost one back).
         Runbook(
             FaultKind.VM_FAILURE.value,
             (
                 _step(("cold_migrate", itself), deadline_s=240.0),
-                _step(("scale_out", service_of), deadline_s=240.0),
+                _step(("cold_migrate", itself), ("scale_out", service_of), deadline_s=240.0),
             ),
         ),
         Runbook(
             FaultKind.HOST_FAILURE.value,
             (
                 _step(("cold_migrate", instances_on_host), deadline_s=300.0),
-                _step(("scale_out", services_on_host), deadline_s=300.0),
+                _step(("cold_migrate", instances_on_host), ("scale_out", services_on_host),
+                      deadline_s=300.0),
+                # A host down with nothing left on it (its repair, a follow-up, failed): repair
+                # it again rather than page a human for an empty host.
+                _step(("repair_host", itself), deadline_s=4 * 3600.0 + 900.0),
             ),
             follow_up=(("repair_host", itself),),
         ),
