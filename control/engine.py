@@ -12,10 +12,13 @@ One :meth:`HealingEngine.step` per control interval, against any :class:`sim.pla
    step runs, and after the last one the incident escalates;
 5. an action that made the SLO worse (the first whole SLO window after it finished has a
    lower good share than the last one before it started) is rolled back when rollback is
-   enabled (scale-outs and a shed bridging their boot excepted);
+   enabled (scale-outs, a shed bridging their boot and hold-outs excepted);
 6. while a load surge is handled, services past AUTOSCALE_UTIL get further scale-outs, and
    a saturated main path whose scale-outs are still booting gets one step of load shed
-   until they land (``HealingEngine._autoscale``).
+   until they land (``HealingEngine._autoscale``);
+7. while a lossy host link is repaired or a bad deploy caught on its canaries is rolled
+   back, the replicas it harms are held out of rotation where the rest of their service
+   has room, and put back once the fix shows (``HealingEngine._hold_out``).
 
 Every decision is written to the plant's event log, which is what KPIs and post-mortems read,
 and from which an engine started on a plant that kept its log takes over the incidents its
