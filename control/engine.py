@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from control.detection import DetectionStage, alert_metric, default_detectors
+from control.detection import DetectionStage, alert_metric, component_index, default_detectors
 from control.incidents import Impact, Incident, priority
 from control.prediction import PredictionStage
 from control.rca import (
@@ -1450,7 +1450,7 @@ class HealingEngine:
         HOLD_OUT_UTIL. ``_release_held`` puts them back once the fix shows.
         """
         if fault_class == FaultKind.LINK_DEGRADATION.value and component.startswith("link-host-"):
-            cand = obs.inst_used & (obs.inst_host == int(component.rsplit("-", 1)[1]))
+            cand = obs.inst_used & (obs.inst_host == component_index(component))
         elif fault_class == FaultKind.BAD_CONFIG.value:
             cand = self._canaries(component, obs)
         else:
@@ -1523,7 +1523,7 @@ class HealingEngine:
     def _fixed(component: str, slot: int, obs: Observation) -> bool:
         """Whether what held ``slot`` out of rotation is fixed (see ``_release_held``)."""
         if component.startswith("link-host-"):
-            return float(obs.host[int(component.rsplit("-", 1)[1]), _LINK_LOSS]) <= 0.0
+            return float(obs.host[component_index(component), _LINK_LOSS]) <= 0.0
         versions = obs.inst_config_version
         if versions is None:
             return True
